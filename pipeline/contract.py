@@ -1,0 +1,152 @@
+"""The event contract: decode one Kafka message into an ``Event`` or a typed ``Rejection``.
+
+The JSON Schema files in ``pipeline/schemas/`` are the contract any producer can follow; this
+module compiles them once and adds the checks a schema cannot express (size before parsing,
+finite numbers, clock skew against the caller's clock). Decoding never raises on bad input:
+every failure is a ``Rejection`` with a reason from a closed set, so the caller can dead-letter
+it with the original bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from importlib import resources
+from typing import Any, Final
+
+import fastjsonschema
+import orjson
+
+from pipeline.normalize import normalise_channel
+
+__all__ = [
+    "TOPIC_KINDS",
+    "Contract",
+    "Event",
+    "RejectReason",
+    "Rejection",
+    "load_schema",
+    "parse_event_time",
+]
+
+# Contract name of each ingest topic; the Kafka topic names are settings.
+TOPIC_KINDS: Final = ("social.interactions", "web.events", "campaign.costs", "campaign.meta")
+
+
+class RejectReason(StrEnum):
+    """Why a message became a dead letter. A closed set: it labels a Prometheus counter."""
+
+    OVERSIZE = "oversize"
+    BAD_JSON = "bad_json"
+    NOT_AN_OBJECT = "not_an_object"
+    UNKNOWN_EVENT_TYPE = "unknown_event_type"
+    SCHEMA_VIOLATION = "schema_violation"
+    CLOCK_SKEW = "clock_skew"
+    UNKNOWN_TOPIC = "unknown_topic"
+    UNKNOWN_CURRENCY = "unknown_currency"
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    reason: RejectReason
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A valid event. ``data`` is the validated JSON object, unchanged."""
+
+    kind: str
+    event_type: str
+    event_id: str
+    ts_ms: int
+    channel: str
+    campaign_id: str
+    user_id: str
+    count: int
+    data: Mapping[str, Any] = field(repr=False)
+
+
+def load_schema(kind: str) -> dict[str, Any]:
+    """The published JSON Schema of one ingest topic."""
+    text = resources.files("pipeline").joinpath(f"schemas/{kind}.schema.json").read_text("utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+def parse_event_time(value: str) -> int:
+    """RFC 3339 timestamp (as validated by the schema) to epoch milliseconds."""
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:  # the schema requires an offset; be strict anyway
+        raise ValueError("event_time needs a UTC offset")
+    return int(parsed.timestamp() * 1000)
+
+
+class Contract:
+    """Compiled validators for every ingest topic. Thread-safe and reusable."""
+
+    def __init__(self, *, max_message_bytes: int, max_future_skew_ms: int) -> None:
+        self._max_bytes = max_message_bytes
+        self._max_skew_ms = max_future_skew_ms
+        self._validators: dict[str, Callable[[Any], Any]] = {}
+        self._event_types: dict[str, frozenset[str]] = {}
+        for kind in TOPIC_KINDS:
+            schema = load_schema(kind)
+            self._validators[kind] = fastjsonschema.compile(schema)
+            self._event_types[kind] = frozenset(schema["properties"]["event_type"]["enum"])
+
+    def event_types(self, kind: str) -> frozenset[str]:
+        return self._event_types[kind]
+
+    def decode(self, kind: str, raw: bytes | None, now_ms: int) -> Event | Rejection:
+        """Decode and validate one message of topic ``kind`` received at ``now_ms``."""
+        validator = self._validators.get(kind)
+        if validator is None:
+            return Rejection(RejectReason.UNKNOWN_TOPIC, f"no contract for topic kind {kind!r}")
+        if raw is None:
+            return Rejection(RejectReason.BAD_JSON, "empty message (tombstone)")
+        if len(raw) > self._max_bytes:
+            return Rejection(RejectReason.OVERSIZE, f"{len(raw)} bytes, limit {self._max_bytes}")
+        try:
+            # orjson rejects NaN and Infinity, which JSON does not have either.
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            return Rejection(RejectReason.BAD_JSON, str(exc)[:200])
+        return self.check(kind, obj, now_ms)
+
+    def check(self, kind: str, obj: Any, now_ms: int) -> Event | Rejection:
+        """Validate an already parsed JSON value (the collector and replay parse themselves)."""
+        if not isinstance(obj, dict):
+            return Rejection(RejectReason.NOT_AN_OBJECT, f"got {type(obj).__name__}")
+        event_type = obj.get("event_type")
+        if not isinstance(event_type, str) or event_type not in self._event_types[kind]:
+            return Rejection(
+                RejectReason.UNKNOWN_EVENT_TYPE, f"{str(event_type)[:64]!r} is not a {kind} type"
+            )
+        try:
+            self._validators[kind](obj)
+        except fastjsonschema.JsonSchemaValueException as exc:
+            return Rejection(RejectReason.SCHEMA_VIOLATION, exc.message[:300])
+        try:
+            ts_ms = parse_event_time(obj["event_time"])
+        except (ValueError, OverflowError) as exc:
+            return Rejection(RejectReason.SCHEMA_VIOLATION, f"event_time: {exc}"[:300])
+        if ts_ms > now_ms + self._max_skew_ms:
+            return Rejection(
+                RejectReason.CLOCK_SKEW,
+                f"event_time {obj['event_time']} is {(ts_ms - now_ms) // 1000}s in the future",
+            )
+        return Event(
+            kind=kind,
+            event_type=event_type,
+            event_id=obj["event_id"],
+            ts_ms=ts_ms,
+            channel=normalise_channel(obj.get("channel", "")),
+            campaign_id=obj.get("campaign_id", ""),
+            user_id=obj.get("user_id", ""),
+            count=obj.get("count", 1),
+            data=obj,
+        )

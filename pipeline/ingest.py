@@ -1,0 +1,258 @@
+"""Stage one, per source partition: lateness against the partition's watermark, and the
+counter contribution each valid event makes to its campaign's windows.
+
+Lateness must be decided the same way when a partition is replayed after a crash, or the
+same event could be counted on one run and sent to the late topic on the next. So the
+watermark is a function of the position in the partition: ``PartitionClock`` keeps
+checkpoints (last offset of a batch -> max event time up to it) and a batch that starts at
+offset ``o`` resumes from the checkpoint at or before ``o - 1``.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from pipeline.contract import Contract, Event, Rejection, RejectReason
+from pipeline.kpi import MICROS
+from pipeline.money import Rates
+from pipeline.normalize import CLICK_ID_CHANNELS, normalise_channel
+
+__all__ = [
+    "NO_TIME",
+    "Forward",
+    "IngestResult",
+    "Ingestor",
+    "Message",
+    "PartitionClock",
+    "ServiceCosts",
+    "as_record",
+    "contribution",
+    "money_micros",
+    "route_campaign",
+]
+
+NO_TIME: Final = -(2**62)
+_KEEP_CHECKPOINTS: Final = 512
+
+
+class PartitionClock:
+    """Max event time seen in one source partition, reproducible at any recent offset."""
+
+    __slots__ = ("_max", "_offsets")
+
+    def __init__(self, checkpoints: list[tuple[int, int]] | None = None) -> None:
+        pairs = sorted(checkpoints or [])
+        self._offsets = [o for o, _ in pairs]
+        self._max = [t for _, t in pairs]
+
+    def max_before(self, offset: int) -> int:
+        """Max event time over offsets ``< offset`` (``NO_TIME`` when unknown)."""
+        i = bisect_right(self._offsets, offset - 1)
+        return self._max[i - 1] if i else NO_TIME
+
+    def checkpoint(self, last_offset: int, max_time: int) -> None:
+        """Record the max event time up to and including ``last_offset``."""
+        i = bisect_right(self._offsets, last_offset)
+        # A replay rewrites the checkpoints after it; they would be the same values.
+        del self._offsets[i:], self._max[i:]
+        self._offsets.append(last_offset)
+        self._max.append(max_time)
+        if len(self._offsets) > _KEEP_CHECKPOINTS:
+            del self._offsets[0], self._max[0]
+
+    def to_state(self) -> list[list[int]]:
+        return [[o, t] for o, t in zip(self._offsets, self._max, strict=True)]
+
+    @classmethod
+    def from_state(cls, state: list[list[int]] | None) -> PartitionClock:
+        return cls([(int(o), int(t)) for o, t in state or []])
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceCosts:
+    """Cost of a customer contact handled by the call centre and on social, in micros."""
+
+    call_centre_micros: int
+    social_micros: int
+
+    @property
+    def saving_micros(self) -> int:
+        return self.call_centre_micros - self.social_micros
+
+
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """One event's contribution to one (campaign, channel), sent on to stage two."""
+
+    campaign_id: str
+    channel: str
+    ts_ms: int
+    user_id: str
+    deltas: Mapping[str, int]
+
+
+_SOCIAL_COUNTER: Final = {
+    "impression": "impressions",
+    "like": "likes",
+    "comment": "comments",
+    "share": "shares",
+    "save": "saves",
+    "click": "clicks",
+}
+
+
+def route_campaign(event: Event) -> tuple[str, str]:
+    """(campaign, channel) an event counts for before attribution.
+
+    A page view counts for the campaign of its ``utm_campaign`` (lower case) and the channel
+    of its ``utm_source`` or, failing that, of a known click id; a page view with neither is
+    site traffic with no campaign (campaign ``""``, channel ``direct``).
+    """
+    if event.kind != "web.events":
+        return event.campaign_id, event.channel
+    data = event.data
+    campaign = str(data.get("utm_campaign", "")).strip().lower()
+    source = str(data.get("utm_source", "")).strip()
+    channel = normalise_channel(source) if source else ""
+    if not channel:
+        for name in data.get("click_ids", {}):
+            channel = CLICK_ID_CHANNELS.get(name.lower(), "")
+            if channel:
+                break
+    return campaign, channel or "direct"
+
+
+def contribution(
+    event: Event, rates: Rates, service: ServiceCosts, staff_hourly_rate: float
+) -> Forward | None:
+    """The counters one valid event adds, or ``None`` for events that add none here.
+
+    Raises ``RatesError`` for a currency the rates table does not know.
+    """
+    deltas: dict[str, int] = {"events": 1}
+    kind, etype, data = event.kind, event.event_type, event.data
+    if kind == "social.interactions":
+        counter = _SOCIAL_COUNTER.get(etype)
+        if counter is not None:
+            deltas[counter] = event.count
+        elif etype in ("follow", "unfollow"):
+            deltas[etype + "s"] = 1
+        elif etype == "mention":
+            deltas["mentions_" + data["sentiment"]] = 1
+        elif etype == "service_contact":
+            deltas["service_contacts"] = 1
+            if data["resolved"]:
+                deltas["service_resolved"] = 1
+                deltas["service_savings_micros"] = service.saving_micros
+    elif kind == "web.events":
+        if etype != "page_view":
+            return None  # conversions are credited by attribution, not counted here
+        deltas["visits"] = 1
+    elif kind == "campaign.costs":
+        currency = data["currency"]
+        deltas["media_spend_micros"] = rates.micros(data["media_spend"], currency)
+        hours = data.get("staff_hours", 0)
+        if "staff_hourly_rate" in data:
+            effort = hours * data["staff_hourly_rate"]
+            deltas["effort_spend_micros"] = rates.micros(effort, currency)
+        else:
+            deltas["effort_spend_micros"] = rates.micros(hours * staff_hourly_rate, rates.base)
+        deltas["tools_spend_micros"] = rates.micros(data.get("tools_cost", 0), currency)
+    else:
+        return None  # campaign metadata feeds attribution, not counters
+    campaign, channel = route_campaign(event)
+    return Forward(campaign, channel, event.ts_ms, event.user_id, deltas)
+
+
+def money_micros(amount: float) -> int:
+    """Configured money (already in base currency) in micro-units."""
+    return round(amount * MICROS)
+
+
+def as_record(forward: Forward, src: str, offset: int, watermark: int) -> dict[str, Any]:
+    """The JSON-able message stage one sends to stage two."""
+    return {
+        "src": src,
+        "o": offset,
+        "wm": watermark,
+        "ts": forward.ts_ms,
+        "c": forward.campaign_id,
+        "ch": forward.channel,
+        "u": forward.user_id,
+        "d": dict(forward.deltas),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One consumed Kafka message, as stage one needs it."""
+
+    offset: int
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What one source partition's slice of a batch became, in offset order."""
+
+    rejected: list[tuple[int, Rejection]]
+    late: list[tuple[int, Event, int]]  # offset, event, watermark it missed
+    forwards: list[tuple[int, Forward, int]]  # offset, contribution, watermark after it
+
+
+class Ingestor:
+    """Decode, validate, apply lateness and compute contributions for one partition slice."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        rates: Rates,
+        service: ServiceCosts,
+        staff_hourly_rate: float,
+        allowed_lateness_ms: int,
+    ) -> None:
+        self._contract = contract
+        self._rates = rates
+        self._service = service
+        self._staff_rate = staff_hourly_rate
+        self._lateness = allowed_lateness_ms
+
+    def run(
+        self, kind: str, messages: list[Message], clock: PartitionClock, now_ms: int
+    ) -> IngestResult:
+        """Process ``messages`` (consecutive offsets of one partition, ascending).
+
+        Updates ``clock`` with a checkpoint at the last offset. Never raises on bad input.
+        """
+        result = IngestResult([], [], [])
+        if not messages:
+            return result
+        max_ts = clock.max_before(messages[0].offset)
+        for msg in messages:
+            decoded = self._contract.decode(kind, msg.value, now_ms)
+            if isinstance(decoded, Rejection):
+                result.rejected.append((msg.offset, decoded))
+                continue
+            currency = decoded.data.get("currency")
+            if kind != "campaign.meta" and currency and not self._rates.knows(currency):
+                result.rejected.append((msg.offset, _unknown_currency(decoded)))
+                continue
+            watermark = max_ts - self._lateness
+            max_ts = max(max_ts, decoded.ts_ms)
+            if decoded.ts_ms < watermark:
+                result.late.append((msg.offset, decoded, watermark))
+                continue
+            forward = contribution(decoded, self._rates, self._service, self._staff_rate)
+            if forward is not None:
+                result.forwards.append((msg.offset, forward, max_ts - self._lateness))
+        clock.checkpoint(messages[-1].offset, max_ts)
+        return result
+
+
+def _unknown_currency(event: Event) -> Rejection:
+    return Rejection(
+        RejectReason.UNKNOWN_CURRENCY, f"no exchange rate for {event.data['currency']}"
+    )

@@ -1,0 +1,65 @@
+"""The small interfaces between the pure core and the I/O packages.
+
+``streams`` (Kafka) and ``sinks`` (ClickHouse) never import each other; they meet here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+__all__ = ["DeadLetterRow", "KpiSnapshot", "SinkUnavailable", "SnapshotSink"]
+
+
+@dataclass(frozen=True, slots=True)
+class KpiSnapshot:
+    """The whole state of one (campaign, channel, window) at one version.
+
+    ``version`` grows with the events the snapshot includes (and once more when the window
+    turns final), so writing the same snapshot twice, or an older one after a newer, changes
+    nothing in a ReplacingMergeTree.
+    """
+
+    campaign_id: str
+    channel: str
+    window_kind: str  # "tumbling" or "hopping"
+    window_seconds: int
+    window_start_ms: int
+    window_end_ms: int
+    is_final: bool
+    version: int
+    counters: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterRow:
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    kafka_ts_ms: int
+    payload: bytes
+
+
+class SinkUnavailable(Exception):
+    """The store cannot take writes now; retry the same batch after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SnapshotSink(Protocol):
+    """Where KPI snapshots go. ``flush`` returns only once every added row is durable."""
+
+    async def start(self) -> None: ...
+
+    def add_snapshots(self, rows: Sequence[KpiSnapshot]) -> None: ...
+
+    def add_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None: ...
+
+    async def flush(self) -> None: ...
+
+    async def close(self) -> None: ...

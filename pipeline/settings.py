@@ -1,0 +1,244 @@
+"""The one settings object: every variable the pipeline reads, with its default and meaning.
+
+Built once at the entry point (``Settings()`` reads ``SOCIALROI_*`` variables and an optional
+``.env`` file) and passed down; nothing else reads the environment. Nested sections use ``__``
+in variable names: ``SOCIALROI_KAFKA__BOOTSTRAP_SERVERS``. ``env_reference()`` lists them all
+for ``socialroi --help`` and ``socialroi config``.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = [
+    "AttributionModel",
+    "AttributionSettings",
+    "ClickHouseSettings",
+    "CollectorSettings",
+    "CostSettings",
+    "KafkaSettings",
+    "LimitSettings",
+    "LogSettings",
+    "MetricsSettings",
+    "Settings",
+    "TopicSettings",
+    "WindowSettings",
+    "WorkerSettings",
+    "env_reference",
+    "redact_url",
+]
+
+ENV_PREFIX = "SOCIALROI_"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = Field(
+        "127.0.0.1:19092", description="Comma-separated host:port list of Kafka brokers."
+    )
+    security_protocol: str = Field(
+        "PLAINTEXT", description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL."
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 when SASL is used."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (secret).")
+    ssl_cafile: Path | None = Field(None, description="CA bundle to verify the brokers.")
+    ssl_certfile: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    ssl_keyfile: Path | None = Field(None, description="Client key (mutual TLS).")
+    partitions: int = Field(4, ge=1, description="Partitions of the topics the pipeline creates.")
+    replication_factor: int = Field(1, ge=1, description="Replication of the created topics.")
+
+    @field_validator("security_protocol")
+    @classmethod
+    def _protocol(cls, value: str) -> str:
+        value = value.upper()
+        if value not in {"PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"}:
+            raise ValueError("must be PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL")
+        return value
+
+
+class TopicSettings(_Section):
+    social: str = Field("social.interactions", description="Social interactions topic.")
+    web: str = Field("web.events", description="Web visits and conversions topic.")
+    costs: str = Field("campaign.costs", description="Campaign spend and effort topic.")
+    campaigns: str = Field("campaign.meta", description="Campaign metadata topic.")
+    dead_letters: str = Field(
+        "socialroi.dead-letters", description="Invalid messages, with reason and original bytes."
+    )
+    late: str = Field("socialroi.late-events", description="Events later than allowed lateness.")
+
+    def ingest(self) -> tuple[str, str, str, str]:
+        """The topics producers write to, in contract order."""
+        return (self.social, self.web, self.costs, self.campaigns)
+
+
+class WindowSettings(_Section):
+    tumbling_seconds: tuple[int, ...] = Field(
+        (60, 3600, 86400), description="Tumbling window sizes in seconds (JSON list)."
+    )
+    hopping: tuple[tuple[int, int], ...] = Field(
+        ((86400, 3600), (604800, 86400)),
+        description="Rolling windows as [size, step] pairs in seconds (JSON list of pairs).",
+    )
+    allowed_lateness_seconds: int = Field(
+        600,
+        ge=0,
+        description="How far behind a partition's newest event time an event may arrive "
+        "and still update its window; later events go to the late topic.",
+    )
+    max_future_skew_seconds: int = Field(
+        300, ge=0, description="Events stamped further ahead of the clock are clock skew."
+    )
+
+
+class AttributionModel(StrEnum):
+    LAST_TOUCH = "last_touch"
+    FIRST_TOUCH = "first_touch"
+    LINEAR = "linear"
+    TIME_DECAY = "time_decay"
+    POSITION_BASED = "position_based"
+
+
+class AttributionSettings(_Section):
+    model: AttributionModel = Field(
+        AttributionModel.LAST_TOUCH, description="Model that credits conversions."
+    )
+    lookback_seconds: int = Field(
+        7 * 86400, ge=1, description="Touchpoints older than this before a conversion are ignored."
+    )
+    half_life_seconds: int = Field(86400, ge=1, description="Half-life of the time-decay model.")
+    engagements_are_touchpoints: bool = Field(
+        True, description="Count likes, comments, shares and saves as touchpoints, not only clicks."
+    )
+
+
+class CostSettings(_Section):
+    base_currency: str = Field("EUR", description="Currency every money figure is reported in.")
+    rates_file: Path | None = Field(
+        None,
+        description="CSV 'currency,rate' of base-currency units per unit of each currency.",
+    )
+    staff_hourly_rate: float = Field(
+        60.0, ge=0, description="Cost of one staff hour, when a cost event gives hours only."
+    )
+    call_centre_contact_cost: float = Field(
+        6.0, ge=0, description="Cost of one customer contact handled by the call centre."
+    )
+    social_contact_cost: float = Field(
+        2.0, ge=0, description="Cost of one customer contact handled on social media."
+    )
+
+
+class LimitSettings(_Section):
+    max_message_bytes: int = Field(
+        65536, ge=256, description="Messages larger than this are dead-lettered as oversize."
+    )
+
+
+class ClickHouseSettings(_Section):
+    url: SecretStr = Field(
+        SecretStr("chdb://.local/chdb"),
+        description="clickhouse://user:password@host:9000/db (native protocol; "
+        "clickhouses:// or ?secure=1 for TLS, ?ca_certs=FILE) or chdb://PATH for the "
+        "embedded engine (the default, on local disk).",
+    )
+    batch_rows: int = Field(5000, ge=1, description="Rows buffered before an insert.")
+    flush_interval_seconds: float = Field(1.0, gt=0, description="Longest wait before an insert.")
+    retry_initial_seconds: float = Field(0.5, gt=0, description="First back-off after a failure.")
+    retry_max_seconds: float = Field(30.0, gt=0, description="Longest back-off between retries.")
+
+
+class MetricsSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz.")
+    port: int = Field(9464, ge=0, le=65535, description="Port of the metrics server (0: off).")
+
+
+class WorkerSettings(_Section):
+    app_id: str = Field("socialroi", description="Faust app id: consumer group and state prefix.")
+    batch_max_events: int = Field(2000, ge=1, description="Events handled in one batch.")
+    batch_within_seconds: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
+    data_dir: Path = Field(Path(".local/worker"), description="Worker's local state directory.")
+
+
+class CollectorSettings(_Section):
+    host: str = Field("127.0.0.1", description="Address the HTTP collector listens on.")
+    port: int = Field(8088, ge=0, le=65535, description="Port of the HTTP collector.")
+    token: SecretStr | None = Field(
+        None, description="Bearer token the collector requires (required to start it)."
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1024, description="Largest accepted request body.")
+
+
+class LogSettings(_Section):
+    level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
+    json_logs: bool = Field(False, description="One JSON object per log line (production).")
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Frozen: build it once, pass it down."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        frozen=True,
+        extra="ignore",
+    )
+
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    topics: TopicSettings = Field(default_factory=TopicSettings)
+    windows: WindowSettings = Field(default_factory=WindowSettings)
+    attribution: AttributionSettings = Field(default_factory=AttributionSettings)
+    costs: CostSettings = Field(default_factory=CostSettings)
+    limits: LimitSettings = Field(default_factory=LimitSettings)
+    clickhouse: ClickHouseSettings = Field(default_factory=ClickHouseSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    collector: CollectorSettings = Field(default_factory=CollectorSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+
+def redact_url(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe for logs and messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    netloc = f"{parts.username or ''}:***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+def _describe_default(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return redact_url(value.get_secret_value()) if value.get_secret_value() else "(unset)"
+    if value is None:
+        return "(unset)"
+    if isinstance(value, tuple):
+        return str(list(value)).replace("(", "[").replace(")", "]").replace("'", '"')
+    return str(value)
+
+
+def env_reference() -> list[tuple[str, str, str]]:
+    """Every environment variable as (name, default, description), in declaration order."""
+    rows: list[tuple[str, str, str]] = []
+    for section_name, section in Settings.model_fields.items():
+        model = section.annotation
+        assert isinstance(model, type) and issubclass(model, BaseModel)
+        for field_name, field in model.model_fields.items():
+            name = f"{ENV_PREFIX}{section_name}__{field_name}".upper()
+            rows.append((name, _describe_default(field.default), field.description or ""))
+    return rows
