@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Local ClickHouse server for tests, from Debian's clickhouse-server package
+# (18.16.1 on bookworm, the oldest ClickHouse the project supports), run with our
+# own config (deploy/local/clickhouse/) on 127.0.0.1 only. It runs as the
+# invoking user (root in CI is fine: 18.16 does not refuse root).
+# User 'default' has no password and is limited to loopback: local tests only.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+USAGE="usage: ${0##*/} {install|start|stop|status|client [ARGS...]}
+
+  install  apt-get install clickhouse-server clickhouse-client if missing
+  start    start the server (installing it if needed), wait until it answers
+  stop     SIGTERM, wait up to 30s, then SIGKILL (fine if not running)
+  status   exit 0 if 'SELECT version()' answers
+  client   run clickhouse-client against it, e.g.: client -q 'SHOW TABLES'
+
+environment:
+  SOCIALROI_CH_PORT       native TCP port (default 19000)
+  SOCIALROI_CH_HTTP_PORT  HTTP port       (default 18123)
+  SOCIALROI_STATE_DIR     state root (default <repo>/.local; clickhouse/ inside)"
+
+PORT=${SOCIALROI_CH_PORT:-19000}
+HTTP_PORT=${SOCIALROI_CH_HTTP_PORT:-18123}
+RUN_DIR=$STATE_DIR/clickhouse
+CONF_DIR=$RUN_DIR/etc
+DATA_DIR=$RUN_DIR/data
+LOG_DIR=$RUN_DIR/logs
+PIDFILE=$RUN_DIR/clickhouse.pid
+SERVER=/usr/sbin/clickhouse-server
+
+cmd_install() {
+    if [[ -x $SERVER ]] && command -v clickhouse-client >/dev/null; then
+        return 0
+    fi
+    local fresh=0
+    [[ -x $SERVER ]] || fresh=1
+    apt_install clickhouse-server clickhouse-client
+    # Without systemd/policy-rc.d the package could have started its own server on 9000.
+    ((fresh == 0)) || stop_package_service clickhouse-server
+    [[ -x $SERVER ]] || die "clickhouse-server still missing after apt-get install"
+}
+
+answers() {
+    timeout 10 clickhouse-client --host 127.0.0.1 --port "$PORT" -q 'SELECT version()' >/dev/null 2>&1
+}
+
+fail_start() {
+    show_log clickhouse "$LOG_DIR/clickhouse-server.err.log" 30
+    show_log clickhouse "$LOG_DIR/stdout.log" 10
+    die "$1; see $LOG_DIR/, then: ${0##*/} stop and start again"
+}
+
+cmd_start() {
+    cmd_install
+    if pid_alive "$PIDFILE"; then
+        if answers; then
+            log clickhouse "already running (pid $(<"$PIDFILE")) on 127.0.0.1:$PORT"
+            return 0
+        fi
+        log clickhouse "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
+    else
+        local p
+        for p in "$PORT" "$HTTP_PORT"; do
+            ! port_open 127.0.0.1 "$p" || die "port $p is taken by another process (set SOCIALROI_CH_PORT / SOCIALROI_CH_HTTP_PORT)"
+        done
+        if port_open 127.0.0.1 9000; then
+            log clickhouse "note: something (the package's own service?) listens on the default port 9000; ours uses $PORT"
+        fi
+        mkdir -p "$DATA_DIR" "$LOG_DIR"
+        render "$LOCAL_DIR/clickhouse/config.xml" "$CONF_DIR/config.xml" \
+            "TCP_PORT=$PORT" "HTTP_PORT=$HTTP_PORT" "DATA_DIR=$DATA_DIR" "LOG_DIR=$LOG_DIR"
+        render "$LOCAL_DIR/clickhouse/users.xml" "$CONF_DIR/users.xml"
+        log clickhouse "starting server on 127.0.0.1:$PORT (http $HTTP_PORT)"
+        spawn "$PIDFILE" "$LOG_DIR/stdout.log" "$SERVER" "--config-file=$CONF_DIR/config.xml"
+    fi
+    wait_ready "$PIDFILE" 60 answers || fail_start "server did not answer on 127.0.0.1:$PORT within 60s"
+    log clickhouse "ready on 127.0.0.1:$PORT, version $(clickhouse-client --host 127.0.0.1 --port "$PORT" -q 'SELECT version()')"
+}
+
+cmd_stop() {
+    stop_pidfile clickhouse "$PIDFILE" 30
+}
+
+cmd_status() {
+    if pid_alive "$PIDFILE" && answers; then
+        log clickhouse "up on 127.0.0.1:$PORT (pid $(<"$PIDFILE"))"
+    else
+        log clickhouse "down"
+        return 1
+    fi
+}
+
+cmd_client() {
+    clickhouse-client --host 127.0.0.1 --port "$PORT" "$@"
+}
+
+dispatch "$USAGE" "$@"

@@ -1,0 +1,154 @@
+#!/usr/bin/env bash
+# Local Apache Kafka broker for tests: one KRaft node (broker + controller) on 127.0.0.1.
+#
+# Kafka is pinned to 3.9.1, not 4.x: Kafka 4.0 removed old protocol API versions
+# that the Python clients used here (aiokafka under faust-streaming, kafka-python)
+# still send. The jars come from Maven Central (deploy/local/kafka/pom.xml), so no
+# binary tarball download is needed.
+set -euo pipefail
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+USAGE="usage: ${0##*/} {fetch|start|stop|status|reset|topics [ARGS...]}
+
+  fetch   resolve the Kafka 3.9.1 jars with Maven into the cache (skipped when cached)
+  start   fetch if needed, format storage once, start the broker, wait until it answers
+  stop    SIGTERM, wait up to 30s, then SIGKILL (fine if not running)
+  status  exit 0 if the broker answers a real API call
+  reset   stop and delete the broker's state (topics, offsets, logs, cluster id)
+  topics  run kafka-topics (TopicCommand) against it, e.g.: topics --list
+
+environment:
+  SOCIALROI_KAFKA_PORT             client listener   (default 19092)
+  SOCIALROI_KAFKA_CONTROLLER_PORT  KRaft controller  (default 19093)
+  SOCIALROI_KAFKA_HEAP             broker JVM heap   (default '-Xmx512m -Xms256m')
+  SOCIALROI_STATE_DIR              state root (default <repo>/.local; kafka/ inside)
+  SOCIALROI_CACHE_DIR              jar cache  (default ~/.cache/socialroi)"
+
+KAFKA_VERSION=3.9.1
+PORT=${SOCIALROI_KAFKA_PORT:-19092}
+CONTROLLER_PORT=${SOCIALROI_KAFKA_CONTROLLER_PORT:-19093}
+BOOTSTRAP=127.0.0.1:$PORT
+POM=$LOCAL_DIR/kafka/pom.xml
+LIBS=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
+RUN_DIR=$STATE_DIR/kafka
+DATA_DIR=$RUN_DIR/data
+LOG_DIR=$RUN_DIR/logs
+PIDFILE=$RUN_DIR/kafka.pid
+CONF=$RUN_DIR/server.properties
+
+# Java for the CLI tools: small heap, fast start-up, warnings only.
+KAFKA_TOOL=(java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
+    "-Dlog4j.configuration=file:$LOCAL_DIR/kafka/tools-log4j.properties" -cp "$LIBS/*")
+
+pom_hash() {
+    sha256sum <"$POM" | cut -d' ' -f1
+}
+
+need_java() {
+    command -v java >/dev/null || apt_install openjdk-17-jre-headless
+}
+
+cmd_fetch() {
+    need_java
+    if [[ -f $LIBS/.complete && $(<"$LIBS/.complete") == "$(pom_hash)" ]]; then
+        log kafka "jars already in $LIBS"
+        return 0
+    fi
+    command -v mvn >/dev/null || apt_install maven
+    local tmp="$LIBS.tmp.$$" mvn_log="$LIBS.maven.log"
+    rm -rf "$tmp"
+    mkdir -p "$(dirname "$LIBS")"
+    log kafka "resolving Kafka $KAFKA_VERSION runtime jars with Maven into $LIBS"
+    if ! mvn -B -q -f "$POM" dependency:copy-dependencies \
+        -DincludeScope=runtime "-DoutputDirectory=$tmp" >"$mvn_log" 2>&1 ||
+        [[ ! -f $tmp/kafka_2.13-$KAFKA_VERSION.jar ]]; then
+        rm -rf "$tmp"
+        show_log kafka "$mvn_log" 30
+        die "Maven could not resolve $POM (needs Maven Central); rerun: ${0##*/} fetch"
+    fi
+    pom_hash >"$tmp/.complete"
+    rm -rf "$LIBS"
+    mv "$tmp" "$LIBS"
+    log kafka "$(find "$LIBS" -name '*.jar' | wc -l) jars cached"
+}
+
+# True if the broker answers a metadata request (not just a TCP connect).
+broker_answers() {
+    port_open 127.0.0.1 "$PORT" &&
+        timeout 30 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
+            --command-config "$LOCAL_DIR/kafka/admin.properties" --list >/dev/null 2>&1
+}
+
+configure() {
+    mkdir -p "$DATA_DIR" "$LOG_DIR"
+    render "$LOCAL_DIR/kafka/server.properties.in" "$CONF" \
+        "PORT=$PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$DATA_DIR"
+    render "$LOCAL_DIR/kafka/log4j.properties.in" "$RUN_DIR/log4j.properties" "LOG_DIR=$LOG_DIR"
+    if [[ ! -s $RUN_DIR/cluster.id ]]; then
+        "${KAFKA_TOOL[@]}" kafka.tools.StorageTool random-uuid | tail -n1 >"$RUN_DIR/cluster.id"
+    fi
+    if [[ ! -f $DATA_DIR/meta.properties ]]; then
+        log kafka "formatting KRaft storage in $DATA_DIR (cluster id $(<"$RUN_DIR/cluster.id"))"
+        "${KAFKA_TOOL[@]}" kafka.tools.StorageTool format -t "$(<"$RUN_DIR/cluster.id")" \
+            -c "$CONF" --ignore-formatted >&2
+    fi
+}
+
+fail_start() {
+    show_log kafka "$LOG_DIR/server.log" 40
+    show_log kafka "$LOG_DIR/kafka.out" 20
+    die "$1; see $LOG_DIR/, then: ${0##*/} stop (or reset to wipe its data) and start again"
+}
+
+cmd_start() {
+    if pid_alive "$PIDFILE"; then
+        if broker_answers; then
+            log kafka "already running (pid $(<"$PIDFILE")) on $BOOTSTRAP"
+            return 0
+        fi
+        log kafka "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
+    else
+        local p
+        for p in "$PORT" "$CONTROLLER_PORT"; do
+            ! port_open 127.0.0.1 "$p" || die "port $p is taken by another process (set SOCIALROI_KAFKA_PORT / SOCIALROI_KAFKA_CONTROLLER_PORT)"
+        done
+        cmd_fetch
+        configure
+        log kafka "starting broker on $BOOTSTRAP (controller 127.0.0.1:$CONTROLLER_PORT)"
+        # shellcheck disable=SC2086 # SOCIALROI_KAFKA_HEAP holds several JVM flags
+        spawn "$PIDFILE" "$LOG_DIR/kafka.out" \
+            java ${SOCIALROI_KAFKA_HEAP:--Xmx512m -Xms256m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+            -Djava.awt.headless=true "-Dkafka.logs.dir=$LOG_DIR" \
+            "-Dlog4j.configuration=file:$RUN_DIR/log4j.properties" \
+            -cp "$LIBS/*" kafka.Kafka "$CONF"
+    fi
+    wait_ready "$PIDFILE" 60 broker_answers || fail_start "broker did not answer on $BOOTSTRAP within 60s"
+    log kafka "ready on $BOOTSTRAP (pid $(<"$PIDFILE"))"
+}
+
+cmd_stop() {
+    stop_pidfile kafka "$PIDFILE" 30
+}
+
+cmd_status() {
+    if pid_alive "$PIDFILE" && broker_answers; then
+        log kafka "up on $BOOTSTRAP (pid $(<"$PIDFILE"))"
+    else
+        log kafka "down"
+        return 1
+    fi
+}
+
+cmd_reset() {
+    cmd_stop
+    rm -rf "$RUN_DIR"
+    log kafka "state deleted ($RUN_DIR)"
+}
+
+cmd_topics() {
+    [[ -f $LIBS/.complete ]] || cmd_fetch
+    "${KAFKA_TOOL[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" "$@"
+}
+
+dispatch "$USAGE" "$@"
