@@ -1,0 +1,303 @@
+"""Numbered, append-only SQL migrations, the same files for every engine.
+
+Files are ``sinks/migrations/NNNN_name.sql``: numbered from 0001 without gaps, applied in order,
+recorded in ``schema_migrations`` (version, name, sha256 checksum, applied_at). Statements in a
+file are separated by a ``;`` that ends a line; whole-line ``--`` comments are dropped. A
+header line ``-- requires: 20.1`` applies the file only on engines of that version or newer
+(it is skipped, not recorded, on older ones, and applied once the engine is upgraded). A
+later migration must not depend on a gated one.
+
+Safety:
+
+* Re-running is harmless: recorded versions are skipped, and every DDL statement is
+  idempotent (``IF NOT EXISTS``, enforced by :func:`lint_migration` and the unit tests), so
+  several workers starting at once may apply the same file concurrently; the duplicate
+  record rows collapse (``ReplacingMergeTree``) and are read with ``GROUP BY``.
+* A file edited after it was applied is refused: its checksum no longer matches the record.
+* ``released.txt`` holds the checksums of released migrations; tests refuse an edit to one.
+  ``python -m sinks.migrate --lock`` prints the lines for the current files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from sinks.backends import Backend
+from sinks.errors import MigrationError
+
+__all__ = [
+    "MIGRATIONS_DIR",
+    "RELEASED_FILE",
+    "Migration",
+    "apply_migrations",
+    "check_released",
+    "lint_migration",
+    "load_migrations",
+    "lock_lines",
+    "split_statements",
+    "version_allows",
+]
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+RELEASED_FILE = "released.txt"
+_FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+_REQUIRES = re.compile(r"^--\s*requires:\s*(\d+(?:\.\d+)*)\s*$", re.IGNORECASE)
+
+_SCHEMA_MIGRATIONS_DDL = """
+CREATE TABLE IF NOT EXISTS schema_migrations
+(
+    version UInt32,
+    name String,
+    checksum String,
+    applied_at DateTime('UTC')
+)
+ENGINE = ReplacingMergeTree(applied_at)
+ORDER BY version
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One migration file: its number, name, statements, checksum and version gate."""
+
+    version: int
+    name: str
+    path: Path
+    checksum: str
+    statements: tuple[str, ...]
+    requires: tuple[int, ...] | None
+
+
+def split_statements(sql: str) -> list[str]:
+    """Statements of a migration file, without their terminating ``;``.
+
+    A statement ends at a line whose last non-blank character is ``;``. Whole-line ``--``
+    comments and blank lines are dropped. Text after the last ``;`` is an error (a truncated
+    or unterminated file), not a silent extra statement.
+    """
+    statements: list[str] = []
+    current: list[str] = []
+    for line in sql.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        text = line.rstrip()
+        if text.endswith(";"):
+            current.append(text[:-1])
+            statement = "\n".join(current).strip()
+            if statement:
+                statements.append(statement)
+            current = []
+        else:
+            current.append(text)
+    if current:
+        raise MigrationError(f"statement not terminated by ';' at end of line: {current[0]!r}")
+    return statements
+
+
+def _requires(sql: str) -> tuple[int, ...] | None:
+    for line in sql.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("--"):
+            return None  # the header ends at the first statement line
+        match = _REQUIRES.match(stripped)
+        if match:
+            return tuple(int(part) for part in match.group(1).split("."))
+    return None
+
+
+def version_allows(server: tuple[int, ...], required: tuple[int, ...] | None) -> bool:
+    """True if an engine of version ``server`` may run a migration that ``required``."""
+    if required is None:
+        return True
+    width = max(len(server), len(required))
+    padded_server = server + (0,) * (width - len(server))
+    padded_required = required + (0,) * (width - len(required))
+    return padded_server >= padded_required
+
+
+def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Every migration in ``directory``, in order.
+
+    Raises :class:`MigrationError` for a misnamed ``.sql`` file, a duplicate number, a gap
+    (numbers must run 1, 2, 3, ...), or a file that does not split into statements.
+    """
+    migrations: dict[int, Migration] = {}
+    for path in sorted(directory.glob("*.sql")):
+        match = _FILE_NAME.match(path.name)
+        if not match:
+            raise MigrationError(f"{path.name}: migration files are named NNNN_name.sql")
+        version = int(match.group(1))
+        if version in migrations:
+            raise MigrationError(
+                f"{path.name}: number {version:04d} is already used by "
+                f"{migrations[version].path.name}"
+            )
+        raw = path.read_bytes()
+        text = raw.decode("utf-8")
+        try:
+            statements = split_statements(text)
+        except MigrationError as exc:
+            raise MigrationError(f"{path.name}: {exc}") from None
+        if not statements:
+            raise MigrationError(f"{path.name}: no statements")
+        migrations[version] = Migration(
+            version=version,
+            name=match.group(2),
+            path=path,
+            checksum=hashlib.sha256(raw).hexdigest(),
+            statements=tuple(statements),
+            requires=_requires(text),
+        )
+    ordered = [migrations[number] for number in sorted(migrations)]
+    for expected, migration in enumerate(ordered, start=1):
+        if migration.version != expected:
+            raise MigrationError(
+                f"{migration.path.name}: expected migration {expected:04d} next (no gaps)"
+            )
+    return ordered
+
+
+_CREATE = re.compile(
+    r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:MATERIALIZED\s+)?"
+    r"(TABLE|VIEW|DATABASE|DICTIONARY)\s+(IF\s+NOT\s+EXISTS\s+)?",
+    re.IGNORECASE,
+)
+_ALTER_ADD = re.compile(r"\bADD\s+(COLUMN|INDEX)\s+(?!IF\s+NOT\s+EXISTS\b)", re.IGNORECASE)
+_ALTER_DROP = re.compile(r"\bDROP\s+(COLUMN|INDEX)\s+(?!IF\s+EXISTS\b)", re.IGNORECASE)
+_DROP = re.compile(r"^\s*DROP\s+(TABLE|VIEW|DATABASE|DICTIONARY)\s+(?!IF\s+EXISTS\b)", re.I)
+
+
+def lint_migration(migration: Migration) -> list[str]:
+    """Problems that would make re-running ``migration`` harmful (empty list: none).
+
+    Every CREATE needs ``IF NOT EXISTS``, every DROP ``IF EXISTS``, every ALTER
+    ADD/DROP COLUMN|INDEX the same (note: ClickHouse 18.16 has no ``ADD COLUMN IF NOT EXISTS``;
+    it came in 19.1, so such a migration needs ``-- requires: 19.1``); ``CREATE OR REPLACE``
+    is refused (it would drop data a concurrent worker just wrote); a statement may not
+    contain ``;`` (a second statement on the same line).
+    """
+    problems: list[str] = []
+    for number, statement in enumerate(migration.statements, start=1):
+        where = f"{migration.path.name} statement {number}"
+        first = statement.split(None, 1)[0].upper() if statement.split() else ""
+        if ";" in statement:
+            problems.append(f"{where}: ';' inside a statement (one statement per ';' line end)")
+        if first == "CREATE":
+            match = _CREATE.match(statement)
+            if match is None:
+                problems.append(f"{where}: unrecognised CREATE")
+            elif re.match(r"^\s*CREATE\s+OR\s+REPLACE", statement, re.IGNORECASE):
+                problems.append(f"{where}: CREATE OR REPLACE is not idempotent")
+            elif match.group(2) is None:
+                problems.append(f"{where}: CREATE {match.group(1).upper()} without IF NOT EXISTS")
+        elif first == "DROP" and _DROP.match(statement):
+            problems.append(f"{where}: DROP without IF EXISTS")
+        elif first == "ALTER" and (_ALTER_ADD.search(statement) or _ALTER_DROP.search(statement)):
+            problems.append(f"{where}: ALTER ADD/DROP without IF [NOT] EXISTS")
+    return problems
+
+
+def lock_lines(migrations: list[Migration]) -> list[str]:
+    """The ``released.txt`` lines (``NNNN sha256``) for ``migrations``."""
+    return [f"{migration.version:04d} {migration.checksum}" for migration in migrations]
+
+
+def check_released(directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Differences between ``released.txt`` and the files (empty list: consistent).
+
+    A released migration must still exist with the same checksum; migrations newer than the
+    last released one may still change.
+    """
+    migrations = {migration.version: migration for migration in load_migrations(directory)}
+    lock = directory / RELEASED_FILE
+    if not lock.exists():
+        return [f"{lock.name} is missing"]
+    problems: list[str] = []
+    for line_number, line in enumerate(lock.read_text().splitlines(), start=1):
+        if not line.strip() or line.startswith("#"):
+            continue
+        parts = line.split()
+        if len(parts) != 2 or not parts[0].isdigit():
+            problems.append(f"{lock.name}:{line_number}: expected 'NNNN sha256'")
+            continue
+        version, checksum = int(parts[0]), parts[1]
+        migration = migrations.get(version)
+        if migration is None:
+            problems.append(f"released migration {version:04d} was deleted")
+        elif migration.checksum != checksum:
+            problems.append(
+                f"{migration.path.name} was edited after its release; add a new migration instead"
+            )
+    return problems
+
+
+def _recorded(backend: Backend) -> dict[int, set[str]]:
+    result = backend.query(
+        "SELECT version, groupUniqArray(checksum) FROM schema_migrations GROUP BY version"
+    )
+    return {int(version): {str(item) for item in checksums} for version, checksums in result.rows}
+
+
+def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    """Apply every migration not yet recorded (and allowed by the engine version), in order.
+
+    Returns the migrations applied by this call (empty when the schema was current). Raises
+    :class:`MigrationError` if a recorded migration's checksum differs from its file, and the
+    backend's errors if a statement fails; migrations applied before the failure stay
+    recorded, the failing one is not, so the next run resumes with it.
+    """
+    migrations = load_migrations(directory)
+    backend.execute(_SCHEMA_MIGRATIONS_DDL)
+    recorded = _recorded(backend)
+    server = backend.server_version()
+    applied: list[Migration] = []
+    for migration in migrations:
+        checksums = recorded.get(migration.version)
+        if checksums is not None:
+            if checksums != {migration.checksum}:
+                raise MigrationError(
+                    f"{backend.display_url}: migration {migration.path.name} was applied with "
+                    "different content (checksum mismatch); migrations are append-only"
+                )
+            continue
+        if not version_allows(server, migration.requires):
+            logger.info(
+                "skipping migration %s: needs engine %s, have %s",
+                migration.path.name,
+                ".".join(map(str, migration.requires or ())),
+                ".".join(map(str, server)),
+            )
+            continue
+        for statement in migration.statements:
+            backend.execute(statement)
+        backend.insert(
+            "schema_migrations",
+            ("version", "name", "checksum", "applied_at"),
+            [(migration.version, migration.name, migration.checksum, int(time.time()))],
+        )
+        logger.info("applied migration %s on %s", migration.path.name, backend.display_url)
+        applied.append(migration)
+    return applied
+
+
+def _main(argv: list[str]) -> int:
+    if argv == ["--lock"]:
+        print("\n".join(lock_lines(load_migrations())))
+        return 0
+    print("usage: python -m sinks.migrate --lock   (print released.txt lines)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))

@@ -1,0 +1,122 @@
+"""Reading back what the sink wrote, identically on a server and on chDB.
+
+Times come back as integer epoch milliseconds (``*_ms`` keys), the unit of
+:class:`pipeline.ports.KpiSnapshot`; they are computed in SQL, so they do not depend on the
+Python types a driver returns. Readers see the newest version of each KPI window
+(``kpi_current``) and each dead letter once, whether or not ClickHouse has merged duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pipeline.kpi import KPI_COUNTERS
+from pipeline.ports import DeadLetterRow
+from sinks.backends import Backend, sql_string
+from sinks.tables import DEAD_LETTER_TABLE, KPI_VIEW
+
+__all__ = ["dead_letter_counts", "dead_letters", "kpi_rows"]
+
+_KPI_SELECT = ",\n    ".join(
+    (
+        "campaign_id",
+        "channel",
+        "window_kind",
+        "window_seconds",
+        "toUInt64(toUnixTimestamp(window_start)) * 1000 AS window_start_ms",
+        "toUInt64(toUnixTimestamp(window_end)) * 1000 AS window_end_ms",
+        "is_final",
+        "version",
+        *KPI_COUNTERS,
+        "toUInt64(toUnixTimestamp(updated_at)) * 1000 AS updated_at_ms",
+    )
+)
+
+# One row per source position, whatever merges have or have not happened yet.
+_DEDUPLICATED_DEAD_LETTERS = f"""
+    SELECT
+        topic,
+        partition,
+        offset,
+        any(reason) AS reason,
+        any(detail) AS detail,
+        any(kafka_ts) AS kafka_ts,
+        any(payload) AS payload,
+        min(received_at) AS received_at
+    FROM {DEAD_LETTER_TABLE}
+    GROUP BY topic, partition, offset
+"""
+
+
+def kpi_rows(
+    backend: Backend,
+    window_seconds: int | None = None,
+    window_kind: str | None = None,
+    campaign: str | None = None,
+) -> list[dict[str, Any]]:
+    """The newest version of every KPI window, optionally filtered, as dicts.
+
+    Keys: ``campaign_id``, ``channel``, ``window_kind``, ``window_seconds``,
+    ``window_start_ms``, ``window_end_ms``, ``is_final`` (bool), ``version``, one key per
+    counter in :data:`pipeline.kpi.KPI_COUNTERS`, and ``updated_at_ms``. Ordered by campaign,
+    channel, kind, size and start.
+    """
+    conditions = []
+    if window_seconds is not None:
+        conditions.append(f"window_seconds = {int(window_seconds)}")
+    if window_kind is not None:
+        conditions.append(f"window_kind = {sql_string(window_kind)}")
+    if campaign is not None:
+        conditions.append(f"campaign_id = {sql_string(campaign)}")
+    where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+    result = backend.query(
+        f"SELECT\n    {_KPI_SELECT}\nFROM {KPI_VIEW}\n{where}\n"
+        "ORDER BY campaign_id, channel, window_kind, window_seconds, window_start_ms"
+    )
+    rows = result.dicts()
+    for row in rows:
+        row["is_final"] = bool(row["is_final"])
+    return rows
+
+
+def dead_letter_counts(backend: Backend) -> dict[str, int]:
+    """How many distinct dead letters (by topic, partition, offset) there are per reason."""
+    result = backend.query(
+        f"SELECT reason, count() AS letters FROM ({_DEDUPLICATED_DEAD_LETTERS}) "
+        "GROUP BY reason ORDER BY reason"
+    )
+    return {str(reason): int(count) for reason, count in result.rows}
+
+
+def dead_letters(
+    backend: Backend, topic: str | None = None, limit: int = 1000
+) -> list[DeadLetterRow]:
+    """Distinct dead letters with their original payload bytes, in source order.
+
+    The payload travels as hex so that no driver's text decoding can alter it.
+    """
+    where = f"WHERE topic = {sql_string(topic)}" if topic is not None else ""
+    result = backend.query(
+        "SELECT reason, detail, topic, partition, offset, "
+        "toUInt64(toUnixTimestamp(kafka_ts)) * 1000 AS kafka_ts_ms, hex(payload) AS payload_hex "
+        f"FROM ({_DEDUPLICATED_DEAD_LETTERS}) {where} "
+        f"ORDER BY topic, partition, offset LIMIT {int(limit)}"
+    )
+    return [
+        DeadLetterRow(
+            reason=_text(reason),
+            detail=_text(detail),
+            topic=_text(row_topic),
+            partition=int(partition),
+            offset=int(offset),
+            kafka_ts_ms=int(kafka_ts_ms),
+            payload=bytes.fromhex(str(payload_hex)),
+        )
+        for reason, detail, row_topic, partition, offset, kafka_ts_ms, payload_hex in result.rows
+    ]
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)

@@ -1,0 +1,132 @@
+"""Table names, column orders and the mapping from the core's rows to table rows.
+
+The mapping is pure and checks every value against its column type, so a row that could not
+be inserted is refused when it is added to the writer (:class:`RowError`), never at flush time
+where it would block every later row.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from pipeline.kpi import KPI_COUNTERS
+from pipeline.ports import DeadLetterRow, KpiSnapshot
+from sinks.errors import SinkError
+
+__all__ = [
+    "DEAD_LETTER_COLUMNS",
+    "DEAD_LETTER_TABLE",
+    "KPI_COLUMNS",
+    "KPI_TABLE",
+    "KPI_VIEW",
+    "WINDOW_KINDS",
+    "RowError",
+    "dead_letter_row",
+    "snapshot_row",
+]
+
+KPI_TABLE: Final = "kpi_windows"
+KPI_VIEW: Final = "kpi_current"
+DEAD_LETTER_TABLE: Final = "dead_letters"
+WINDOW_KINDS: Final = frozenset({"tumbling", "hopping"})
+
+KPI_COLUMNS: Final[tuple[str, ...]] = (
+    "campaign_id",
+    "channel",
+    "window_kind",
+    "window_seconds",
+    "window_start",
+    "window_end",
+    "is_final",
+    "version",
+    *KPI_COUNTERS,
+    "updated_at",
+)
+DEAD_LETTER_COLUMNS: Final[tuple[str, ...]] = (
+    "received_at",
+    "reason",
+    "detail",
+    "topic",
+    "partition",
+    "offset",
+    "kafka_ts",
+    "payload",
+)
+
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT64 = (0, 2**64 - 1)
+_UINT32 = (0, 2**32 - 1)
+_KNOWN_COUNTERS = frozenset(KPI_COUNTERS)
+
+
+class RowError(SinkError, ValueError):
+    """A row cannot be stored as given (unknown counter, value out of its column's range)."""
+
+
+def _checked(name: str, value: int, bounds: tuple[int, int]) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RowError(f"{name} must be an int, not {value!r}")
+    if not bounds[0] <= value <= bounds[1]:
+        raise RowError(f"{name}={value} is outside {bounds[0]}..{bounds[1]}")
+    return value
+
+
+def _window_second(name: str, millis: int) -> int:
+    _checked(name, millis, (0, _UINT32[1] * 1000))
+    if millis % 1000:
+        # Windows are whole seconds; truncating would merge two distinct windows' keys.
+        raise RowError(f"{name}={millis} is not a whole second")
+    return millis // 1000
+
+
+def snapshot_row(snapshot: KpiSnapshot, updated_at: int) -> tuple[object, ...]:
+    """``snapshot`` as a ``kpi_windows`` row in :data:`KPI_COLUMNS` order.
+
+    Counters missing from the snapshot are 0; an unknown counter name is a :class:`RowError`
+    (it would otherwise be dropped silently). Window bounds go from epoch ms to DateTime
+    seconds (UTC).
+    """
+    if not _KNOWN_COUNTERS.issuperset(snapshot.counters):
+        unknown = sorted(set(snapshot.counters) - _KNOWN_COUNTERS)
+        raise RowError(f"unknown KPI counter(s): {', '.join(unknown)}")
+    if snapshot.window_kind not in WINDOW_KINDS:
+        raise RowError(f"window_kind must be tumbling or hopping, not {snapshot.window_kind!r}")
+    get = snapshot.counters.get
+    values = [get(name, 0) for name in KPI_COUNTERS]
+    low, high = _INT64
+    for name, value in zip(KPI_COUNTERS, values, strict=True):
+        if type(value) is not int or not low <= value <= high:  # fast path: one check per value
+            _checked(name, value, _INT64)
+    return (
+        snapshot.campaign_id,
+        snapshot.channel,
+        snapshot.window_kind,
+        _checked("window_seconds", snapshot.window_seconds, _UINT32),
+        _window_second("window_start_ms", snapshot.window_start_ms),
+        _window_second("window_end_ms", snapshot.window_end_ms),
+        1 if snapshot.is_final else 0,
+        _checked("version", snapshot.version, _UINT64),
+        *values,
+        updated_at,
+    )
+
+
+def dead_letter_row(letter: DeadLetterRow, received_at: int) -> tuple[object, ...]:
+    """``letter`` as a ``dead_letters`` row in :data:`DEAD_LETTER_COLUMNS` order.
+
+    The payload bytes are stored unchanged. A Kafka timestamp outside DateTime's range
+    (Kafka uses -1 for "none") is stored as 0 (1970-01-01).
+    """
+    kafka_seconds = letter.kafka_ts_ms // 1000
+    if not _UINT32[0] <= kafka_seconds <= _UINT32[1]:
+        kafka_seconds = 0
+    return (
+        received_at,
+        letter.reason,
+        letter.detail,
+        letter.topic,
+        _checked("partition", letter.partition, _UINT32),
+        _checked("offset", letter.offset, _UINT64),
+        kafka_seconds,
+        bytes(letter.payload),
+    )
