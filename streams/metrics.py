@@ -1,0 +1,137 @@
+"""Every Prometheus collector of the pipeline, created against a registry passed in.
+
+Labels come only from small bounded sets (topic, stage, reason, table); never campaign or
+user ids. Units are base units: seconds, bytes, totals.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+__all__ = ["Metrics", "MetricsServer"]
+
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
+_SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    """The pipeline's collectors. Tests build one on a fresh ``CollectorRegistry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.consumed = Counter(
+            "socialroi_events_consumed", "Messages consumed", ["topic", "stage"], registry=registry
+        )
+        self.produced = Counter(
+            "socialroi_events_produced", "Messages produced", ["topic"], registry=registry
+        )
+        self.dead_letters = Counter(
+            "socialroi_dead_letters", "Messages rejected, by reason", ["reason"], registry=registry
+        )
+        self.late = Counter(
+            "socialroi_late_events",
+            "Events later than the allowed lateness",
+            ["topic"],
+            registry=registry,
+        )
+        self.replays_skipped = Counter(
+            "socialroi_replays_skipped",
+            "Contributions already included (replays)",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "socialroi_batch_events",
+            "Events per processed batch",
+            ["stage"],
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "socialroi_batch_seconds",
+            "Time to process one batch",
+            ["stage"],
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.sink_flush_seconds = Histogram(
+            "socialroi_sink_flush_seconds",
+            "Time to write one batch to ClickHouse",
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.sink_rows = Counter(
+            "socialroi_sink_rows_written",
+            "Rows written to ClickHouse",
+            ["table"],
+            registry=registry,
+        )
+        self.sink_errors = Counter(
+            "socialroi_sink_errors", "Failed writes to ClickHouse (retried)", registry=registry
+        )
+        self.sink_outage = Gauge(
+            "socialroi_sink_outage", "1 while ClickHouse refuses writes", registry=registry
+        )
+        self.watermark = Gauge(
+            "socialroi_watermark_seconds",
+            "Lowest source watermark seen (event time)",
+            registry=registry,
+        )
+        self.freshness = Gauge(
+            "socialroi_last_write_event_time_seconds",
+            "Event time of the newest event whose effect is in ClickHouse",
+            registry=registry,
+        )
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` (alive) and ``/readyz`` on a background thread."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int, ready: Callable[[], bool]) -> None:
+        self._metrics = metrics
+        self._address = (host, port)
+        self._ready = ready
+        self._server: ThreadingHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        return self._server.server_address[1] if self._server else self._address[1]
+
+    def start(self) -> None:
+        registry, ready = self._metrics.registry, self._ready
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/metrics":
+                    self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+                elif self.path == "/healthz":
+                    self._send(200, b"ok\n")
+                elif self.path == "/readyz":
+                    ok = ready()
+                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                else:
+                    self._send(404, b"not found\n")
+
+            def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                return  # scrapes every second would flood the log
+
+        self._server = ThreadingHTTPServer(self._address, Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None

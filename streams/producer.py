@@ -1,0 +1,174 @@
+"""kafka-python producers: topic set-up, and sending events to the ingest topics.
+
+Sends are idempotent and ordered per partition (``enable_idempotence``, ``acks=all``): the
+worker's lateness rule depends on each partition's order, and a retried batch must not be
+written twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+from pipeline.settings import Settings
+from streams.kafka_config import kafka_python_options
+
+__all__ = [
+    "EventProducer",
+    "KafkaUnavailable",
+    "OutgoingMessage",
+    "by_campaign_topic",
+    "ensure_topics",
+    "topic_for_kind",
+]
+
+log = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """The brokers cannot be reached; the message says what to check."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+
+
+def topic_for_kind(settings: Settings) -> dict[str, str]:
+    """Contract name of each ingest topic -> its configured Kafka topic name."""
+    t = settings.topics
+    return {
+        "social.interactions": t.social,
+        "web.events": t.web,
+        "campaign.costs": t.costs,
+        "campaign.meta": t.campaigns,
+    }
+
+
+def by_campaign_topic(settings: Settings) -> str:
+    """Internal topic that repartitions contributions by campaign."""
+    return f"{settings.worker.app_id}-contributions-by-campaign"
+
+
+def _unreachable(settings: Settings, exc: Exception) -> KafkaUnavailable:
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({type(exc).__name__}); "
+        "start the local broker with `bash deploy/local/kafka.sh start` or set "
+        "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS"
+    )
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create every topic the pipeline uses, with the configured partitions, if missing.
+
+    Raises ``KafkaUnavailable`` when the brokers cannot be reached, and ``RuntimeError`` if
+    an existing ingest topic has a different partition count than configured (lateness and
+    the simulator's truth depend on it).
+    """
+    names = [
+        *topic_for_kind(settings).values(),
+        settings.topics.dead_letters,
+        settings.topics.late,
+        by_campaign_topic(settings),
+    ]
+    try:
+        admin = KafkaAdminClient(
+            client_id="socialroi-admin",
+            request_timeout_ms=15000,
+            **kafka_python_options(settings.kafka),
+        )
+    except KafkaError as exc:
+        raise _unreachable(settings, exc) from exc
+    try:
+        existing = set(admin.list_topics())
+        missing = [
+            NewTopic(name, settings.kafka.partitions, settings.kafka.replication_factor)
+            for name in names
+            if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another process won
+                admin.create_topics(missing)
+            log.info("created topics %s", ", ".join(t.name for t in missing))
+        described = admin.describe_topics(names)
+        for info in described:
+            count = len(info["partitions"])
+            if count != settings.kafka.partitions:
+                raise RuntimeError(
+                    f"topic {info['topic']} has {count} partitions, settings say "
+                    f"{settings.kafka.partitions}; set SOCIALROI_KAFKA__PARTITIONS={count}"
+                )
+    finally:
+        admin.close()
+
+
+class EventProducer:
+    """Sends messages; ``close`` flushes and waits for every acknowledgement."""
+
+    def __init__(self, settings: Settings, client_id: str = "socialroi-producer") -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._producer: KafkaProducer | None = None
+        self.sent = 0
+
+    def start(self) -> None:
+        try:
+            self._producer = KafkaProducer(
+                client_id=self._client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=20,
+                batch_size=256 * 1024,
+                max_request_size=16 * 1024 * 1024,
+                **kafka_python_options(self._settings.kafka),
+            )
+        except KafkaError as exc:
+            raise _unreachable(self._settings, exc) from exc
+
+    def send_all(self, messages: Iterable[OutgoingMessage], rate: float | None = None) -> int:
+        """Send every message, at most ``rate`` per second if given. Returns the count."""
+        assert self._producer is not None, "start() first"
+        began = time.monotonic()
+        count = 0
+        for msg in messages:
+            self._producer.send(msg.topic, value=msg.value, key=msg.key, partition=msg.partition)
+            count += 1
+            if rate and count % 100 == 0:
+                ahead = count / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+        self.sent += count
+        return count
+
+    def send_confirmed(self, messages: Iterable[OutgoingMessage], timeout: float = 30.0) -> int:
+        """Send and wait until Kafka acknowledged every message; raises ``KafkaError``."""
+        assert self._producer is not None, "start() first"
+        futures = [
+            self._producer.send(m.topic, value=m.value, key=m.key, partition=m.partition)
+            for m in messages
+        ]
+        self._producer.flush(timeout=timeout)
+        for future in futures:
+            future.get(timeout=timeout)
+        self.sent += len(futures)
+        return len(futures)
+
+    def flush(self, timeout: float = 60.0) -> None:
+        assert self._producer is not None, "start() first"
+        self._producer.flush(timeout=timeout)
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.flush(timeout=60)
+            self._producer.close(timeout=30)
+            self._producer = None
