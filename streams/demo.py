@@ -85,8 +85,8 @@ def _print_kpis(console: Console, settings: Settings) -> None:
         "visits",
         "follows net",
         "net sentiment",
-        "spend",
-        "service saved",
+        f"spend {settings.costs.base_currency}",
+        f"service saved {settings.costs.base_currency}",
     ):
         table.add_column(column, justify="left" if column == "campaign" else "right")
     for campaign, t in sorted(totals.items()):
@@ -106,14 +106,16 @@ def _print_kpis(console: Console, settings: Settings) -> None:
             f"{t['visits']:,}",
             f"{t['follows'] - t['unfollows']:+,}",
             f"{(pos - neg) / (pos + neg):+.2f}" if pos + neg else "-",
-            f"{spend:,.2f} {settings.costs.base_currency}",
-            f"{t['service_savings_micros'] / MICROS:,.2f} {settings.costs.base_currency}",
+            f"{spend:,.2f}",
+            f"{t['service_savings_micros'] / MICROS:,.2f}",
         )
     console.print(table)
 
 
 def run_demo(settings: Settings, events: int, seed: int) -> int:
     console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped or logged: keep the KPI table readable
     run_id = time.strftime("%Y%m%d%H%M%S")
     state_root = Path(".local") / "demo"
     shutil.rmtree(state_root, ignore_errors=True)  # earlier demos' stores

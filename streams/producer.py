@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -68,6 +69,21 @@ def _unreachable(settings: Settings, exc: Exception) -> KafkaUnavailable:
     )
 
 
+def _probe(settings: Settings) -> None:
+    """Fail fast, in one line, when no bootstrap server accepts a TCP connection (the
+    client would otherwise retry for half a minute and log every attempt)."""
+    last: OSError | None = None
+    for server in settings.kafka.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=3):
+                return
+        except (OSError, ValueError) as exc:
+            last = exc if isinstance(exc, OSError) else OSError(str(exc))
+    assert last is not None
+    raise _unreachable(settings, last)
+
+
 def ensure_topics(settings: Settings) -> None:
     """Create every topic the pipeline uses, with the configured partitions, if missing.
 
@@ -75,6 +91,7 @@ def ensure_topics(settings: Settings) -> None:
     an existing ingest topic has a different partition count than configured (lateness and
     the simulator's truth depend on it).
     """
+    _probe(settings)
     names = [
         *topic_for_kind(settings).values(),
         settings.topics.dead_letters,
@@ -122,6 +139,7 @@ class EventProducer:
         self.sent = 0
 
     def start(self) -> None:
+        _probe(self._settings)
         try:
             self._producer = KafkaProducer(
                 client_id=self._client_id,
