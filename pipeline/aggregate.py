@@ -13,10 +13,21 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.hll import Reach, user_hash
+from pipeline.ingest import NO_TIME
 from pipeline.ports import KpiSnapshot
 from pipeline.windows import WindowSpec
 
-__all__ = ["Contribution", "WindowKey", "WindowState", "fold", "parse_key"]
+__all__ = [
+    "Contribution",
+    "WindowKey",
+    "WindowState",
+    "final_watermark",
+    "fold",
+    "parse_key",
+]
+
+_SOCIAL = "social.interactions:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +61,7 @@ class Contribution:
     campaign_id: str
     channel: str
     deltas: Mapping[str, int]
+    user_id: str = ""  # counted in reach when the source is social
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any]) -> Contribution:
@@ -60,6 +72,7 @@ class Contribution:
             campaign_id=record["c"],
             channel=record["ch"],
             deltas=record["d"],
+            user_id=record.get("u", ""),
         )
 
 
@@ -68,6 +81,7 @@ class WindowState:
     counters: dict[str, int] = field(default_factory=dict)
     offsets: dict[str, int] = field(default_factory=dict)
     final: bool = False
+    reach: Reach | None = None
 
     @property
     def version(self) -> int:
@@ -75,13 +89,17 @@ class WindowState:
         return 2 * self.counters.get("events", 0) + int(self.final)
 
     def to_state(self) -> dict[str, Any]:
-        return {"k": self.counters, "o": self.offsets, "f": self.final}
+        state: dict[str, Any] = {"k": self.counters, "o": self.offsets, "f": self.final}
+        if self.reach is not None:
+            state["r"] = self.reach.to_state()
+        return state
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any] | None) -> WindowState:
         if not state:
             return cls()
-        return cls(dict(state["k"]), dict(state["o"]), bool(state.get("f", False)))
+        reach = Reach.from_state(state["r"]) if "r" in state else None
+        return cls(dict(state["k"]), dict(state["o"]), bool(state.get("f", False)), reach)
 
     def snapshot(self, key: WindowKey) -> KpiSnapshot:
         return KpiSnapshot(
@@ -93,7 +111,7 @@ class WindowState:
             window_end_ms=key.end_ms,
             is_final=self.final,
             version=self.version,
-            counters=dict(self.counters),
+            counters={**self.counters, "reach": self.reach.count() if self.reach else 0},
         )
 
 
@@ -111,6 +129,7 @@ def fold(
     spec_list = tuple(specs)
     touched: dict[WindowKey, WindowState] = {}
     for item in contributions:
+        user = user_hash(item.user_id) if item.user_id and item.src.startswith(_SOCIAL) else None
         for spec in spec_list:
             for start in spec.starts(item.ts_ms):
                 key = WindowKey(item.campaign_id, item.channel, spec.kind, spec.size_ms, start)
@@ -123,5 +142,18 @@ def fold(
                 for name, delta in item.deltas.items():
                     counters[name] = counters.get(name, 0) + delta
                 state.offsets[item.src] = item.offset
+                if user is not None:
+                    if state.reach is None:
+                        state.reach = Reach()
+                    state.reach.add(user)
                 touched[key] = state
     return touched
+
+
+def final_watermark(heard: Mapping[str, int], traffic: Iterable[str]) -> int:
+    """The watermark that makes windows final: the lowest over the source partitions heard
+    from, once every social and web partition (``traffic``) has been heard; a cost partition
+    counts from its first event on. ``NO_TIME`` until then."""
+    if not heard or any(src not in heard for src in traffic):
+        return NO_TIME
+    return min(heard.values())

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pipeline.contract import Contract, Event, Rejection, RejectReason
+from pipeline.contract import Event
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.normalize import CLICK_ID_CHANNELS, normalise_channel
@@ -23,9 +23,6 @@ from pipeline.normalize import CLICK_ID_CHANNELS, normalise_channel
 __all__ = [
     "NO_TIME",
     "Forward",
-    "IngestResult",
-    "Ingestor",
-    "Message",
     "PartitionClock",
     "ServiceCosts",
     "as_record",
@@ -62,6 +59,14 @@ class PartitionClock:
         self._max.append(max_time)
         if len(self._offsets) > _KEEP_CHECKPOINTS:
             del self._offsets[0], self._max[0]
+
+    def latest(self) -> int:
+        """Max event time up to the newest checkpoint (``NO_TIME`` when none)."""
+        return self._max[-1] if self._max else NO_TIME
+
+    def oldest(self) -> int:
+        """Max event time at the oldest kept checkpoint: a replay never starts before it."""
+        return self._max[0] if self._max else NO_TIME
 
     def to_state(self) -> list[list[int]]:
         return [[o, t] for o, t in zip(self._offsets, self._max, strict=True)]
@@ -184,75 +189,3 @@ def as_record(forward: Forward, src: str, offset: int, watermark: int) -> dict[s
         "u": forward.user_id,
         "d": dict(forward.deltas),
     }
-
-
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One consumed Kafka message, as stage one needs it."""
-
-    offset: int
-    value: bytes | None
-
-
-@dataclass(slots=True)
-class IngestResult:
-    """What one source partition's slice of a batch became, in offset order."""
-
-    rejected: list[tuple[int, Rejection]]
-    late: list[tuple[int, Event, int]]  # offset, event, watermark it missed
-    forwards: list[tuple[int, Forward, int]]  # offset, contribution, watermark after it
-
-
-class Ingestor:
-    """Decode, validate, apply lateness and compute contributions for one partition slice."""
-
-    def __init__(
-        self,
-        contract: Contract,
-        rates: Rates,
-        service: ServiceCosts,
-        staff_hourly_rate: float,
-        allowed_lateness_ms: int,
-    ) -> None:
-        self._contract = contract
-        self._rates = rates
-        self._service = service
-        self._staff_rate = staff_hourly_rate
-        self._lateness = allowed_lateness_ms
-
-    def run(
-        self, kind: str, messages: list[Message], clock: PartitionClock, now_ms: int
-    ) -> IngestResult:
-        """Process ``messages`` (consecutive offsets of one partition, ascending).
-
-        Updates ``clock`` with a checkpoint at the last offset. Never raises on bad input.
-        """
-        result = IngestResult([], [], [])
-        if not messages:
-            return result
-        max_ts = clock.max_before(messages[0].offset)
-        for msg in messages:
-            decoded = self._contract.decode(kind, msg.value, now_ms)
-            if isinstance(decoded, Rejection):
-                result.rejected.append((msg.offset, decoded))
-                continue
-            currency = decoded.data.get("currency")
-            if kind != "campaign.meta" and currency and not self._rates.knows(currency):
-                result.rejected.append((msg.offset, _unknown_currency(decoded)))
-                continue
-            watermark = max_ts - self._lateness
-            max_ts = max(max_ts, decoded.ts_ms)
-            if decoded.ts_ms < watermark:
-                result.late.append((msg.offset, decoded, watermark))
-                continue
-            forward = contribution(decoded, self._rates, self._service, self._staff_rate)
-            if forward is not None:
-                result.forwards.append((msg.offset, forward, max_ts - self._lateness))
-        clock.checkpoint(messages[-1].offset, max_ts)
-        return result
-
-
-def _unknown_currency(event: Event) -> Rejection:
-    return Rejection(
-        RejectReason.UNKNOWN_CURRENCY, f"no exchange rate for {event.data['currency']}"
-    )

@@ -7,9 +7,10 @@ currency so sums are exact; a conversion's fractional attribution credit is micr
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Final
 
-__all__ = ["KPI_COUNTERS", "MICROS"]
+__all__ = ["KPI_COUNTERS", "MICROS", "ratios"]
 
 MICROS: Final = 1_000_000
 
@@ -39,3 +40,41 @@ KPI_COUNTERS: Final[tuple[str, ...]] = (
     "tools_spend_micros",
     "follower_revenue_micros",
 )
+
+
+def _ratio(numerator: float, denominator: float) -> float | None:
+    return None if denominator == 0 else numerator / denominator
+
+
+def ratios(c: Mapping[str, int]) -> dict[str, float | None]:
+    """Every ratio of the KPI catalogue from summed counters (money in base units).
+
+    Sum the counters of any set of windows first, then call this: a ratio of sums, never
+    an average of ratios. A zero denominator gives ``None``, not an error or infinity.
+    ROI counts attributed revenue plus service savings against spend (media, effort, tools).
+    """
+    g = {name: c.get(name, 0) for name in KPI_COUNTERS}
+    spend = g["media_spend_micros"] + g["effort_spend_micros"] + g["tools_spend_micros"]
+    engagements = g["likes"] + g["comments"] + g["shares"] + g["saves"]
+    impressions = g["impressions"]
+    return {
+        "engagement_rate": _ratio(engagements, impressions),
+        "applause_rate": _ratio(g["likes"], impressions),
+        "conversation_rate": _ratio(g["comments"], impressions),
+        "amplification_rate": _ratio(g["shares"], impressions),
+        "ctr": _ratio(g["clicks"], impressions),
+        "net_sentiment": _ratio(
+            g["mentions_positive"] - g["mentions_negative"],
+            g["mentions_positive"] + g["mentions_negative"],
+        ),
+        "roi": _ratio(g["revenue_micros"] + g["service_savings_micros"] - spend, spend),
+        "roi_on_profit": _ratio(g["profit_micros"] + g["service_savings_micros"] - spend, spend),
+        "roas": _ratio(g["revenue_micros"], spend),
+        "cpa": _ratio(spend, g["conversion_credit_micros"]),
+        "cpc": _ratio(spend, g["clicks"] * MICROS),
+        "cpm": _ratio(spend, impressions * 1000),
+        "cost_per_engagement": _ratio(spend, engagements * MICROS),
+        "conversion_rate": _ratio(g["conversion_credit_micros"], g["visits"] * MICROS),
+        "value_per_follower": _ratio(g["follower_revenue_micros"], g["follows"] * MICROS),
+        "resolution_rate": _ratio(g["service_resolved"], g["service_contacts"]),
+    }

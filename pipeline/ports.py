@@ -9,7 +9,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-__all__ = ["DeadLetterRow", "KpiSnapshot", "SinkUnavailable", "SnapshotSink"]
+__all__ = [
+    "CreditRow",
+    "DeadLetterRow",
+    "KpiSnapshot",
+    "RawEventRow",
+    "SinkUnavailable",
+    "SnapshotSink",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +50,39 @@ class DeadLetterRow:
     payload: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class CreditRow:
+    """One touch's share of one conversion under one model (``profit_micros`` -1: unknown)."""
+
+    conversion_event_id: str
+    order_id: str
+    user_id: str
+    conversion_ms: int
+    model: str
+    campaign_id: str
+    channel: str
+    touch_event_id: str
+    touch_type: str
+    touch_ms: int
+    share_micros: int
+    revenue_micros: int
+    profit_micros: int
+
+
+@dataclass(frozen=True, slots=True)
+class RawEventRow:
+    """An accepted ingest event as received, for the raw archive."""
+
+    event_id: str
+    topic: str
+    event_type: str
+    event_ms: int
+    campaign_id: str
+    channel: str
+    user_id: str
+    payload: bytes
+
+
 class SinkUnavailable(Exception):
     """The store cannot take writes now; retry the same batch after ``retry_after`` seconds."""
 
@@ -59,6 +99,10 @@ class SnapshotSink(Protocol):
     def add_snapshots(self, rows: Sequence[KpiSnapshot]) -> None: ...
 
     def add_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None: ...
+
+    def add_credits(self, rows: Sequence[CreditRow]) -> None: ...
+
+    def add_raw_events(self, rows: Sequence[RawEventRow]) -> None: ...
 
     async def flush(self) -> None: ...
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import random
-from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,9 +22,14 @@ from typing import Any, Final
 
 import orjson
 
+from pipeline.kpi import MICROS
+from pipeline.money import Rates
 from pipeline.partitioning import partition_for
+from pipeline.settings import AttributionSettings, CostSettings, WindowSettings
+from pipeline.truth import TruthConfig, compute_truth
+from pipeline.windows import specs_from_settings
 
-__all__ = ["SimMessage", "SimulationConfig", "Truth", "simulate"]
+__all__ = ["SimMessage", "SimulationConfig", "simulate", "truth_config"]
 
 DEFAULT_START: Final = "2026-10-01T00:00:00+00:00"
 _CHANNELS: Final = ("facebook", "instagram", "linkedin", "x", "tiktok")
@@ -66,12 +70,44 @@ class SimulationConfig:
     campaigns: int = 5
     days: int = 2
     start: str = DEFAULT_START
-    partitions: int = 4
-    allowed_lateness_ms: int = 600_000
     invalid_share: float = 0.01
     late_share: float = 0.02
-    staff_hourly_rate: float = 60.0
-    service_saving_micros: int = 4_000_000
+    duplicate_share: float = 0.01
+    truth: TruthConfig = field(default_factory=lambda: truth_config(4, Rates("EUR")))
+
+    @property
+    def partitions(self) -> int:
+        return self.truth.partitions
+
+    @property
+    def allowed_lateness_ms(self) -> int:
+        return self.truth.allowed_lateness_ms
+
+
+def truth_config(
+    partitions: int,
+    rates: Rates,
+    windows: WindowSettings | None = None,
+    attribution: AttributionSettings | None = None,
+    costs: CostSettings | None = None,
+) -> TruthConfig:
+    """The semantics the worker applies under these settings (defaults when omitted)."""
+    windows = windows or WindowSettings()
+    attribution = attribution or AttributionSettings()
+    costs = costs or CostSettings()
+    return TruthConfig(
+        partitions=partitions,
+        allowed_lateness_ms=windows.allowed_lateness_seconds * 1000,
+        specs=specs_from_settings(windows.tumbling_seconds, windows.hopping),
+        model=attribution.model,
+        lookback_ms=attribution.lookback_seconds * 1000,
+        half_life_ms=attribution.half_life_seconds * 1000,
+        engagements_are_touchpoints=attribution.engagements_are_touchpoints,
+        rates=rates,
+        staff_hourly_rate=costs.staff_hourly_rate,
+        service_saving_micros=round(costs.call_centre_contact_cost * MICROS)
+        - round(costs.social_contact_cost * MICROS),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,36 +116,6 @@ class SimMessage:
     key: bytes
     partition: int
     value: bytes
-
-
-@dataclass
-class Truth:
-    """What the pipeline must report for the simulated traffic."""
-
-    config: dict[str, Any]
-    # (campaign, channel, window start ms) -> counters, for 60-second tumbling windows
-    minute: dict[tuple[str, str, int], dict[str, int]] = field(
-        default_factory=lambda: defaultdict(lambda: defaultdict(int))
-    )
-    dead_letters: dict[str, int] = field(default_factory=lambda: defaultdict(int))
-    late: int = 0
-    sent: int = 0
-
-    def to_json(self) -> bytes:
-        windows = [
-            {"campaign_id": c, "channel": ch, "window_start_ms": s, "counters": dict(v)}
-            for (c, ch, s), v in sorted(self.minute.items())
-        ]
-        return orjson.dumps(
-            {
-                "config": self.config,
-                "tumbling_60": windows,
-                "dead_letters": dict(sorted(self.dead_letters.items())),
-                "late": self.late,
-                "sent": self.sent,
-            },
-            option=orjson.OPT_INDENT_2,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +131,6 @@ class _Planned:
     kind: str
     key: str
     body: dict[str, Any]
-    counts_as: tuple[str, str, dict[str, int]] | None  # campaign, channel, deltas
     delay_ms: int = 0
 
 
@@ -141,6 +146,7 @@ class _Generator:
         self.span_ms = cfg.days * 86_400_000
         self.seq = 0
         self.users = [f"u{cfg.seed}-{i:06d}" for i in range(max(50, cfg.events // 8))]
+        self.currencies = sorted(cfg.truth.rates.as_table())
         self.campaigns = [
             _Campaign(
                 f"cmp-{cfg.seed}-{i:03d}",
@@ -171,31 +177,16 @@ class _Generator:
             "channel": self.rng.choice(_CHANNEL_SPELLINGS[channel]),
             "user_id": user,
         }
-        deltas = {"events": 1}
-        if etype == "impression":
-            n = 1 if self.rng.random() < 0.7 else self.rng.randint(20, 500)
-            if n > 1:
-                body["count"] = n
-                del body["user_id"]
-            deltas["impressions"] = n
-        elif etype in ("like", "comment", "share", "save", "click"):
-            deltas[etype + "s" if etype != "click" else "clicks"] = 1
-        elif etype in ("follow", "unfollow"):
-            deltas[etype + "s"] = 1
+        if etype == "impression" and self.rng.random() < 0.3:
+            body["count"] = self.rng.randint(20, 500)  # a platform's pre-aggregated count
+            del body["user_id"]
         elif etype == "mention":
-            sentiment = self.rng.choices(("positive", "neutral", "negative"), (5, 3, 2))[0]
-            body["sentiment"] = sentiment
-            deltas["mentions_" + sentiment] = 1
+            body["sentiment"] = self.rng.choices(("positive", "neutral", "negative"), (5, 3, 2))[0]
         elif etype == "service_contact":
-            resolved = self.rng.random() < 0.8
-            body["resolved"] = resolved
+            body["resolved"] = self.rng.random() < 0.8
             body["handle_seconds"] = self.rng.randint(30, 900)
-            deltas["service_contacts"] = 1
-            if resolved:
-                deltas["service_resolved"] = 1
-                deltas["service_savings_micros"] = self.cfg.service_saving_micros
         key = user if "user_id" in body else camp.id
-        return _Planned(ts, "social.interactions", key, body, (camp.id, channel, deltas))
+        return _Planned(ts, "social.interactions", key, body)
 
     def visit(self, ts: int, user: str, camp: _Campaign | None, channel: str) -> _Planned:
         body: dict[str, Any] = {
@@ -206,34 +197,30 @@ class _Generator:
             "session_id": f"s-{self.seq}",
             "url": "https://shop.example/landing",
         }
-        if camp is None:
-            return _Planned(
-                ts, "web.events", user, body, ("", "direct", {"events": 1, "visits": 1})
-            )
-        if self.rng.random() < 0.8:
-            body["utm_source"] = self.rng.choice(_CHANNEL_SPELLINGS[channel])
-            body["utm_medium"] = "social"
-            body["utm_campaign"] = camp.id.upper() if self.rng.random() < 0.2 else camp.id
-        else:  # only the click id tells where it came from
-            body["utm_campaign"] = camp.id
-        body["click_ids"] = {_CLICK_ID[channel]: f"c{self.seq}"}
-        body["url"] += f"?utm_campaign={camp.id}"
-        return _Planned(
-            ts, "web.events", user, body, (camp.id, channel, {"events": 1, "visits": 1})
-        )
+        if camp is not None:
+            if self.rng.random() < 0.8:
+                body["utm_source"] = self.rng.choice(_CHANNEL_SPELLINGS[channel])
+                body["utm_medium"] = "social"
+                body["utm_campaign"] = camp.id.upper() if self.rng.random() < 0.2 else camp.id
+            else:  # only the click id tells where it came from
+                body["utm_campaign"] = camp.id
+            body["click_ids"] = {_CLICK_ID[channel]: f"c{self.seq}"}
+            body["url"] += f"?utm_campaign={camp.id}"
+        return _Planned(ts, "web.events", user, body)
 
     def order(self, ts: int, user: str) -> _Planned:
-        body = {
+        body: dict[str, Any] = {
             "event_id": self.event_id(),
             "event_type": "conversion",
             "event_time": _iso(ts),
             "user_id": user,
             "order_id": f"o-{self.seq}",
             "revenue": round(self.rng.uniform(15, 400), 2),
-            "currency": "EUR",
-            "margin": 0.3,
+            "currency": self.rng.choice(self.currencies),
         }
-        return _Planned(ts, "web.events", user, body, None)
+        if self.rng.random() < 0.7:
+            body["margin"] = self.rng.choice((0.2, 0.3, 0.35))
+        return _Planned(ts, "web.events", user, body)
 
     def costs(self) -> list[_Planned]:
         out = []
@@ -241,31 +228,18 @@ class _Generator:
             for camp in self.campaigns:
                 for channel in camp.channels:
                     ts = self.start_ms + day * 86_400_000 + 8 * 3_600_000
-                    media = round(self.rng.uniform(50, 500) * camp.weight, 2)
-                    hours = self.rng.choice((0.5, 1, 2, 4))
-                    tools = round(self.rng.uniform(0, 30), 2)
-                    body = {
+                    body: dict[str, Any] = {
                         "event_id": self.event_id(),
                         "event_type": "cost",
                         "event_time": _iso(ts),
                         "campaign_id": camp.id,
                         "channel": channel,
-                        "media_spend": media,
-                        "currency": "EUR",
-                        "staff_hours": hours,
-                        "tools_cost": tools,
+                        "media_spend": round(self.rng.uniform(50, 500) * camp.weight, 2),
+                        "currency": self.cfg.truth.rates.base,
+                        "staff_hours": self.rng.choice((0.5, 1, 2, 4)),
+                        "tools_cost": round(self.rng.uniform(0, 30), 2),
                     }
-                    deltas = {
-                        "events": 1,
-                        "media_spend_micros": round(media * 1_000_000),
-                        "effort_spend_micros": round(
-                            hours * self.cfg.staff_hourly_rate * 1_000_000
-                        ),
-                        "tools_spend_micros": round(tools * 1_000_000),
-                    }
-                    out.append(
-                        _Planned(ts, "campaign.costs", camp.id, body, (camp.id, channel, deltas))
-                    )
+                    out.append(_Planned(ts, "campaign.costs", camp.id, body))
         return out
 
     def traffic(self, budget: int) -> list[_Planned]:
@@ -300,7 +274,7 @@ class _Generator:
             "channel": "facebook",
             "user_id": "u-bad",
         }
-        case = self.rng.randrange(7)
+        case = self.rng.randrange(8)
         if case == 0:
             return "social.interactions", b'{"event_id": "x", "event_type": "like",', "bad_json"
         if case == 1:
@@ -328,10 +302,26 @@ class _Generator:
                 orjson.dumps({**good, "event_time": "2999-01-01T00:00:00Z"}),
                 "clock_skew",
             )
+        if case == 6:
+            return (
+                "web.events",
+                orjson.dumps(
+                    {
+                        **good,
+                        "event_type": "conversion",
+                        "order_id": "o",
+                        "revenue": 10,
+                        "currency": "XXX",
+                        "campaign_id": None,
+                        "channel": None,
+                    }
+                ).replace(b',"campaign_id":null,"channel":null', b""),
+                "unknown_currency",
+            )
         return "social.interactions", orjson.dumps({**good, "padding": "x" * 70_000}), "oversize"
 
 
-def simulate(cfg: SimulationConfig) -> tuple[list[SimMessage], Truth]:
+def simulate(cfg: SimulationConfig) -> tuple[list[SimMessage], dict[str, Any]]:
     """All messages in production order, and the truth they must produce."""
     gen = _Generator(cfg)
     meta = [
@@ -350,14 +340,15 @@ def simulate(cfg: SimulationConfig) -> tuple[list[SimMessage], Truth]:
                 "currency": "EUR",
                 "margin": 0.3,
             },
-            None,
         )
         for i, c in enumerate(gen.campaigns)
     ]
     costs = gen.costs()
     n_invalid = int(cfg.events * cfg.invalid_share)
-    budget = max(0, cfg.events - len(meta) - len(costs) - n_invalid)
-    planned = meta + costs + gen.traffic(budget)
+    room = max(0, cfg.events - len(meta) - len(costs) - n_invalid)
+    traffic = gen.traffic(round(room / (1 + cfg.duplicate_share)))
+    n_duplicates = room - len(traffic)
+    planned = meta + costs + traffic
     for item in planned:
         if item.kind != "campaign.meta" and gen.rng.random() < cfg.late_share:
             # half arrive a little late (counted), half far too late (sent to the late topic)
@@ -369,41 +360,39 @@ def simulate(cfg: SimulationConfig) -> tuple[list[SimMessage], Truth]:
             )
     planned.sort(key=lambda p: (p.ts_ms + p.delay_ms, p.body["event_id"]))
 
-    truth = Truth(
-        config={
-            "seed": cfg.seed,
-            "events": cfg.events,
-            "campaigns": cfg.campaigns,
-            "days": cfg.days,
-            "start": cfg.start,
-            "partitions": cfg.partitions,
-            "allowed_lateness_ms": cfg.allowed_lateness_ms,
-        }
-    )
+    # producers retry: a share of events is sent again a little later, same id and key
+    for index in sorted(gen.rng.sample(range(len(planned)), n_duplicates), reverse=True):
+        copy = planned[index]
+        planned.insert(min(len(planned), index + gen.rng.randint(1, 50)), copy)
+
     messages: list[SimMessage] = []
-    max_ts: dict[tuple[str, int], int] = {}
+    entries: list[tuple[str, int, dict[str, Any] | None, str | None]] = []
     invalid_at = set(gen.rng.sample(range(len(planned) + n_invalid), n_invalid))
     it: Iterator[_Planned] = iter(planned)
     for position in range(len(planned) + n_invalid):
         if position in invalid_at:
             kind, raw, reason = gen.invalid(gen.start_ms)
             key = b"u-bad"
-            messages.append(SimMessage(kind, key, partition_for(key, cfg.partitions), raw))
-            truth.dead_letters[reason] += 1
+            part = partition_for(key, cfg.partitions)
+            messages.append(SimMessage(kind, key, part, raw))
+            entries.append((kind, part, None, reason))
             continue
         item = next(it)
         key = item.key.encode()
         part = partition_for(key, cfg.partitions)
         messages.append(SimMessage(item.kind, key, part, orjson.dumps(item.body)))
-        seen = max_ts.get((item.kind, part), -(2**62))
-        if item.ts_ms < seen - cfg.allowed_lateness_ms:
-            truth.late += 1
-            continue
-        max_ts[(item.kind, part)] = max(seen, item.ts_ms)
-        if item.counts_as is not None:
-            campaign, channel, deltas = item.counts_as
-            minute = truth.minute[(campaign, channel, item.ts_ms - item.ts_ms % 60_000)]
-            for name, value in deltas.items():
-                minute[name] += value
-    truth.sent = len(messages)
+        entries.append((item.kind, part, item.body, None))
+    truth = compute_truth(entries, cfg.truth)
+    truth["config"] = {
+        "seed": cfg.seed,
+        "events": cfg.events,
+        "campaigns": cfg.campaigns,
+        "days": cfg.days,
+        "start": cfg.start,
+        "partitions": cfg.partitions,
+        "allowed_lateness_ms": cfg.allowed_lateness_ms,
+        "model": cfg.truth.model.value,
+        "currencies": gen.currencies,
+    }
+    truth["sent"] = len(messages)
     return messages, truth

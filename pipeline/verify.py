@@ -1,16 +1,29 @@
 """Compare what landed in ClickHouse with the simulator's ground truth.
 
-Counts and money are compared exactly. Only counters the truth names are compared, so the
-truth file states what a run promises.
+Counts and money are compared exactly, and so is each window's final flag. Reach is a
+exact up to ``EXACT_LIMIT`` users and a HyperLogLog estimate beyond: there it must be within
+``REACH_TOLERANCE`` (5.5 standard errors, so that a run with hundreds of thousands of
+windows does not fail by chance) of the exact count. Credited conversions are compared row
+by row for every model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Difference", "compare_dead_letters", "compare_windows"]
+from pipeline.hll import EXACT_LIMIT, HLL_RELATIVE_ERROR
+
+__all__ = [
+    "REACH_TOLERANCE",
+    "Difference",
+    "compare_credits",
+    "compare_dead_letters",
+    "compare_windows",
+]
+
+REACH_TOLERANCE = 5.5 * HLL_RELATIVE_ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,39 +37,53 @@ class Difference:
         return f"{self.where}: {self.what} expected {self.expected}, got {self.actual}"
 
 
-def _where(campaign: str, channel: str, start_ms: int) -> str:
-    return f"campaign={campaign or '(none)'} channel={channel} window_start_ms={start_ms}"
+def _reach_ok(expected: int, actual: int) -> bool:
+    if expected <= EXACT_LIMIT:
+        return actual == expected
+    return abs(actual - expected) <= REACH_TOLERANCE * expected
 
 
 def compare_windows(
-    truth_windows: Iterable[Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]
+    truth: Mapping[str, Any], rows: Iterable[Mapping[str, Any]]
 ) -> list[Difference]:
-    """Differences between truth windows and stored rows of the same window size.
-
-    Rows carry ``campaign_id``, ``channel``, ``window_start_ms`` and one key per counter.
-    """
+    """Differences between the truth's windows and stored rows (``sinks.kpi_rows``)."""
+    names: Sequence[str] = truth["counters"]
     expected = {
-        (w["campaign_id"], w["channel"], int(w["window_start_ms"])): w["counters"]
-        for w in truth_windows
+        (w[0], w[1], w[2], int(w[3]), int(w[4])): (bool(w[5]), dict(zip(names, w[6], strict=True)))
+        for w in truth["windows"]
     }
-    names = sorted({name for counters in expected.values() for name in counters})
-    actual = {(r["campaign_id"], r["channel"], int(r["window_start_ms"])): r for r in rows}
+    actual = {
+        (
+            r["campaign_id"],
+            r["channel"],
+            r["window_kind"],
+            int(r["window_seconds"]),
+            int(r["window_start_ms"]),
+        ): r
+        for r in rows
+    }
     diffs: list[Difference] = []
     for key in sorted(expected.keys() | actual.keys()):
+        where = (
+            f"campaign={key[0] or '(none)'} channel={key[1]} {key[2]} {key[3]}s "
+            f"window_start_ms={key[4]}"
+        )
         want, got = expected.get(key), actual.get(key)
         if want is None:
-            assert got is not None
-            if any(int(got.get(n, 0)) for n in names):
-                diffs.append(Difference(_where(*key), "window", "absent", "present"))
+            diffs.append(Difference(where, "window", "absent", "present"))
             continue
         if got is None:
-            diffs.append(Difference(_where(*key), "window", "present", "absent"))
+            diffs.append(Difference(where, "window", "present", "absent"))
             continue
+        final, counters = want
+        if bool(got["is_final"]) != final:
+            diffs.append(Difference(where, "is_final", final, bool(got["is_final"])))
         for name in names:
-            if int(want.get(name, 0)) != int(got.get(name, 0)):
-                diffs.append(
-                    Difference(_where(*key), name, int(want.get(name, 0)), int(got.get(name, 0)))
-                )
+            exp, act = int(counters[name]), int(got.get(name, 0))
+            if name == "reach" and _reach_ok(exp, act):
+                continue
+            if exp != act:
+                diffs.append(Difference(where, name, exp, act))
     return diffs
 
 
@@ -67,4 +94,36 @@ def compare_dead_letters(truth: Mapping[str, int], stored: Mapping[str, int]) ->
             diffs.append(
                 Difference("dead letters", reason, truth.get(reason, 0), stored.get(reason, 0))
             )
+    return diffs
+
+
+def compare_credits(
+    truth: Mapping[str, Sequence[Sequence[Any]]], rows: Iterable[Mapping[str, Any]]
+) -> list[Difference]:
+    """Credited rows per model: (conversion, campaign, channel, touch, share, revenue)."""
+    expected = {
+        (model, *map(str, row[:4]), int(row[4]), int(row[5]))
+        for model, model_rows in truth.items()
+        for row in model_rows
+    }
+    actual = {
+        (
+            r["model"],
+            r["conversion_event_id"],
+            r["campaign_id"],
+            r["channel"],
+            r["touch_event_id"],
+            int(r["share_micros"]),
+            int(r["revenue_micros"]),
+        )
+        for r in rows
+    }
+    diffs = [
+        Difference(f"credit {row[0]} {row[1]} -> {row[4]}", "row", "present", "absent")
+        for row in sorted(expected - actual)
+    ]
+    diffs += [
+        Difference(f"credit {row[0]} {row[1]} -> {row[4]}", "row", "absent", "present")
+        for row in sorted(actual - expected)
+    ]
     return diffs

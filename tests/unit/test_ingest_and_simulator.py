@@ -1,133 +1,229 @@
-"""The pure core end to end: simulator traffic through stage one and two equals its truth."""
+"""The pure core end to end: simulator traffic through stage one and two, in batches and
+with replays, equals the simulator's independently computed truth."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from decimal import Decimal
+from typing import Any
 
 import orjson
 import pytest
 
-from pipeline.aggregate import Contribution, WindowKey, WindowState, fold
+from pipeline.aggregate import Contribution, WindowKey, WindowState, final_watermark, fold
 from pipeline.contract import Contract
-from pipeline.ingest import Ingestor, Message, PartitionClock, ServiceCosts
+from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts
+from pipeline.kpi import MICROS
 from pipeline.money import Rates
-from pipeline.simulator import SimMessage, SimulationConfig, simulate
-from pipeline.verify import compare_dead_letters, compare_windows
-from pipeline.windows import WindowSpec
+from pipeline.ports import KpiSnapshot
+from pipeline.settings import AttributionModel, AttributionSettings, WindowSettings
+from pipeline.simulator import SimMessage, SimulationConfig, simulate, truth_config
+from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
+from pipeline.verify import compare_credits, compare_dead_letters, compare_windows
 
 NOW = 1_900_000_000_000
-MINUTE = WindowSpec("tumbling", 60_000, 60_000)
+RATES = Rates("EUR", {"USD": Decimal("0.92"), "GBP": Decimal("1.17")})
+WINDOWS = WindowSettings(tumbling_seconds=(60, 3600), hopping=((7200, 3600),))
 
 
-def ingestor(lateness_ms: int = 600_000) -> Ingestor:
-    return Ingestor(
-        Contract(max_message_bytes=65536, max_future_skew_ms=300_000),
-        Rates("EUR"),
-        ServiceCosts(6_000_000, 2_000_000),
-        60.0,
-        lateness_ms,
+class DictStore(dict[str, Any]):
+    def put(self, key: str, value: Any) -> None:
+        self[key] = orjson.loads(orjson.dumps(value))  # as the changelog would round-trip
+
+    def delete(self, key: str) -> None:
+        self.pop(key, None)
+
+
+def config(model: AttributionModel = AttributionModel.LINEAR) -> SimulationConfig:
+    attribution = AttributionSettings(model=model, lookback_seconds=3 * 86400)
+    return SimulationConfig(
+        events=6000,
+        seed=11,
+        campaigns=3,
+        days=2,
+        truth=truth_config(4, RATES, WINDOWS, attribution),
     )
 
 
 def run_core(
-    messages: list[SimMessage], batch: int, replay_every: int = 0
-) -> tuple[dict[WindowKey, WindowState], dict[str, int], int]:
-    """Stage one per partition then stage two, in batches, optionally replaying batches."""
-    by_partition: dict[tuple[str, int], list[Message]] = defaultdict(list)
-    for m in messages:
-        queue = by_partition[(m.kind, m.partition)]
-        queue.append(Message(len(queue), m.value))
-    stage_one = ingestor()
-    clocks: dict[tuple[str, int], PartitionClock] = defaultdict(PartitionClock)
-    store: dict[WindowKey, WindowState] = {}
+    messages: list[SimMessage], cfg: SimulationConfig, batch: int, replay_every: int = 0
+) -> tuple[dict[str, Any], dict[str, int], list[Any]]:
+    t = cfg.truth
+    ingestor = Ingestor(
+        Contract(max_message_bytes=65536, max_future_skew_ms=300_000),
+        t.rates,
+        ServiceCosts(6 * MICROS, 2 * MICROS),
+        t.staff_hourly_rate,
+        t.allowed_lateness_ms,
+        model=t.model,
+        lookback_ms=t.lookback_ms,
+        half_life_ms=t.half_life_ms,
+    )
+    stage_one = DictStore()
+    windows: dict[WindowKey, WindowState] = {}
+    stored: dict[WindowKey, KpiSnapshot] = {}  # ReplacingMergeTree: highest version wins
+    heard: dict[str, int] = {}
     dead: dict[str, int] = defaultdict(int)
-    late = 0
-    for (kind, part), queue in sorted(by_partition.items()):
-        for round_no, position in enumerate(range(0, len(queue), batch), start=1):
-            chunk = queue[position : position + batch]
-            replay = bool(replay_every) and round_no % replay_every == 0
-            result = stage_one.run(kind, chunk, clocks[(kind, part)], NOW)
-            if replay:
-                # crash after stage one sent this slice: it is processed again from the
-                # checkpoint before it, and must decide exactly the same
-                again = stage_one.run(kind, chunk, clocks[(kind, part)], NOW)
-                assert again == result
-            for _, rejection in result.rejected:
-                dead[rejection.reason.value] += 1
-            late += len(result.late)
-            items = [
-                Contribution(f"{kind}:{part}", offset, f.ts_ms, f.campaign_id, f.channel, f.deltas)
-                for offset, f, _ in result.forwards
+    credits: dict[tuple[str, str, str], Any] = {}
+    offsets: dict[tuple[str, int], int] = defaultdict(int)
+    traffic = [f"{k}:{p}" for k in WATERMARK_KINDS[:2] for p in range(t.partitions)]
+    positioned = []
+    for m in messages:
+        positioned.append((m, offsets[(m.kind, m.partition)]))
+        offsets[(m.kind, m.partition)] += 1
+
+    def write(snapshot: KpiSnapshot, key: WindowKey) -> None:
+        if key not in stored or stored[key].version <= snapshot.version:
+            stored[key] = snapshot
+
+    def process(chunk: list[tuple[SimMessage, int]], count_dead: bool) -> None:
+        items: list[Contribution] = []
+        by_partition: dict[int, dict[str, list[Message]]] = defaultdict(lambda: defaultdict(list))
+        for m, offset in chunk:
+            by_partition[m.partition][m.kind].append(Message(offset, m.value))
+        for part, by_kind in by_partition.items():
+            for kind, slice_ in by_kind.items():
+                result = ingestor.run(kind, part, slice_, stage_one, NOW)
+                if count_dead:
+                    for _, rejection in result.rejected:
+                        dead[rejection.reason.value] += 1
+                items += [
+                    Contribution(
+                        f"{kind}:{part}", o, f.ts_ms, f.campaign_id, f.channel, f.deltas, f.user_id
+                    )
+                    for o, f in result.forwards
+                ]
+            release = ingestor.release(part, stage_one)
+            items += [
+                Contribution(release.src, o, f.ts_ms, f.campaign_id, f.channel, f.deltas)
+                for o, f in release.forwards
             ]
+            for row in release.rows:
+                credits[(row.model, row.conversion_event_id, row.touch_event_id)] = row
+            for kind in WATERMARK_KINDS:
+                latest = PartitionClock.from_state(stage_one.get(clock_key(f"{kind}:{part}")))
+                if latest.latest() != NO_TIME:
+                    heard[f"{kind}:{part}"] = latest.latest() - t.allowed_lateness_ms
+        for key, state in fold(
+            items,
+            t.specs,
+            lambda k: WindowState.from_state(windows[k].to_state() if k in windows else None),
+        ).items():
+            windows[key] = state
+            write(state.snapshot(key), key)
+        watermark = final_watermark(heard, traffic)
+        for key in [k for k in windows if k.end_ms <= watermark]:
+            if not windows[key].final:
+                windows[key].final = True
+                write(windows[key].snapshot(key), key)
+            elif key.end_ms + t.allowed_lateness_ms <= watermark:
+                del windows[key]
 
-            def load(key: WindowKey) -> WindowState:
-                return WindowState.from_state(store[key].to_state() if key in store else None)
-
-            store.update(fold(items, [MINUTE], load))
-            if replay:
-                # stage two sees the re-sent contributions: all are skipped
-                assert fold(items, [MINUTE], load) == {}
-    return store, dict(dead), late
-
-
-def rows(store: dict[WindowKey, WindowState]) -> list[dict[str, object]]:
-    return [
+    for start in range(0, len(positioned), batch):
+        chunk = positioned[start : start + batch]
+        process(chunk, count_dead=True)
+        if replay_every and (start // batch) % replay_every == 1:
+            process(chunk, count_dead=False)  # a crash before the commit: replayed
+    rows = [
         {
             "campaign_id": k.campaign_id,
             "channel": k.channel,
+            "window_kind": k.kind,
+            "window_seconds": k.size_ms // 1000,
             "window_start_ms": k.start_ms,
+            "is_final": s.is_final,
             **s.counters,
         }
-        for k, s in store.items()
+        for k, s in stored.items()
     ]
+    credit_rows = [
+        {
+            "model": r.model,
+            "conversion_event_id": r.conversion_event_id,
+            "campaign_id": r.campaign_id,
+            "channel": r.channel,
+            "touch_event_id": r.touch_event_id,
+            "share_micros": r.share_micros,
+            "revenue_micros": r.revenue_micros,
+        }
+        for r in credits.values()
+    ]
+    return {"rows": rows, "credits": credit_rows}, dict(dead), list(stored)
 
 
 @pytest.fixture(scope="module")
-def simulated() -> tuple[list[SimMessage], dict[str, object]]:
-    messages, truth = simulate(SimulationConfig(events=4000, seed=11, campaigns=3, days=1))
-    return messages, orjson.loads(truth.to_json())
+def simulated() -> tuple[list[SimMessage], dict[str, Any], SimulationConfig]:
+    cfg = config()
+    messages, truth = simulate(cfg)
+    return messages, orjson.loads(orjson.dumps(truth)), cfg
 
 
 def test_simulation_is_deterministic_for_a_seed() -> None:
     a, ta = simulate(SimulationConfig(events=500, seed=3))
     b, tb = simulate(SimulationConfig(events=500, seed=3))
     c, _ = simulate(SimulationConfig(events=500, seed=4))
-    assert a == b and ta.to_json() == tb.to_json()
+    assert a == b and ta == tb
     assert a != c
     assert len(a) == 500
 
 
-def test_simulation_has_invalid_and_late_events(simulated) -> None:  # type: ignore[no-untyped-def]
-    messages, truth = simulated
-    assert truth["late"] > 0
-    assert sum(truth["dead_letters"].values()) == 40
-    kinds = {m.kind for m in messages}
-    assert kinds == {"social.interactions", "web.events", "campaign.costs", "campaign.meta"}
+def test_simulation_has_every_kind_of_trouble(simulated: Any) -> None:
+    messages, truth, _ = simulated
+    assert truth["late"] > 0 and truth["duplicates"] > 0
+    assert set(truth["dead_letters"]) == {
+        "bad_json",
+        "clock_skew",
+        "oversize",
+        "schema_violation",
+        "unknown_currency",
+        "unknown_event_type",
+    }
+    assert {m.kind for m in messages} == {
+        "social.interactions",
+        "web.events",
+        "campaign.costs",
+        "campaign.meta",
+    }
+    assert set(truth["config"]["currencies"]) == {"EUR", "GBP", "USD"}
+    counters = truth["counters"]
+    totals = {
+        name: sum(w[6][i] for w in truth["windows"] if w[3] == 3600)
+        for i, name in enumerate(counters)
+    }
+    for name in counters:
+        assert totals[name] > 0, name  # the truth exercises every KPI input
+    assert any(w[5] for w in truth["windows"]) and not all(w[5] for w in truth["windows"])
+    assert all(truth["credited"][m.value] for m in AttributionModel)
 
 
-@pytest.mark.parametrize("batch", [1, 37, 5000])
-def test_core_equals_the_simulator_truth(simulated, batch: int) -> None:  # type: ignore[no-untyped-def]
-    messages, truth = simulated
-    store, dead, late = run_core(messages, batch)
-    assert compare_windows(truth["tumbling_60"], rows(store)) == []
+@pytest.mark.parametrize(("batch", "replay_every"), [(1, 0), (97, 0), (500, 3), (10_000, 0)])
+def test_core_equals_the_simulator_truth(simulated: Any, batch: int, replay_every: int) -> None:
+    messages, truth, cfg = simulated
+    got, dead, _ = run_core(messages, cfg, batch, replay_every)
+    assert compare_windows(truth, got["rows"]) == []
     assert compare_dead_letters(truth["dead_letters"], dead) == []
-    assert late == truth["late"]
+    assert compare_credits(truth["credited"], got["credits"]) == []
 
 
-def test_core_equals_the_truth_with_replayed_batches(simulated) -> None:  # type: ignore[no-untyped-def]
-    messages, truth = simulated
-    store, _, late = run_core(messages, 50, replay_every=3)
-    assert compare_windows(truth["tumbling_60"], rows(store)) == []
-    assert late == truth["late"]
+def test_verify_notices_an_altered_counter_and_a_wrong_final_flag(simulated: Any) -> None:
+    messages, truth, cfg = simulated
+    got, _, _ = run_core(messages, cfg, 1000)
+    rows = got["rows"]
+    rows[0]["likes"] += 1
+    rows[1]["is_final"] = not rows[1]["is_final"]
+    whats = sorted(d.what for d in compare_windows(truth, rows))
+    assert whats == ["is_final", "likes"]
 
 
-def test_verify_notices_an_altered_counter(simulated) -> None:  # type: ignore[no-untyped-def]
-    messages, truth = simulated
-    store, _, _ = run_core(messages, 500)
-    altered = rows(store)
-    altered[0]["events"] = int(altered[0]["events"]) + 1  # type: ignore[call-overload]
-    diffs = compare_windows(truth["tumbling_60"], altered)
-    assert len(diffs) == 1 and diffs[0].what == "events"
+@pytest.mark.parametrize("model", list(AttributionModel))
+def test_every_attribution_model_is_credited_exactly(model: AttributionModel) -> None:
+    cfg = config(model)
+    messages, truth = simulate(cfg)
+    got, _, _ = run_core(messages, cfg, 300)
+    assert compare_windows(orjson.loads(orjson.dumps(truth)), got["rows"]) == []
+    credit = truth["counters"].index("conversion_credit_micros")
+    total_credit = sum(w[6][credit] for w in truth["windows"] if w[3] == 3600)
+    assert total_credit % MICROS == 0  # whole conversions, however they were shared
 
 
 def test_clock_resumes_from_the_checkpoint_before_a_replayed_batch() -> None:
@@ -135,38 +231,10 @@ def test_clock_resumes_from_the_checkpoint_before_a_replayed_batch() -> None:
     clock.checkpoint(9, 1_000)
     clock.checkpoint(19, 5_000)
     clock.checkpoint(29, 4_000_000)
-    assert clock.max_before(0) < -(2**61)
+    assert clock.max_before(0) == NO_TIME
     assert clock.max_before(10) == 1_000
-    assert clock.max_before(20) == 5_000
     assert clock.max_before(25) == 5_000  # inside a batch: resume from its start
     restored = PartitionClock.from_state(orjson.loads(orjson.dumps(clock.to_state())))
     assert restored.max_before(30) == 4_000_000
     restored.checkpoint(19, 5_000)  # replay of the second batch drops later checkpoints
     assert restored.max_before(30) == 5_000
-
-
-def test_late_event_goes_to_late_list_and_keeps_watermark() -> None:
-    def social(i: int, minute: int) -> Message:
-        return Message(
-            i,
-            orjson.dumps(
-                {
-                    "event_id": f"e{i}",
-                    "event_type": "like",
-                    "channel": "x",
-                    "user_id": "u",
-                    "campaign_id": "c",
-                    "event_time": f"2026-01-01T00:{minute:02d}:00Z",
-                }
-            ),
-        )
-
-    clock = PartitionClock()
-    result = ingestor(lateness_ms=5 * 60_000).run(
-        "social.interactions",
-        [social(0, 30), social(1, 26), social(2, 24), social(3, 31)],
-        clock,
-        NOW,
-    )
-    assert [o for o, *_ in result.forwards] == [0, 1, 3]
-    assert [o for o, *_ in result.late] == [2]

@@ -1,0 +1,403 @@
+"""Stage one, per partition number: validate, lateness, de-duplication, touchpoints, and
+attribution of conversions. Pure: state lives behind a ``StateStore`` the caller persists.
+
+Everything a partition number ``p`` needs is stored under keys of that partition (the
+ingest topics are co-partitioned by user), so the worker writes it to changelog partition
+``p``. Every decision is reproducible when a batch is replayed after a crash:
+
+- lateness follows the partition clock's checkpoints (see ``PartitionClock``);
+- a duplicate is an ``event_id`` already seen at *another* offset of the partition, so the
+  original is not taken for its own duplicate when replayed;
+- a conversion is credited only once the watermark of both the social and the web
+  partition passed its time: every touch that could still count has arrived by then (a
+  later one would be late), so the credit depends on the set of events, not on how Kafka
+  interleaved the two topics. Conversions are released in offset order, so stage two can
+  skip replays by offset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
+
+from pipeline.attribution import Touch, credit_shares, split
+from pipeline.contract import Contract, Event, Rejection, RejectReason
+from pipeline.ingest import (
+    NO_TIME,
+    Forward,
+    PartitionClock,
+    ServiceCosts,
+    contribution,
+    route_campaign,
+)
+from pipeline.kpi import MICROS
+from pipeline.money import Rates
+from pipeline.ports import CreditRow
+from pipeline.settings import AttributionModel
+
+__all__ = [
+    "WATERMARK_KINDS",
+    "IngestResult",
+    "Ingestor",
+    "Message",
+    "Release",
+    "StateStore",
+]
+
+SOCIAL: Final = "social.interactions"
+WEB: Final = "web.events"
+# Topics whose watermarks decide when a KPI window is final.
+WATERMARK_KINDS: Final = (SOCIAL, WEB, "campaign.costs")
+_BUCKET_MS: Final = 60_000
+_ENGAGEMENTS: Final = frozenset({"like", "comment", "share", "save"})
+
+
+class StateStore(Protocol):
+    def get(self, key: str) -> Any | None: ...
+
+    def put(self, key: str, value: Any) -> None: ...
+
+    def delete(self, key: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    offset: int
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class IngestResult:
+    """What one source partition's slice of a batch became, in offset order."""
+
+    rejected: list[tuple[int, Rejection]] = field(default_factory=list)
+    late: list[tuple[int, Event, int]] = field(default_factory=list)  # offset, event, watermark
+    duplicates: int = 0
+    accepted: list[tuple[int, Event]] = field(default_factory=list)  # counted, for the archive
+    forwards: list[tuple[int, Forward]] = field(default_factory=list)
+    watermark: int = NO_TIME
+
+
+@dataclass(slots=True)
+class Release:
+    """Conversions credited in one call: stage-two forwards and the per-model rows."""
+
+    src: str
+    forwards: list[tuple[int, Forward]] = field(default_factory=list)
+    rows: list[CreditRow] = field(default_factory=list)
+
+
+def clock_key(src: str) -> str:
+    return f"clock|{src}"
+
+
+class Ingestor:
+    """Stage one's logic for any partition; holds configuration only, no state."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        rates: Rates,
+        service: ServiceCosts,
+        staff_hourly_rate: float,
+        allowed_lateness_ms: int,
+        model: AttributionModel = AttributionModel.LAST_TOUCH,
+        lookback_ms: int = 7 * 86_400_000,
+        half_life_ms: int = 86_400_000,
+        engagements_are_touchpoints: bool = True,
+    ) -> None:
+        self._contract = contract
+        self._rates = rates
+        self._service = service
+        self._staff_rate = staff_hourly_rate
+        self._lateness = allowed_lateness_ms
+        self._model = model
+        self._lookback = lookback_ms
+        self._half_life = half_life_ms
+        self._touch_types = {"click", "visit"} | (
+            set(_ENGAGEMENTS) if engagements_are_touchpoints else set()
+        )
+
+    # -- per source partition -------------------------------------------------------------
+    def run(
+        self, kind: str, partition: int, messages: list[Message], store: StateStore, now_ms: int
+    ) -> IngestResult:
+        """Process consecutive messages of one source partition, ascending offsets.
+
+        Never raises on bad input; updates the partition's state in ``store``.
+        """
+        result = IngestResult()
+        if not messages:
+            return result
+        src = f"{kind}:{partition}"
+        clock = PartitionClock.from_state(store.get(clock_key(src)))
+        max_ts = clock.max_before(messages[0].offset)
+        seen = _SeenIds(store, src)
+        horizon = self._horizon(partition, store)
+        for msg in messages:
+            decoded = self._contract.decode(kind, msg.value, now_ms)
+            if isinstance(decoded, Rejection):
+                result.rejected.append((msg.offset, decoded))
+                continue
+            currency = decoded.data.get("currency")
+            if kind != "campaign.meta" and currency and not self._rates.knows(currency):
+                result.rejected.append((msg.offset, _unknown_currency(currency)))
+                continue
+            watermark = max_ts - self._lateness
+            max_ts = max(max_ts, decoded.ts_ms)
+            if decoded.ts_ms < watermark:
+                result.late.append((msg.offset, decoded, watermark))
+                continue
+            if not seen.first(decoded.event_id, decoded.ts_ms, msg.offset):
+                result.duplicates += 1
+                continue
+            result.accepted.append((msg.offset, decoded))
+            self._remember(decoded, src, msg.offset, partition, store, horizon)
+            forward = contribution(decoded, self._rates, self._service, self._staff_rate)
+            if forward is not None:
+                result.forwards.append((msg.offset, forward))
+        clock.checkpoint(messages[-1].offset, max_ts)
+        store.put(clock_key(src), clock.to_state())
+        seen.save(clock.oldest() - self._lateness)
+        result.watermark = max_ts - self._lateness
+        return result
+
+    def _joint_watermark(self, partition: int, store: StateStore) -> int:
+        """Lowest watermark of the social and web partitions ``partition``."""
+        latest = min(
+            PartitionClock.from_state(store.get(clock_key(f"{kind}:{partition}"))).latest()
+            for kind in (SOCIAL, WEB)
+        )
+        return latest - self._lateness if latest > NO_TIME else NO_TIME
+
+    def _horizon(self, partition: int, store: StateStore) -> int:
+        """Touches older than this can no longer count for any conversion."""
+        pending = store.get(f"pending|{partition}") or []
+        joint = self._joint_watermark(partition, store)
+        return int(min([joint, *(p[1] for p in pending)])) - self._lookback
+
+    def _remember(
+        self,
+        event: Event,
+        src: str,
+        offset: int,
+        partition: int,
+        store: StateStore,
+        horizon: int,
+    ) -> None:
+        """Keep what attribution needs: touches and follows per user, pending conversions."""
+        if not event.user_id:
+            return
+        etype = event.event_type
+        if event.kind == WEB and etype == "conversion":
+            pending = store.get(f"pending|{partition}") or []
+            released = store.get(f"released|{partition}")
+            if any(p[0] == offset for p in pending) or (
+                released is not None and offset <= released
+            ):
+                return  # replayed
+            data = event.data
+            revenue = self._rates.micros(data["revenue"], data["currency"])
+            margin = data.get("margin")
+            profit = -1 if margin is None else _profit(revenue, margin)
+            pending.append(
+                [
+                    offset,
+                    event.ts_ms,
+                    event.user_id,
+                    event.event_id,
+                    data["order_id"],
+                    revenue,
+                    profit,
+                ]
+            )
+            pending.sort()
+            store.put(f"pending|{partition}", pending)
+            return
+        campaign, channel = route_campaign(event)
+        if not campaign:
+            return
+        touch_type = "visit" if etype == "page_view" else etype
+        if touch_type not in self._touch_types and etype not in ("follow", "unfollow"):
+            return
+        key = f"user|{event.user_id}"
+        touches = store.get(key) or []
+        if any(t[5] == src and t[6] == offset for t in touches):
+            return  # replayed
+        touches.append([event.ts_ms, campaign, channel, touch_type, event.event_id, src, offset])
+        touches = [t for t in touches if t[0] >= horizon]
+        touches.sort(key=lambda t: (t[0], t[5], t[6]))
+        store.put(key, touches)
+
+    # -- per partition number ---------------------------------------------------------------
+    def release(self, partition: int, store: StateStore) -> Release:
+        """Credit every pending conversion both watermarks have passed, in offset order."""
+        src = f"credit:{WEB}:{partition}"
+        out = Release(src)
+        pending = store.get(f"pending|{partition}") or []
+        if not pending:
+            return out
+        joint = self._joint_watermark(partition, store)
+        released = 0
+        for offset, ts, user, event_id, order_id, revenue, profit in pending:
+            if ts > joint:
+                break  # later offsets wait for this one: stage two skips by offset
+            released += 1
+            touches = self._touches(store, user, ts)
+            forwards, rows = self._credit(ts, user, event_id, order_id, revenue, profit, touches)
+            out.forwards += [(offset, f) for f in forwards]
+            out.rows += rows
+        if released:
+            store.put(f"pending|{partition}", pending[released:])
+            store.put(f"released|{partition}", pending[released - 1][0])
+            self._prune_users(store, (t for t in pending[:released]), pending[released:], joint)
+        return out
+
+    def _touches(self, store: StateStore, user: str, ts: int) -> list[Touch]:
+        return [
+            Touch(t[0], t[1], t[2], t[3], t[4], (t[5], t[6]))
+            for t in store.get(f"user|{user}") or []
+            if ts - self._lookback <= t[0] <= ts
+        ]
+
+    def _credit(
+        self,
+        ts: int,
+        user: str,
+        event_id: str,
+        order_id: str,
+        revenue: int,
+        profit: int,
+        touches: list[Touch],
+    ) -> tuple[list[Forward], list[CreditRow]]:
+        follower = _is_follower(touches)
+        eligible = [t for t in touches if t.touch_type in self._touch_types]
+        rows: list[CreditRow] = []
+        for model in AttributionModel:
+            shares = credit_shares(eligible, ts, model, self._half_life)
+            for touch, share, money, gain in _money(eligible, shares, revenue, profit):
+                if share:
+                    rows.append(
+                        CreditRow(
+                            event_id,
+                            order_id,
+                            user,
+                            ts,
+                            model.value,
+                            touch.campaign_id,
+                            touch.channel,
+                            touch.event_id,
+                            touch.touch_type,
+                            touch.ts_ms,
+                            share,
+                            money,
+                            gain,
+                        )
+                    )
+        shares = credit_shares(eligible, ts, self._model, self._half_life)
+        merged: dict[tuple[str, str], dict[str, int]] = {}
+        if not eligible:  # no touch: the sale counts for no campaign
+            merged[("", "direct")] = _credit_deltas(MICROS, revenue, profit, follower)
+        for touch, share, money, gain in _money(eligible, shares, revenue, profit):
+            if not share:
+                continue
+            deltas = _credit_deltas(share, money, gain, follower)
+            bucket = merged.setdefault((touch.campaign_id, touch.channel), {"events": 1})
+            for name, value in deltas.items():
+                if name != "events":
+                    bucket[name] = bucket.get(name, 0) + value
+        forwards = [Forward(c, ch, ts, "", d) for (c, ch), d in sorted(merged.items())]
+        return forwards, rows
+
+    def _prune_users(
+        self,
+        store: StateStore,
+        released: Iterable[list[Any]],
+        waiting: list[list[Any]],
+        joint: int,
+    ) -> None:
+        """Drop touches no pending or future conversion can reach any more."""
+        horizon = min([joint, *(p[1] for p in waiting)]) - self._lookback
+        for item in released:
+            key = f"user|{item[2]}"
+            touches = store.get(key)
+            if touches is None:
+                continue
+            kept = [t for t in touches if t[0] >= horizon]
+            if not kept:
+                store.delete(key)
+            elif len(kept) != len(touches):
+                store.put(key, kept)
+
+
+class _SeenIds:
+    """Event ids seen per one-minute bucket of event time, with the offset they came at."""
+
+    def __init__(self, store: StateStore, src: str) -> None:
+        self._store = store
+        self._src = src
+        self._index: list[int] = store.get(f"seen-index|{src}") or []
+        self._buckets: dict[int, dict[str, int]] = {}
+        self._dirty: set[int] = set()
+
+    def first(self, event_id: str, ts: int, offset: int) -> bool:
+        """True unless ``event_id`` was seen at another offset (a duplicate)."""
+        start = ts - ts % _BUCKET_MS
+        bucket = self._buckets.get(start)
+        if bucket is None:
+            bucket = self._store.get(f"seen|{self._src}|{start}") or {}
+            self._buckets[start] = bucket
+        known = bucket.get(event_id)
+        if known is not None:
+            return known == offset
+        bucket[event_id] = offset
+        self._dirty.add(start)
+        return True
+
+    def save(self, expire_before: int) -> None:
+        index = set(self._index) | self._dirty
+        for start in self._dirty:
+            self._store.put(f"seen|{self._src}|{start}", self._buckets[start])
+        # A replay starts no earlier than the clock's oldest checkpoint, where every event
+        # older than this was already late: such buckets can never be asked again.
+        expired = {s for s in index if s + _BUCKET_MS < expire_before}
+        for start in expired:
+            self._store.delete(f"seen|{self._src}|{start}")
+        if self._dirty or expired:
+            self._store.put(f"seen-index|{self._src}", sorted(index - expired))
+
+
+def _profit(revenue_micros: int, margin: float) -> int:
+    return (revenue_micros * round(margin * MICROS) + MICROS // 2) // MICROS
+
+
+def _money(
+    touches: list[Touch], shares: list[int], revenue: int, profit: int
+) -> list[tuple[Touch, int, int, int]]:
+    if not touches:
+        return []
+    money = split(revenue, shares)
+    gains = split(profit, shares) if profit >= 0 else [-1] * len(shares)
+    return list(zip(touches, shares, money, gains, strict=True))
+
+
+def _credit_deltas(share: int, revenue: int, profit: int, follower: bool) -> dict[str, int]:
+    deltas = {"events": 1, "conversion_credit_micros": share, "revenue_micros": revenue}
+    if profit >= 0:
+        deltas["profit_micros"] = profit
+    if follower:
+        deltas["follower_revenue_micros"] = revenue
+    return deltas
+
+
+def _is_follower(touches: list[Touch]) -> bool:
+    """Did the user's last follow or unfollow in the lookback follow the brand?"""
+    for touch in reversed(touches):
+        if touch.touch_type in ("follow", "unfollow"):
+            return touch.touch_type == "follow"
+    return False
+
+
+def _unknown_currency(currency: str) -> Rejection:
+    return Rejection(RejectReason.UNKNOWN_CURRENCY, f"no exchange rate for {currency}")
