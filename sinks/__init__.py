@@ -15,7 +15,7 @@ from sinks.errors import (
     StoreLocked,
 )
 from sinks.migrate import apply_migrations
-from sinks.reader import dead_letter_counts, dead_letters, kpi_rows
+from sinks.reader import credited_rows, dead_letter_counts, dead_letters, kpi_rows
 from sinks.tables import RowError
 from sinks.urls import parse_store_url
 from sinks.writer import ClickHouseSink, FlushEvent, FlushObserver
@@ -34,6 +34,7 @@ __all__ = [
     "SinkError",
     "StoreLocked",
     "apply_migrations",
+    "credited_rows",
     "dead_letter_counts",
     "dead_letters",
     "kpi_rows",

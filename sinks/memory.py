@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sinks.backends import QueryResult
-from sinks.errors import SinkError
+from sinks.errors import QueryError, SinkError
 
 __all__ = ["MemoryBackend"]
 
@@ -81,6 +81,8 @@ class MemoryBackend:
                 if row["checksum"] not in checksums:
                     checksums.append(row["checksum"])
             return QueryResult(("version", "checksums"), sorted(grouped.items()))
+        if sql == "SELECT count() FROM system.roles":  # no SQL access control here
+            raise QueryError("memory backend has no access management", 497)
         if sql == "SELECT version()":
             return QueryResult(("version()",), [(".".join(map(str, self.version)),)])
         if self._responder is None:

@@ -5,7 +5,13 @@ recorded in ``schema_migrations`` (version, name, sha256 checksum, applied_at). 
 file are separated by a ``;`` that ends a line; whole-line ``--`` comments are dropped. A
 header line ``-- requires: 20.1`` applies the file only on engines of that version or newer
 (it is skipped, not recorded, on older ones, and applied once the engine is upgraded). A
+header line ``-- requires: access_management`` applies it only where the migrating user can
+manage SQL users and roles (not chDB, not a server user without ``access_management``);
+otherwise it is skipped the same way, with a log line saying an admin should apply it. A
 later migration must not depend on a gated one.
+
+A user without DDL rights (the least-privilege ingest user) may call
+:func:`apply_migrations` once an admin has applied every migration: it then runs no DDL.
 
 Safety:
 
@@ -29,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sinks.backends import Backend
-from sinks.errors import MigrationError
+from sinks.errors import MigrationError, QueryError
 
 __all__ = [
     "MIGRATIONS_DIR",
@@ -50,6 +56,11 @@ MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 RELEASED_FILE = "released.txt"
 _FILE_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _REQUIRES = re.compile(r"^--\s*requires:\s*(\d+(?:\.\d+)*)\s*$", re.IGNORECASE)
+_REQUIRES_CAPABILITY = re.compile(r"^--\s*requires:\s*([a-z_]+)\s*$", re.IGNORECASE)
+CAPABILITIES = frozenset({"access_management"})
+# Succeeds only for a user that may see SQL users and roles (ClickHouse >= 20.5 with
+# access_management); chDB and 18.16 refuse it.
+ACCESS_MANAGEMENT_PROBE = "SELECT count() FROM system.roles"
 
 _SCHEMA_MIGRATIONS_DDL = """
 CREATE TABLE IF NOT EXISTS schema_migrations
@@ -74,6 +85,7 @@ class Migration:
     checksum: str
     statements: tuple[str, ...]
     requires: tuple[int, ...] | None
+    capabilities: frozenset[str] = frozenset()
 
 
 def split_statements(sql: str) -> list[str]:
@@ -116,6 +128,23 @@ def _requires(sql: str) -> tuple[int, ...] | None:
     return None
 
 
+def _capabilities(sql: str) -> frozenset[str]:
+    found: set[str] = set()
+    for line in sql.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if not stripped.startswith("--"):
+            break
+        match = _REQUIRES_CAPABILITY.match(stripped)
+        if match:
+            name = match.group(1).lower()
+            if name not in CAPABILITIES:
+                raise MigrationError(f"unknown requirement {name!r} (known: access_management)")
+            found.add(name)
+    return frozenset(found)
+
+
 def version_allows(server: tuple[int, ...], required: tuple[int, ...] | None) -> bool:
     """True if an engine of version ``server`` may run a migration that ``required``."""
     if required is None:
@@ -124,6 +153,13 @@ def version_allows(server: tuple[int, ...], required: tuple[int, ...] | None) ->
     padded_server = server + (0,) * (width - len(server))
     padded_required = required + (0,) * (width - len(required))
     return padded_server >= padded_required
+
+
+def _capabilities_of(path: Path, text: str) -> frozenset[str]:
+    try:
+        return _capabilities(text)
+    except MigrationError as exc:
+        raise MigrationError(f"{path.name}: {exc}") from None
 
 
 def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -158,6 +194,7 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
             checksum=hashlib.sha256(raw).hexdigest(),
             statements=tuple(statements),
             requires=_requires(text),
+            capabilities=_capabilities_of(path, text),
         )
     ordered = [migrations[number] for number in sorted(migrations)]
     for expected, migration in enumerate(ordered, start=1):
@@ -170,7 +207,8 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 _CREATE = re.compile(
     r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:MATERIALIZED\s+)?"
-    r"(TABLE|VIEW|DATABASE|DICTIONARY)\s+(IF\s+NOT\s+EXISTS\s+)?",
+    r"(TABLE|VIEW|DATABASE|DICTIONARY|ROLE|USER|SETTINGS\s+PROFILE|QUOTA)\s+"
+    r"(IF\s+NOT\s+EXISTS\s+)?",
     re.IGNORECASE,
 )
 _ALTER_ADD = re.compile(r"\bADD\s+(COLUMN|INDEX)\s+(?!IF\s+NOT\s+EXISTS\b)", re.IGNORECASE)
@@ -258,9 +296,21 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
     recorded, the failing one is not, so the next run resumes with it.
     """
     migrations = load_migrations(directory)
-    backend.execute(_SCHEMA_MIGRATIONS_DDL)
-    recorded = _recorded(backend)
+    ddl_refused: QueryError | None = None
+    try:
+        backend.execute(_SCHEMA_MIGRATIONS_DDL)
+    except QueryError as exc:
+        # A user without DDL rights: fine if an admin already applied everything (the
+        # SELECT below then works and nothing is pending); reported below otherwise.
+        ddl_refused = exc
+    try:
+        recorded = _recorded(backend)
+    except QueryError:
+        if ddl_refused is not None:
+            raise ddl_refused from None
+        raise
     server = backend.server_version()
+    capable: dict[str, bool] = {}
     applied: list[Migration] = []
     for migration in migrations:
         checksums = recorded.get(migration.version)
@@ -279,6 +329,24 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
                 ".".join(map(str, server)),
             )
             continue
+        missing = [
+            name
+            for name in sorted(migration.capabilities)
+            if not capable.setdefault(name, _has_capability(backend, name))
+        ]
+        if missing:
+            logger.info(
+                "skipping migration %s: this user/engine lacks %s; an admin should apply it",
+                migration.path.name,
+                ", ".join(missing),
+            )
+            continue
+        if ddl_refused is not None:
+            raise MigrationError(
+                f"{backend.display_url}: migration {migration.path.name} is not applied and "
+                f"this user may not run DDL ({ddl_refused}); apply migrations as an admin "
+                "(socialroi migrate) before starting with a least-privilege user"
+            )
         for statement in migration.statements:
             backend.execute(statement)
         backend.insert(
@@ -289,6 +357,16 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
         logger.info("applied migration %s on %s", migration.path.name, backend.display_url)
         applied.append(migration)
     return applied
+
+
+def _has_capability(backend: Backend, name: str) -> bool:
+    if name == "access_management":
+        try:
+            backend.query(ACCESS_MANAGEMENT_PROBE)
+        except QueryError:
+            return False
+        return True
+    return False
 
 
 def _main(argv: list[str]) -> int:

@@ -9,6 +9,7 @@ server is down and succeed again once it is back.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -45,6 +46,22 @@ TRANSIENT_SERVER_CODES = frozenset(
     }
 )
 _UNKNOWN_DATABASE = 81
+
+
+class _NoDriverTracebacks(logging.Filter):
+    """clickhouse-driver logs every failed connection attempt as a warning with a traceback
+    (15 a minute while a server is down, with our back-off); the failure already reaches
+    the caller as :class:`BackendUnavailable` with its reason. Keep the line, drop the
+    traceback; errors keep theirs."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.levelno < logging.ERROR:
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+logging.getLogger("clickhouse_driver.connection").addFilter(_NoDriverTracebacks())
 
 
 class NativeBackend:

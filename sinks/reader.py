@@ -13,7 +13,7 @@ from typing import Any
 from pipeline.kpi import KPI_COUNTERS
 from pipeline.ports import DeadLetterRow
 from sinks.backends import Backend, sql_string
-from sinks.tables import DEAD_LETTER_TABLE, KPI_VIEW
+from sinks.tables import CREDIT_TABLE, DEAD_LETTER_TABLE, KPI_VIEW
 
 __all__ = ["dead_letter_counts", "dead_letters", "kpi_rows"]
 
@@ -120,3 +120,16 @@ def _text(value: object) -> str:
     if isinstance(value, bytes):
         return value.decode(errors="replace")
     return str(value)
+
+
+def credited_rows(backend: Backend, model: str | None = None) -> list[dict[str, Any]]:
+    """Distinct credited-conversion rows (a re-written row counts once), as dicts with
+    ``model``, ``conversion_event_id``, ``campaign_id``, ``channel``, ``touch_event_id``,
+    ``share_micros`` and ``revenue_micros``."""
+    where = f"WHERE model = {sql_string(model)}" if model is not None else ""
+    result = backend.query(
+        "SELECT DISTINCT model, conversion_event_id, campaign_id, channel, touch_event_id, "
+        f"share_micros, revenue_micros FROM {CREDIT_TABLE} {where} "
+        "ORDER BY model, conversion_event_id, touch_event_id"
+    )
+    return result.dicts()

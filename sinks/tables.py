@@ -10,24 +10,43 @@ from __future__ import annotations
 from typing import Final
 
 from pipeline.kpi import KPI_COUNTERS
-from pipeline.ports import DeadLetterRow, KpiSnapshot
+from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow
 from sinks.errors import SinkError
 
 __all__ = [
+    "CREDIT_COLUMNS",
+    "CREDIT_TABLE",
     "DEAD_LETTER_COLUMNS",
     "DEAD_LETTER_TABLE",
     "KPI_COLUMNS",
     "KPI_TABLE",
     "KPI_VIEW",
+    "RAW_COLUMNS",
+    "RAW_TABLE",
     "WINDOW_KINDS",
     "RowError",
+    "credit_row",
     "dead_letter_row",
+    "raw_row",
     "snapshot_row",
 ]
 
 KPI_TABLE: Final = "kpi_windows"
 KPI_VIEW: Final = "kpi_current"
 DEAD_LETTER_TABLE: Final = "dead_letters"
+CREDIT_TABLE: Final = "credited_conversions"
+RAW_TABLE: Final = "raw_events"
+RAW_COLUMNS: Final[tuple[str, ...]] = (
+    "event_id",
+    "topic",
+    "event_type",
+    "event_time",
+    "campaign_id",
+    "channel",
+    "user_id",
+    "payload",
+    "ingested_at",
+)
 WINDOW_KINDS: Final = frozenset({"tumbling", "hopping"})
 
 KPI_COLUMNS: Final[tuple[str, ...]] = (
@@ -51,6 +70,23 @@ DEAD_LETTER_COLUMNS: Final[tuple[str, ...]] = (
     "offset",
     "kafka_ts",
     "payload",
+)
+
+CREDIT_COLUMNS: Final[tuple[str, ...]] = (
+    "conversion_event_id",
+    "order_id",
+    "user_id",
+    "conversion_time",
+    "model",
+    "campaign_id",
+    "channel",
+    "touch_event_id",
+    "touch_type",
+    "touch_time",
+    "share_micros",
+    "revenue_micros",
+    "profit_micros",
+    "version",
 )
 
 _INT64 = (-(2**63), 2**63 - 1)
@@ -129,4 +165,43 @@ def dead_letter_row(letter: DeadLetterRow, received_at: int) -> tuple[object, ..
         _checked("offset", letter.offset, _UINT64),
         kafka_seconds,
         bytes(letter.payload),
+    )
+
+
+def credit_row(credit: CreditRow) -> tuple[object, ...]:
+    """``credit`` as a ``credited_conversions`` row in :data:`CREDIT_COLUMNS` order.
+
+    The same credit always maps to the same row (version 1), so re-writing it after a replay
+    changes nothing. An unknown profit (-1) is stored as 0.
+    """
+    return (
+        credit.conversion_event_id,
+        credit.order_id,
+        credit.user_id,
+        _checked("conversion_ms", credit.conversion_ms, (0, _UINT32[1] * 1000)) // 1000,
+        credit.model,
+        credit.campaign_id,
+        credit.channel,
+        credit.touch_event_id,
+        credit.touch_type,
+        _checked("touch_ms", credit.touch_ms, (0, _UINT32[1] * 1000)) // 1000,
+        _checked("share_micros", credit.share_micros, _INT64),
+        _checked("revenue_micros", credit.revenue_micros, _INT64),
+        max(0, _checked("profit_micros", credit.profit_micros, _INT64)),
+        1,
+    )
+
+
+def raw_row(event: RawEventRow, ingested_at: int) -> tuple[object, ...]:
+    """``event`` as a ``raw_events`` row in :data:`RAW_COLUMNS` order (payload unchanged)."""
+    return (
+        event.event_id,
+        event.topic,
+        event.event_type,
+        _checked("event_ms", event.event_ms, (0, _UINT32[1] * 1000)) // 1000,
+        event.campaign_id,
+        event.channel,
+        event.user_id,
+        bytes(event.payload),
+        ingested_at,
     )

@@ -31,17 +31,23 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipeline.ports import DeadLetterRow, KpiSnapshot, SinkUnavailable
+from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow, SinkUnavailable
 from pipeline.settings import ClickHouseSettings
 from sinks.backends import Backend, open_backend
 from sinks.errors import BackendUnavailable, SinkError
 from sinks.migrate import apply_migrations
 from sinks.tables import (
+    CREDIT_COLUMNS,
+    CREDIT_TABLE,
     DEAD_LETTER_COLUMNS,
     DEAD_LETTER_TABLE,
     KPI_COLUMNS,
     KPI_TABLE,
+    RAW_COLUMNS,
+    RAW_TABLE,
+    credit_row,
     dead_letter_row,
+    raw_row,
     snapshot_row,
 )
 
@@ -123,11 +129,13 @@ class ClickHouseSink:
         self._clock = clock
         self._wall_clock = wall_clock
         self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
-        self._buffers: dict[str, list[tuple[object, ...]]] = {KPI_TABLE: [], DEAD_LETTER_TABLE: []}
         self._columns: dict[str, tuple[str, ...]] = {
             KPI_TABLE: KPI_COLUMNS,
             DEAD_LETTER_TABLE: DEAD_LETTER_COLUMNS,
+            CREDIT_TABLE: CREDIT_COLUMNS,
+            RAW_TABLE: RAW_COLUMNS,
         }
+        self._buffers: dict[str, list[tuple[object, ...]]] = {t: [] for t in self._columns}
         self._oldest: float | None = None
         self._flush_lock = asyncio.Lock()
         self._closed = False
@@ -181,6 +189,16 @@ class ClickHouseSink:
         if one cannot be stored."""
         now = int(self._wall_clock())
         self._buffer(DEAD_LETTER_TABLE, [dead_letter_row(letter, now) for letter in rows])
+
+    def add_credits(self, rows: Sequence[CreditRow]) -> None:
+        """Buffer credited-conversion rows; raises :class:`~sinks.tables.RowError` (buffering
+        none of them) if one cannot be stored."""
+        self._buffer(CREDIT_TABLE, [credit_row(credit) for credit in rows])
+
+    def add_raw_events(self, rows: Sequence[RawEventRow]) -> None:
+        """Buffer accepted events for the raw archive (deduplicated by topic and event id)."""
+        now = int(self._wall_clock())
+        self._buffer(RAW_TABLE, [raw_row(event, now) for event in rows])
 
     def should_flush(self) -> bool:
         """True when ``batch_rows`` rows are buffered or the oldest waits longer than

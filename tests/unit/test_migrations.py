@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.kpi import KPI_COUNTERS
-from sinks.errors import MigrationError
+from sinks.backends import QueryResult
+from sinks.errors import MigrationError, QueryError
 from sinks.memory import MemoryBackend
 from sinks.migrate import (
+    ACCESS_MANAGEMENT_PROBE,
     MIGRATIONS_DIR,
     RELEASED_FILE,
     Migration,
@@ -354,3 +356,66 @@ def test_a_failing_statement_leaves_the_migration_unrecorded(
     assert [row["version"] for row in backend.tables["schema_migrations"]] == [1]
     monkeypatch.setattr(backend, "execute", execute)
     assert names(apply_migrations(backend, tmp_path)) == ["b"]
+
+
+# --- capability gates and least-privilege users -------------------------------------------
+
+ROLES = (
+    "-- requires: 20.5\n-- requires: access_management\n"
+    "CREATE ROLE IF NOT EXISTS r;\nGRANT SELECT ON * TO r;\n"
+)
+
+
+def test_access_management_migration_is_skipped_where_access_cannot_be_managed(
+    tmp_path: Path,
+) -> None:
+    write(tmp_path, "0001_base.sql", CREATE_T)
+    write(tmp_path, "0002_roles.sql", ROLES)
+    (roles,) = [m for m in load_migrations(tmp_path) if m.name == "roles"]
+    assert roles.requires == (20, 5) and roles.capabilities == frozenset({"access_management"})
+    backend = MemoryBackend(version=(26, 9))  # new enough, but no access management
+    backend.start()
+    assert names(apply_migrations(backend, tmp_path)) == ["base"]
+    assert not any("ROLE" in sql for sql in backend.executed)
+
+    def manages_access(sql: str) -> QueryResult:
+        assert sql == ACCESS_MANAGEMENT_PROBE
+        return QueryResult(("count()",), [(0,)])
+
+    capable = MemoryBackend(version=(26, 9), responder=manages_access)
+    capable.start()
+    original = capable.query
+    capable.query = lambda sql: (  # type: ignore[method-assign]
+        manages_access(sql) if sql == ACCESS_MANAGEMENT_PROBE else original(sql)
+    )
+    assert names(apply_migrations(capable, tmp_path)) == ["base", "roles"]
+    assert "CREATE ROLE IF NOT EXISTS r" in capable.executed
+
+
+def test_unknown_requirement_is_refused(tmp_path: Path) -> None:
+    write(tmp_path, "0001_a.sql", "-- requires: time_travel\n" + CREATE_T)
+    with pytest.raises(MigrationError, match="unknown requirement 'time_travel'"):
+        load_migrations(tmp_path)
+
+
+def test_lint_accepts_idempotent_access_ddl(tmp_path: Path) -> None:
+    write(tmp_path, "0001_a.sql", ROLES + "CREATE ROLE r2;\n")
+    (migration,) = load_migrations(tmp_path)
+    assert lint_migration(migration) == [
+        "0001_a.sql statement 3: CREATE ROLE without IF NOT EXISTS"
+    ]
+
+
+def test_a_user_without_ddl_rights_starts_once_everything_is_applied(tmp_path: Path) -> None:
+    write(tmp_path, "0001_a.sql", CREATE_T)
+    backend = MemoryBackend()
+    backend.start()
+    apply_migrations(backend, tmp_path)
+    refused = QueryError("DDL queries are prohibited for the user", 392)
+    backend.fail_next(refused)
+    assert apply_migrations(backend, tmp_path) == []
+
+    write(tmp_path, "0002_b.sql", CREATE_T.replace(" t ", " u "))
+    backend.fail_next(refused)
+    with pytest.raises(MigrationError, match=r"0002_b\.sql is not applied .* as an admin"):
+        apply_migrations(backend, tmp_path)

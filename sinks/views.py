@@ -1,0 +1,650 @@
+"""The reader views (migration 0006) and the functions that read them.
+
+Every KPI ratio is computed from summed counters, never by averaging ratios, and is NULL when
+its denominator is 0 (ClickHouse would give ``inf`` or ``nan``; 18.16 and current releases
+alike). Each ratio is one division of exact integer sums (money in micro-units), so the server,
+chDB and Python all get the same IEEE double. Money columns are base-currency units
+(``*_micros / 1e6``, Float64); ratio columns are ``Nullable(Float64)`` on every engine.
+
+The SQL expressions here are the single source of the formulas: the migration file carries a
+frozen copy of them (a unit test checks each appears there verbatim), and
+:func:`campaign_report` uses them to total a period from ``kpi_current``.
+
+Readers return dicts. Times come back as epoch milliseconds (``window_start_ms``,
+``window_end_ms``) and days as ``'YYYY-MM-DD'`` strings (``day``), computed in SQL so they do
+not depend on a driver's types; ``is_final`` is a bool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any, Final
+
+from sinks.backends import Backend, sql_string
+from sinks.errors import QueryError
+from sinks.reader import _DEDUPLICATED_DEAD_LETTERS
+
+__all__ = [
+    "CAMPAIGN_AUDIENCE_COLUMNS",
+    "DAILY_TREND_COLUMNS",
+    "DAILY_WINDOW_SECONDS",
+    "MONEY_EXPRESSIONS",
+    "RATIO_EXPRESSIONS",
+    "REPORT_COLUMNS",
+    "REPORT_TOTAL_COLUMNS",
+    "SOCIAL_CHANNELS_SQL",
+    "SPEND_BUCKETS",
+    "VIEW_READERS",
+    "campaign_audience",
+    "campaign_report",
+    "campaign_windows",
+    "channel_windows",
+    "daily_trends",
+    "dead_letters_by_topic",
+    "follower_growth",
+    "report_totals",
+    "roi_by_campaign",
+    "service_savings",
+    "social_traffic_share",
+    "spend_vs_return",
+]
+
+DAILY_WINDOW_SECONDS: Final = 86400
+"""The daily views read the one-day tumbling windows (``86400`` must stay configured in
+``SOCIALROI_WINDOWS__TUMBLING_SECONDS``)."""
+
+SOCIAL_CHANNELS_SQL: Final[tuple[str, ...]] = (
+    "facebook",
+    "instagram",
+    "linkedin",
+    "pinterest",
+    "threads",
+    "tiktok",
+    "x",
+    "youtube",
+)
+"""The social channels as written in ``social_traffic_share`` (a unit test checks they equal
+:data:`pipeline.normalize.SOCIAL_CHANNELS`)."""
+
+SPEND_BUCKETS: Final[tuple[tuple[int, str, int | None], ...]] = (
+    (0, "no spend", 0),
+    (1, "< 100", 100),
+    (2, "100 - 1k", 1_000),
+    (3, "1k - 10k", 10_000),
+    (4, "10k - 100k", 100_000),
+    (5, "100k - 1M", 1_000_000),
+    (6, ">= 1M", None),
+)
+"""``spend_vs_return`` buckets: (number, label, exclusive upper bound in base units)."""
+
+_SPEND = "(media_spend_micros + effort_spend_micros + tools_spend_micros)"
+_ENGAGEMENTS = "(likes + comments + shares + saves)"
+
+
+def _ratio(numerator: str, denominator: str) -> str:
+    return f"if({denominator} = 0, NULL, {numerator} / {denominator})"
+
+
+MONEY_EXPRESSIONS: Final[dict[str, str]] = {
+    "conversions": "conversion_credit_micros / 1000000",
+    "revenue": "revenue_micros / 1000000",
+    "profit": "profit_micros / 1000000",
+    "media_spend": "media_spend_micros / 1000000",
+    "effort_spend": "effort_spend_micros / 1000000",
+    "tools_spend": "tools_spend_micros / 1000000",
+    "spend": f"{_SPEND} / 1000000",
+    "service_savings": "service_savings_micros / 1000000",
+    "follower_revenue": "follower_revenue_micros / 1000000",
+}
+"""Base-currency money (Float64) from summed micro-unit columns."""
+
+RATIO_EXPRESSIONS: Final[dict[str, str]] = {
+    "engagement_rate": _ratio(_ENGAGEMENTS, "impressions"),
+    "applause_rate": _ratio("likes", "impressions"),
+    "conversation_rate": _ratio("comments", "impressions"),
+    "amplification_rate": _ratio("shares", "impressions"),
+    "ctr": _ratio("clicks", "impressions"),
+    "net_sentiment": _ratio(
+        "(mentions_positive - mentions_negative)", "(mentions_positive + mentions_negative)"
+    ),
+    "roi": _ratio(f"(revenue_micros + service_savings_micros - {_SPEND})", _SPEND),
+    "roi_on_profit": _ratio(f"(profit_micros + service_savings_micros - {_SPEND})", _SPEND),
+    "roas": _ratio("revenue_micros", _SPEND),
+    "cpa": _ratio(_SPEND, "conversion_credit_micros"),
+    "cpc": _ratio(_SPEND, "(clicks * 1000000)"),
+    "cpm": _ratio(_SPEND, "(impressions * 1000)"),
+    "cost_per_engagement": _ratio(_SPEND, f"({_ENGAGEMENTS} * 1000000)"),
+    "conversion_rate": _ratio("conversion_credit_micros", "(visits * 1000000)"),
+    "value_per_follower": _ratio("follower_revenue_micros", "(follows * 1000000)"),
+    "resolution_rate": _ratio("service_resolved", "service_contacts"),
+}
+"""Nullable(Float64) ratios from summed inputs (named as in ``kpi_current``)."""
+
+_COUNTS = (
+    "events",
+    "impressions",
+    "likes",
+    "comments",
+    "shares",
+    "saves",
+    "engagements",
+    "clicks",
+    "follows",
+    "unfollows",
+    "net_follower_growth",
+    "mentions_positive",
+    "mentions_neutral",
+    "mentions_negative",
+    "service_contacts",
+    "service_resolved",
+    "visits",
+)
+_WINDOW_RATIOS = tuple(name for name in RATIO_EXPRESSIONS if name != "resolution_rate")
+
+REPORT_COLUMNS: Final[tuple[str, ...]] = (
+    "campaign_id",
+    "windows",
+    "impressions",
+    "engagements",
+    "clicks",
+    "visits",
+    "follows",
+    "unfollows",
+    "net_follower_growth",
+    "service_resolved",
+    "conversions",
+    "spend",
+    "revenue",
+    "profit",
+    "service_savings",
+    "engagement_rate",
+    "ctr",
+    "conversion_rate",
+    "roi",
+    "roas",
+    "cpa",
+    "cpc",
+    "cpm",
+    "cost_per_engagement",
+)
+"""Columns of :func:`campaign_report`, in order (``socialroi report`` prints these)."""
+
+_WINDOW_TIMES = (
+    "toUInt64(toUnixTimestamp(window_start)) * 1000 AS window_start_ms",
+    "toUInt64(toUnixTimestamp(window_end)) * 1000 AS window_end_ms",
+)
+_DAY = "toString(toDate(window_start)) AS day"
+
+
+def _where(conditions: Sequence[str]) -> str:
+    return f"WHERE {' AND '.join(conditions)}" if conditions else ""
+
+
+def _campaign_filter(campaigns: Sequence[str] | None) -> list[str]:
+    if campaigns is None:
+        return []
+    if not campaigns:
+        return ["0"]
+    return [f"campaign_id IN ({', '.join(sql_string(c) for c in campaigns)})"]
+
+
+def _period(start: date | None, end: date | None) -> list[str]:
+    """Windows starting in ``[start, end)`` (UTC days)."""
+    # Epoch seconds: 18.16 cannot parse a date-only string as a DateTime.
+    conditions = []
+    if start is not None:
+        conditions.append(f"window_start >= toDateTime({_epoch(start)})")
+    if end is not None:
+        conditions.append(f"window_start < toDateTime({_epoch(end)})")
+    return conditions
+
+
+def _epoch(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+
+
+def _rows(backend: Backend, sql: str) -> list[dict[str, Any]]:
+    rows = backend.query(sql).dicts()
+    for row in rows:
+        if "is_final" in row:
+            row["is_final"] = bool(row["is_final"])
+    return rows
+
+
+def _select(view: str, columns: Sequence[str], conditions: Sequence[str], order: str) -> str:
+    return f"SELECT {', '.join(columns)} FROM {view} {_where(conditions)} ORDER BY {order}"
+
+
+def campaign_windows(
+    backend: Backend,
+    window_seconds: int | None = None,
+    window_kind: str | None = None,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``kpi_campaign_windows``: every window per campaign, channels summed."""
+    conditions = _campaign_filter(campaigns)
+    if window_seconds is not None:
+        conditions.append(f"window_seconds = {int(window_seconds)}")
+    if window_kind is not None:
+        conditions.append(f"window_kind = {sql_string(window_kind)}")
+    columns = (
+        "campaign_id",
+        "window_kind",
+        "window_seconds",
+        *_WINDOW_TIMES,
+        "is_final",
+        "channels",
+        *_COUNTS,
+        "reach_sum",
+        *MONEY_EXPRESSIONS,
+        *_WINDOW_RATIOS,
+    )
+    order = "campaign_id, window_kind, window_seconds, window_start_ms"
+    return _rows(backend, _select("kpi_campaign_windows", columns, conditions, order))
+
+
+def channel_windows(
+    backend: Backend,
+    window_seconds: int | None = None,
+    window_kind: str | None = None,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``kpi_channel_windows``: every window per campaign and channel."""
+    conditions = _campaign_filter(campaigns)
+    if window_seconds is not None:
+        conditions.append(f"window_seconds = {int(window_seconds)}")
+    if window_kind is not None:
+        conditions.append(f"window_kind = {sql_string(window_kind)}")
+    columns = (
+        "campaign_id",
+        "channel",
+        "window_kind",
+        "window_seconds",
+        *_WINDOW_TIMES,
+        "is_final",
+        *_COUNTS,
+        "reach",
+        *MONEY_EXPRESSIONS,
+        *_WINDOW_RATIOS,
+    )
+    order = "campaign_id, channel, window_kind, window_seconds, window_start_ms"
+    return _rows(backend, _select("kpi_channel_windows", columns, conditions, order))
+
+
+def roi_by_campaign(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``roi_by_campaign``: one row per campaign and UTC day in ``[start, end)``."""
+    columns = (
+        "campaign_id",
+        _DAY,
+        *_WINDOW_TIMES,
+        "is_final",
+        "conversions",
+        "revenue",
+        "profit",
+        "media_spend",
+        "effort_spend",
+        "tools_spend",
+        "spend",
+        "service_savings",
+        "roi",
+        "roi_on_profit",
+        "roas",
+        "cpa",
+    )
+    conditions = _campaign_filter(campaigns) + _period(start, end)
+    return _rows(
+        backend, _select("roi_by_campaign", columns, conditions, "campaign_id, window_start_ms")
+    )
+
+
+def spend_vs_return(backend: Backend) -> list[dict[str, Any]]:
+    """``spend_vs_return``: campaigns bucketed by their total spend, with return per bucket."""
+    columns = (
+        "spend_bucket",
+        "spend_bucket_label",
+        "campaigns",
+        "campaigns_with_revenue",
+        "spend",
+        "revenue",
+        "profit",
+        "service_savings",
+        "conversions",
+        "revenue_per_campaign",
+        "roi",
+        "roas",
+    )
+    return _rows(backend, _select("spend_vs_return", columns, [], "spend_bucket"))
+
+
+def social_traffic_share(
+    backend: Backend, start: date | None = None, end: date | None = None
+) -> list[dict[str, Any]]:
+    """``social_traffic_share``: per UTC day, visits from social channels vs all visits."""
+    columns = (
+        _DAY,
+        *_WINDOW_TIMES,
+        "is_final",
+        "visits",
+        "social_visits",
+        "direct_visits",
+        "other_visits",
+        "social_share",
+    )
+    return _rows(
+        backend, _select("social_traffic_share", columns, _period(start, end), "window_start_ms")
+    )
+
+
+def follower_growth(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``follower_growth``: per campaign and UTC day; the cumulative column counts from the
+    campaign's first stored day, whatever ``start`` is."""
+    columns = (
+        "campaign_id",
+        _DAY,
+        *_WINDOW_TIMES,
+        "is_final",
+        "follows",
+        "unfollows",
+        "net_follower_growth",
+        "cumulative_net_follower_growth",
+        "follower_revenue",
+        "value_per_follower",
+    )
+    conditions = _campaign_filter(campaigns) + _period(start, end)
+    return _rows(
+        backend, _select("follower_growth", columns, conditions, "campaign_id, window_start_ms")
+    )
+
+
+def service_savings(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """``service_savings``: customer-service contacts answered on social, per campaign/day."""
+    columns = (
+        "campaign_id",
+        _DAY,
+        *_WINDOW_TIMES,
+        "is_final",
+        "service_contacts",
+        "service_resolved",
+        "resolution_rate",
+        "service_savings",
+    )
+    conditions = _campaign_filter(campaigns) + _period(start, end)
+    return _rows(
+        backend, _select("service_savings", columns, conditions, "campaign_id, window_start_ms")
+    )
+
+
+VIEW_READERS: Final = {
+    "kpi_campaign_windows": campaign_windows,
+    "kpi_channel_windows": channel_windows,
+    "roi_by_campaign": roi_by_campaign,
+    "spend_vs_return": spend_vs_return,
+    "social_traffic_share": social_traffic_share,
+    "follower_growth": follower_growth,
+    "service_savings": service_savings,
+}
+"""Reader function of every view the migrations create for readers (checked by a test)."""
+
+_REPORT_SUMS = (
+    "events",
+    "impressions",
+    "likes",
+    "comments",
+    "shares",
+    "saves",
+    "clicks",
+    "follows",
+    "unfollows",
+    "mentions_positive",
+    "mentions_negative",
+    "service_contacts",
+    "service_resolved",
+    "service_savings_micros",
+    "visits",
+    "conversion_credit_micros",
+    "revenue_micros",
+    "profit_micros",
+    "media_spend_micros",
+    "effort_spend_micros",
+    "tools_spend_micros",
+    "follower_revenue_micros",
+)
+
+
+def campaign_report(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    window_seconds: int = DAILY_WINDOW_SECONDS,
+    campaigns: Sequence[str] | None = None,
+    sort: str = "campaign_id",
+    descending: bool = False,
+) -> list[dict[str, Any]]:
+    """Per-campaign totals of the tumbling windows of ``window_seconds`` starting in
+    ``[start, end)``, columns :data:`REPORT_COLUMNS`; ratios from the period's sums.
+
+    Raises :class:`~sinks.errors.QueryError` for a ``sort`` that is not a report column.
+    Ties (and NULLs, which sort last) are ordered by campaign id.
+    """
+    if sort not in REPORT_COLUMNS:
+        raise QueryError(f"cannot sort by {sort!r}; choose one of: {', '.join(REPORT_COLUMNS)}")
+    conditions = [
+        "window_kind = 'tumbling'",
+        f"window_seconds = {int(window_seconds)}",
+        *_campaign_filter(campaigns),
+        *_period(start, end),
+    ]
+    inner = ", ".join(f"sum({name}) AS {name}" for name in _REPORT_SUMS)
+    derived = {
+        "engagements": _ENGAGEMENTS,
+        "net_follower_growth": "follows - unfollows",
+        **MONEY_EXPRESSIONS,
+        **RATIO_EXPRESSIONS,
+    }
+    outer = [
+        name if name not in derived else f"{derived[name]} AS {name}" for name in REPORT_COLUMNS
+    ]
+    direction = "DESC" if descending else "ASC"
+    order = f"{sort} {direction} NULLS LAST, campaign_id" if sort != "campaign_id" else sort
+    if sort == "campaign_id" and descending:
+        order = "campaign_id DESC"
+    sql = (
+        f"SELECT {', '.join(outer)} FROM ("
+        f"SELECT campaign_id, uniqExact(window_start) AS windows, {inner} FROM kpi_current "
+        f"{_where(conditions)} GROUP BY campaign_id) ORDER BY {order}"
+    )
+    return _rows(backend, sql)
+
+
+REPORT_TOTAL_COLUMNS: Final[tuple[str, ...]] = (
+    *(name for name in REPORT_COLUMNS if name not in ("campaign_id", "windows")),
+    "campaigns",
+    "windows",
+    "service_contacts",
+    "mentions_positive",
+    "mentions_negative",
+    "net_sentiment",
+    "value_per_follower",
+)
+"""Columns of :func:`report_totals`: the report's figures over all chosen campaigns."""
+
+
+def _report_sums_sql(conditions: Sequence[str], group: str) -> str:
+    inner = ", ".join(f"sum({name}) AS {name}" for name in _REPORT_SUMS)
+    keys = f"{group}, " if group else ""
+    by = f"GROUP BY {group}" if group else ""
+    return (
+        f"SELECT {keys}uniqExact(campaign_id) AS campaigns, uniqExact(window_start) AS windows, "
+        f"{inner} FROM kpi_current {_where(conditions)} {by}"
+    )
+
+
+def report_totals(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    window_seconds: int = DAILY_WINDOW_SECONDS,
+    campaigns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The figures of :func:`campaign_report` summed over every chosen campaign: one row,
+    columns :data:`REPORT_TOTAL_COLUMNS`; ratios from the period's sums (not averages of
+    the campaigns' ratios), NULL when a denominator is 0. ``windows`` counts distinct window
+    starts. With no matching window the counts are 0 and the ratios NULL."""
+    conditions = [
+        "window_kind = 'tumbling'",
+        f"window_seconds = {int(window_seconds)}",
+        *_campaign_filter(campaigns),
+        *_period(start, end),
+    ]
+    derived = {
+        "engagements": _ENGAGEMENTS,
+        "net_follower_growth": "follows - unfollows",
+        **MONEY_EXPRESSIONS,
+        **RATIO_EXPRESSIONS,
+    }
+    outer = [
+        name if name not in derived else f"{derived[name]} AS {name}"
+        for name in REPORT_TOTAL_COLUMNS
+    ]
+    sql = f"SELECT {', '.join(outer)} FROM ({_report_sums_sql(conditions, '')})"
+    rows = _rows(backend, sql)
+    return rows[0]
+
+
+DAILY_TREND_COLUMNS: Final[tuple[str, ...]] = (
+    "day",
+    "window_start_ms",
+    "is_final",
+    "campaigns",
+    "impressions",
+    "engagements",
+    "clicks",
+    "visits",
+    "follows",
+    "unfollows",
+    "mentions_positive",
+    "mentions_negative",
+    "service_resolved",
+    "spend",
+    "revenue",
+    "service_savings",
+    "engagement_rate",
+    "ctr",
+    "net_sentiment",
+    "roi",
+    "roas",
+)
+"""Columns of :func:`daily_trends`."""
+
+
+def daily_trends(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Per UTC day (one-day tumbling windows starting in ``[start, end)``), the chosen
+    campaigns summed: counts, money, and engagement rate, CTR, net sentiment, ROI and ROAS
+    from the day's sums (NULL when a denominator is 0); columns :data:`DAILY_TREND_COLUMNS`.
+    ``is_final`` is true only when every row summed is final."""
+    conditions = [
+        "window_kind = 'tumbling'",
+        f"window_seconds = {DAILY_WINDOW_SECONDS}",
+        *_campaign_filter(campaigns),
+        *_period(start, end),
+    ]
+    inner = ", ".join(f"sum({name}) AS {name}" for name in _REPORT_SUMS)
+    derived = {
+        "day": "toString(toDate(window_start))",
+        "window_start_ms": "toUInt64(toUnixTimestamp(window_start)) * 1000",
+        "engagements": _ENGAGEMENTS,
+        **MONEY_EXPRESSIONS,
+        **RATIO_EXPRESSIONS,
+    }
+    outer = [
+        name if name not in derived else f"{derived[name]} AS {name}"
+        for name in DAILY_TREND_COLUMNS
+    ]
+    sql = (
+        f"SELECT {', '.join(outer)} FROM (SELECT window_start, min(is_final) AS is_final, "
+        f"uniqExact(campaign_id) AS campaigns, {inner} FROM kpi_current "
+        f"{_where(conditions)} GROUP BY window_start) ORDER BY window_start_ms"
+    )
+    return _rows(backend, sql)
+
+
+def dead_letters_by_topic(backend: Backend) -> list[dict[str, Any]]:
+    """Distinct dead letters (by topic, partition, offset) per source topic and reason, over
+    everything stored: ``topic``, ``reason``, ``letters``; ordered by topic, reason."""
+    return _rows(
+        backend,
+        f"SELECT topic, reason, count() AS letters FROM ({_DEDUPLICATED_DEAD_LETTERS}) "
+        "GROUP BY topic, reason ORDER BY topic, reason",
+    )
+
+
+CAMPAIGN_AUDIENCE_COLUMNS: Final[tuple[str, ...]] = (
+    "campaign_id",
+    "follows",
+    "unfollows",
+    "net_follower_growth",
+    "follower_revenue",
+    "value_per_follower",
+    "service_contacts",
+    "service_resolved",
+    "resolution_rate",
+    "service_savings",
+    "mentions_positive",
+    "mentions_negative",
+    "net_sentiment",
+)
+"""Columns of :func:`campaign_audience`."""
+
+
+def campaign_audience(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    window_seconds: int = DAILY_WINDOW_SECONDS,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Per campaign over the tumbling windows of ``window_seconds`` starting in
+    ``[start, end)``: followers and their measured value, customer-service contacts and the
+    money they saved, and net sentiment; columns :data:`CAMPAIGN_AUDIENCE_COLUMNS`, ratios
+    from the period's sums (NULL when a denominator is 0), ordered by campaign id."""
+    conditions = [
+        "window_kind = 'tumbling'",
+        f"window_seconds = {int(window_seconds)}",
+        *_campaign_filter(campaigns),
+        *_period(start, end),
+    ]
+    derived = {
+        "net_follower_growth": "follows - unfollows",
+        **MONEY_EXPRESSIONS,
+        **RATIO_EXPRESSIONS,
+    }
+    outer = [
+        name if name not in derived else f"{derived[name]} AS {name}"
+        for name in CAMPAIGN_AUDIENCE_COLUMNS
+    ]
+    sql = (
+        f"SELECT {', '.join(outer)} FROM ({_report_sums_sql(conditions, 'campaign_id')}) "
+        "ORDER BY campaign_id"
+    )
+    return _rows(backend, sql)

@@ -1,0 +1,201 @@
+"""Least privilege on the real ClickHouse 18.16: the users of deploy/local/clickhouse/users.xml.
+
+18.16 has no SQL users or GRANT; the split comes from settings profiles: the ingest user has
+``allow_ddl=0`` (INSERT and SELECT, no CREATE/ALTER/DROP), the reader ``readonly=2`` (SELECT
+and SET of query settings, as Grafana's plugin needs). A private server started from the
+same users.xml, so the test needs no restart of the shared one. The passwords are the local
+test passwords documented in users.xml (override with SOCIALROI_TEST_INGEST_PASSWORD /
+SOCIALROI_TEST_READER_PASSWORD if a local users.xml differs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+
+import pytest
+from clickhouse_driver import Client  # type: ignore[import-untyped]
+from clickhouse_driver import errors as driver_errors
+from pydantic import SecretStr
+
+from pipeline.ports import KpiSnapshot
+from pipeline.settings import ClickHouseSettings
+from sinks.backends import open_backend
+from sinks.errors import MigrationError, QueryError
+from sinks.migrate import apply_migrations
+from sinks.reader import kpi_rows
+from sinks.views import campaign_windows
+from sinks.writer import ClickHouseSink
+from tests.integration.conftest_clickhouse import PrivateClickHouse
+
+pytestmark = pytest.mark.integration
+
+INGEST = (
+    "socialroi_ingest",
+    os.environ.get("SOCIALROI_TEST_INGEST_PASSWORD", "socialroi-ingest-local"),
+)
+READER = (
+    "socialroi_reader",
+    os.environ.get("SOCIALROI_TEST_READER_PASSWORD", "socialroi-reader-local"),
+)
+DATABASE = "socialroi"  # users.xml allows this database only
+
+
+def url(server: PrivateClickHouse, user: tuple[str, str], database: str = DATABASE) -> str:
+    return f"clickhouse://{user[0]}:{user[1]}@127.0.0.1:{server.port}/{database}"
+
+
+def client(server: PrivateClickHouse, user: tuple[str, str] | None = None) -> Client:
+    name, password = user or ("default", "")
+    return Client(
+        host="127.0.0.1", port=server.port, user=name, password=password, database=DATABASE
+    )
+
+
+def refused(connection: Client, sql: str) -> str:
+    with pytest.raises(driver_errors.ServerException) as info:
+        connection.execute(sql)
+    return str(info.value.message)
+
+
+SNAPSHOT = KpiSnapshot(
+    "spring", "instagram", "tumbling", 60, 1_790_812_800_000, 1_790_812_860_000, True, 1,
+    {"impressions": 100, "likes": 7, "media_spend_micros": 2_500_000},
+)  # fmt: skip
+
+
+@pytest.fixture
+def migrated(private_clickhouse: PrivateClickHouse) -> Iterator[PrivateClickHouse]:
+    """The private server with the pipeline database migrated by the admin (default)."""
+    admin = open_backend(f"clickhouse://default@127.0.0.1:{private_clickhouse.port}/{DATABASE}")
+    admin.start()
+    try:
+        apply_migrations(admin)
+        admin.execute("CREATE TABLE IF NOT EXISTS default.elsewhere (a UInt8) ENGINE = Memory")
+    finally:
+        admin.close()
+    yield private_clickhouse
+
+
+def test_ingest_user_writes_through_the_sink_but_cannot_change_the_schema(
+    migrated: PrivateClickHouse,
+) -> None:
+    ingest_url = url(migrated, INGEST)
+
+    async def write() -> None:
+        # start() applies migrations: all recorded, so it must run no DDL.
+        sink = ClickHouseSink(ClickHouseSettings(url=SecretStr(ingest_url)))
+        await sink.start()
+        sink.add_snapshots([SNAPSHOT])
+        await sink.flush()
+        await sink.close()
+
+    asyncio.run(write())
+    backend = open_backend(ingest_url)
+    backend.start()
+    try:
+        (row,) = kpi_rows(backend)
+        assert (row["likes"], row["impressions"]) == (7, 100)
+    finally:
+        backend.close()
+
+    ingest = client(migrated, INGEST)
+    try:
+        for sql in (
+            "DROP TABLE kpi_windows",
+            "DROP TABLE IF EXISTS kpi_campaign_windows",
+            "TRUNCATE TABLE kpi_windows",
+            "ALTER TABLE kpi_windows DELETE WHERE 1",
+            "ALTER TABLE kpi_windows ADD COLUMN x UInt8",
+            "CREATE TABLE t (a UInt8) ENGINE = Memory",
+            "DROP DATABASE socialroi",
+        ):
+            assert "DDL" in refused(ingest, sql), sql
+        assert "allow_ddl" in refused(ingest, "SET allow_ddl = 1")
+        # Other databases are out of reach.
+        refused(ingest, "INSERT INTO default.elsewhere VALUES (1)")
+        assert ingest.execute("SELECT count() FROM kpi_windows") == [(1,)]
+    finally:
+        ingest.disconnect()
+
+
+def test_ingest_user_cannot_start_on_an_unmigrated_database(
+    private_clickhouse: PrivateClickHouse,
+) -> None:
+    admin = Client(host="127.0.0.1", port=private_clickhouse.port)
+    try:
+        admin.execute(f"CREATE DATABASE IF NOT EXISTS {DATABASE}")
+    finally:
+        admin.disconnect()
+    backend = open_backend(url(private_clickhouse, INGEST))
+    backend.start()
+    try:
+        with pytest.raises(QueryError, match="DDL"):
+            apply_migrations(backend)
+    finally:
+        backend.close()
+
+
+def test_ingest_user_is_told_to_ask_an_admin_for_a_pending_migration(
+    migrated: PrivateClickHouse,
+) -> None:
+    admin = client(migrated)
+    try:
+        admin.execute("ALTER TABLE schema_migrations DELETE WHERE version = 6")
+        for _ in range(50):
+            if admin.execute("SELECT count() FROM schema_migrations WHERE version = 6") == [(0,)]:
+                break
+            asyncio.run(asyncio.sleep(0.1))
+    finally:
+        admin.disconnect()
+    backend = open_backend(url(migrated, INGEST))
+    backend.start()
+    try:
+        with pytest.raises(MigrationError, match=r"0006_reader_views\.sql is not applied"):
+            apply_migrations(backend)
+    finally:
+        backend.close()
+
+
+def test_reader_user_reads_views_with_settings_but_cannot_write(
+    migrated: PrivateClickHouse,
+) -> None:
+    admin = open_backend(f"clickhouse://default@127.0.0.1:{migrated.port}/{DATABASE}")
+    admin.start()
+    try:
+        admin.insert(
+            "kpi_windows",
+            ("campaign_id", "channel", "window_kind", "window_seconds", "window_start",
+             "window_end", "is_final", "version", "impressions", "likes"),
+            [("spring", "x", "tumbling", 60, 1_790_812_800, 1_790_812_860, 1, 1, 100, 7)],
+        )  # fmt: skip
+    finally:
+        admin.close()
+
+    backend = open_backend(url(migrated, READER))
+    backend.start()
+    try:
+        (row,) = campaign_windows(backend)
+        assert row["engagement_rate"] == 0.07
+    finally:
+        backend.close()
+
+    reader = client(migrated, READER)
+    try:
+        # readonly=2: query settings may be changed, per query and per session (Grafana).
+        assert reader.execute(
+            "SELECT count() FROM kpi_current", settings={"max_execution_time": 30}
+        ) == [(1,)]
+        reader.execute("SET max_threads = 2")
+        assert "readonly" in refused(reader, "SET readonly = 0")
+        for sql in (
+            "INSERT INTO kpi_windows (campaign_id) VALUES ('x')",
+            "ALTER TABLE kpi_windows DELETE WHERE 1",
+            "DROP TABLE kpi_windows",
+            "TRUNCATE TABLE kpi_windows",
+            "CREATE TABLE t (a UInt8) ENGINE = Memory",
+        ):
+            assert "readonly" in refused(reader, sql).lower(), sql
+    finally:
+        reader.disconnect()
