@@ -157,6 +157,12 @@ class ClickHouseSettings(_Section):
     flush_interval_seconds: float = Field(1.0, gt=0, description="Longest wait before an insert.")
     retry_initial_seconds: float = Field(0.5, gt=0, description="First back-off after a failure.")
     retry_max_seconds: float = Field(30.0, gt=0, description="Longest back-off between retries.")
+    raw_retention_days: int = Field(
+        400,
+        ge=0,
+        description="Days the raw event archive keeps (whole months are dropped by "
+        "`socialroi migrate`); 0 keeps everything.",
+    )
 
 
 class MetricsSettings(_Section):

@@ -1,6 +1,6 @@
 """Every Kafka touch: the Faust worker, producers, the collector, and the CLI.
 
-Only the composition root (``cli``, ``run``, ``demo``) imports ``sinks``.
+Only the entry points (``cli``, ``run``, ``demo``, ``bench``) import ``sinks``.
 """
 
 __all__: list[str] = []

@@ -1,7 +1,8 @@
 """Every Prometheus collector of the pipeline, created against a registry passed in.
 
-Labels come only from small bounded sets (topic, stage, reason, table); never campaign or
-user ids. Units are base units: seconds, bytes, totals.
+Labels come only from small bounded sets (topic, partition, stage, reason, table); never
+campaign or user ids. Units are base units: seconds, bytes, totals. The alert rules in
+deploy/prometheus/alerts.yml and the dashboards in deploy/grafana/dashboards/ use these names.
 """
 
 from __future__ import annotations
@@ -36,6 +37,12 @@ class Metrics:
         self.late = Counter(
             "socialroi_late_events",
             "Events later than the allowed lateness",
+            ["topic"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "socialroi_duplicates",
+            "Events whose event_id was already counted",
             ["topic"],
             registry=registry,
         )
@@ -84,6 +91,23 @@ class Metrics:
         self.freshness = Gauge(
             "socialroi_last_write_event_time_seconds",
             "Event time of the newest event whose effect is in ClickHouse",
+            registry=registry,
+        )
+        self.consumer_lag = Gauge(
+            "socialroi_consumer_lag",
+            "Messages in a source partition the worker has not committed yet "
+            "(log end offset minus committed offset), per assigned partition",
+            ["topic", "partition"],
+            registry=registry,
+        )
+        self.rebalances = Counter(
+            "socialroi_rebalances",
+            "Consumer group rebalances this worker went through (the first assignment counts)",
+            registry=registry,
+        )
+        self.assigned_partitions = Gauge(
+            "socialroi_assigned_partitions",
+            "Source partitions currently assigned to this worker",
             registry=registry,
         )
 

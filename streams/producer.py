@@ -62,8 +62,19 @@ def by_campaign_topic(settings: Settings) -> str:
 
 
 def _unreachable(settings: Settings, exc: Exception) -> KafkaUnavailable:
+    kafka = settings.kafka
+    if kafka.security_protocol.startswith("SASL") and not isinstance(exc, OSError):
+        # The brokers answer TCP but the client gave up: kafka-python only logs an
+        # authentication failure and then times out, so name the likely cause.
+        return KafkaUnavailable(
+            f"Kafka at {kafka.bootstrap_servers} did not accept the connection "
+            f"({type(exc).__name__}): check the SASL credentials of user "
+            f"{kafka.sasl_username!r} (mechanism {kafka.sasl_mechanism or 'PLAIN'}) in "
+            "SOCIALROI_KAFKA__SASL_USERNAME / SOCIALROI_KAFKA__SASL_PASSWORD, and the "
+            "security protocol"
+        )
     return KafkaUnavailable(
-        f"cannot reach Kafka at {settings.kafka.bootstrap_servers} ({type(exc).__name__}); "
+        f"cannot reach Kafka at {kafka.bootstrap_servers} ({type(exc).__name__}); "
         "start the local broker with `bash deploy/local/kafka.sh start` or set "
         "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS"
     )

@@ -10,23 +10,108 @@ import contextlib
 import logging
 import signal
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
+import faust
 import orjson
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from pipeline.ports import SnapshotSink
 from pipeline.settings import Settings
-from pipeline.verify import compare_dead_letters, compare_windows
-from sinks import ClickHouseSink, dead_letter_counts, kpi_rows, open_backend
+from pipeline.verify import (
+    REACH_TOLERANCE,
+    compare_credits,
+    compare_dead_letters,
+    compare_windows,
+)
+from sinks import ClickHouseSink, credited_rows, dead_letter_counts, kpi_rows, open_backend
 from streams.collector import build_collector
 from streams.metrics import Metrics, MetricsServer
-from streams.producer import EventProducer, ensure_topics
+from streams.producer import (
+    EventProducer,
+    by_campaign_topic,
+    ensure_topics,
+    topic_for_kind,
+)
 from streams.worker import Worker
 
-__all__ = ["run_collector", "run_worker", "verify", "worker_main"]
+__all__ = ["ConsumerMetrics", "run_collector", "run_worker", "verify", "worker_main"]
 
 log = logging.getLogger(__name__)
+
+# How often the worker's consumer position is turned into lag and rebalance metrics.
+CONSUMER_METRICS_INTERVAL_SECONDS = 1.0
+
+
+class ConsumerMetrics:
+    """Lag per assigned partition and the rebalance count, read from the Faust app.
+
+    Lag is the partition's log end offset (the consumer's high-water mark) minus the offset
+    the worker committed, i.e. messages whose effect is not yet acknowledged; before the
+    worker commits anything on a partition its fetch position stands in for the commit.
+    Only ``topics`` (the ones the agents consume: ingest topics and the repartition topic)
+    are reported; table changelogs and the assignor's topic are not consumer lag. Partitions
+    that are revoked lose their series, so a gauge never reports stale lag.
+    """
+
+    def __init__(self, app: faust.App, metrics: Metrics, topics: Iterable[str]) -> None:
+        self._app = app
+        self._metrics = metrics
+        self._topics = frozenset(topics)
+        self._rebalances_seen = 0
+        self._labelled: set[tuple[str, str]] = set()
+        # True when every assigned partition is committed up to its end (updated by update)
+        self.drained = False
+
+    async def update(self) -> None:
+        app, metrics = self._app, self._metrics
+        count = app.rebalancing_count
+        if count > self._rebalances_seen:
+            metrics.rebalances.inc(count - self._rebalances_seen)
+            self._rebalances_seen = count
+        if app.rebalancing:
+            self.drained = False
+            return  # the assignment is changing; keep the last values until it settles
+        consumer = app.consumer
+        assigned = consumer.assignment()
+        committed = app.monitor.tp_committed_offsets
+        labelled: set[tuple[str, str]] = set()
+        assigned = {tp for tp in assigned if tp.topic in self._topics}
+        drained = bool(assigned)
+        for tp in assigned:
+            try:
+                end = consumer.highwater(tp)
+            except Exception:  # no fetch answered for this partition yet
+                drained = False
+                continue
+            done = committed.get(tp)
+            if done is None:
+                done = await consumer.position(tp)
+            if end is None or done is None:
+                drained = False
+                continue
+            drained = drained and done >= end
+            labels = (tp.topic, str(tp.partition))
+            metrics.consumer_lag.labels(*labels).set(max(end - done, 0))
+            labelled.add(labels)
+        for labels in self._labelled - labelled:
+            with contextlib.suppress(KeyError):
+                metrics.consumer_lag.remove(*labels)
+        self._labelled = labelled
+        metrics.assigned_partitions.set(len(assigned))
+        self.drained = drained
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Update every interval until ``stop`` is set; errors are logged, never raised."""
+        while not stop.is_set():
+            try:
+                await self.update()
+            except Exception:
+                log.warning("could not read consumer lag", exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=CONSUMER_METRICS_INTERVAL_SECONDS)
 
 
 def _stop_on_signals(stop: asyncio.Event) -> None:
@@ -36,12 +121,20 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 
 async def worker_main(
-    settings: Settings, stop: asyncio.Event, stop_when_idle: float | None = None
+    settings: Settings,
+    stop: asyncio.Event,
+    stop_when_idle: float | None = None,
+    *,
+    metrics: Metrics | None = None,
+    sink: SnapshotSink | None = None,
 ) -> Worker:
-    """Run a worker until ``stop`` is set (or it was idle that long); returns it."""
+    """Run a worker until ``stop`` is set (or it was idle that long); returns it.
+
+    ``metrics`` and ``sink`` default to fresh ones (a new registry; ClickHouse from the
+    settings); the demo passes its own to watch progress while the worker runs."""
     settings.worker.data_dir.mkdir(parents=True, exist_ok=True)
-    metrics = Metrics(CollectorRegistry())
-    sink = ClickHouseSink(settings.clickhouse)
+    metrics = metrics if metrics is not None else Metrics(CollectorRegistry())
+    sink = sink if sink is not None else ClickHouseSink(settings.clickhouse)
     await sink.start()
     worker = Worker(settings, sink, metrics)
     server = None
@@ -54,27 +147,46 @@ async def worker_main(
         )
         server.start()
     app = worker.app
+    metrics_stop = asyncio.Event()
+    metrics_task: asyncio.Task[None] | None = None
     try:
         await app.start()
         # Faust warns and stalls once 100 messages wait in its producer buffer; a batch
         # queues one changelog message per touched key, so allow a few batches' worth.
         app.producer.buffer.max_messages = 4 * settings.worker.batch_max_events
-        started = time.monotonic()
+        # Lag is reported for what the agents consume, not for table changelogs.
+        topics = [*topic_for_kind(settings).values(), by_campaign_topic(settings)]
+        consumer_metrics = ConsumerMetrics(app, metrics, topics)
+        metrics_task = asyncio.create_task(consumer_metrics.run(metrics_stop))
+        drained_since: float | None = None
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
             if app.should_stop or app.crash_reason is not None:
                 break
-            if stop_when_idle is not None:
-                last = max(worker.last_batch_at, started)
-                if time.monotonic() - last > stop_when_idle:
-                    log.info(
-                        "idle for %.0fs after %d batches, stopping", stop_when_idle, worker.batches
-                    )
-                    break
+            if stop_when_idle is None:
+                continue
+            # Idle means drained: every assigned partition committed up to its end, no
+            # rebalance or recovery under way, ClickHouse taking writes, and no batch for
+            # that long. Time spent recovering state or waiting on ClickHouse is not idle.
+            now = time.monotonic()
+            if not consumer_metrics.drained or worker.sink.outage:
+                drained_since = None
+            elif drained_since is None:
+                drained_since = now
+            elif min(now - drained_since, now - worker.last_batch_at) > stop_when_idle:
+                log.info(
+                    "drained and idle for %.0fs after %d batches, stopping",
+                    stop_when_idle,
+                    worker.batches,
+                )
+                break
         if app.crash_reason is not None:
             raise RuntimeError(f"worker crashed: {app.crash_reason!r}")
     finally:
+        metrics_stop.set()
+        if metrics_task is not None:
+            await metrics_task
         await app.stop()
         await sink.close()
         if server is not None:
@@ -127,13 +239,14 @@ def verify(settings: Settings, truth_path: Path) -> int:
     backend = open_backend(settings.clickhouse.url.get_secret_value())
     backend.start()
     try:
-        rows = kpi_rows(backend, window_seconds=60, window_kind="tumbling")
+        rows = kpi_rows(backend)
         dead = dead_letter_counts(backend)
+        credits = credited_rows(backend)
     finally:
         backend.close()
-    diffs = compare_windows(truth["tumbling_60"], rows)
+    diffs = compare_windows(truth, rows)
     diffs += compare_dead_letters(truth["dead_letters"], dead)
-    windows = len(truth["tumbling_60"])
+    diffs += compare_credits(truth["credited"], credits)
     if diffs:
         print(f"verify: {len(diffs)} differences between ClickHouse and {truth_path}:")
         for diff in diffs[:50]:
@@ -141,8 +254,13 @@ def verify(settings: Settings, truth_path: Path) -> int:
         if len(diffs) > 50:
             print(f"  ... and {len(diffs) - 50} more")
         return 1
+    finals = sum(1 for w in truth["windows"] if w[5])
     print(
-        f"verify: ClickHouse equals the truth ({windows} one-minute windows, "
-        f"{sum(truth['dead_letters'].values())} dead letters)"
+        f"verify: ClickHouse equals the truth: {len(truth['windows'])} windows "
+        f"({finals} final) x {len(truth['counters'])} KPI inputs, "
+        f"{sum(len(v) for v in truth['credited'].values())} credited rows over "
+        f"{len(truth['credited'])} attribution models, "
+        f"{sum(truth['dead_letters'].values())} dead letters "
+        f"(reach within {REACH_TOLERANCE:.1%})"
     )
     return 0

@@ -6,9 +6,11 @@ import argparse
 import logging
 import time
 
-from pipeline.kpi import MICROS
+import orjson
+
+from pipeline.money import Rates
 from pipeline.settings import Settings
-from pipeline.simulator import DEFAULT_START, SimulationConfig, simulate
+from pipeline.simulator import DEFAULT_START, SimulationConfig, simulate, truth_config
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
 
 __all__ = ["config_from", "run_simulation"]
@@ -32,11 +34,13 @@ def config_from(
         campaigns=campaigns,
         days=days,
         start=start or DEFAULT_START,
-        partitions=settings.kafka.partitions,
-        allowed_lateness_ms=settings.windows.allowed_lateness_seconds * 1000,
-        staff_hourly_rate=costs.staff_hourly_rate,
-        service_saving_micros=round(costs.call_centre_contact_cost * MICROS)
-        - round(costs.social_contact_cost * MICROS),
+        truth=truth_config(
+            settings.kafka.partitions,
+            Rates.from_file(costs.base_currency, costs.rates_file),
+            settings.windows,
+            settings.attribution,
+            costs,
+        ),
     )
 
 
@@ -56,9 +60,10 @@ def run_simulation(settings: Settings, args: argparse.Namespace) -> None:
     finally:
         producer.close()
     elapsed = time.monotonic() - began
-    args.truth.write_bytes(truth.to_json())
+    args.truth.write_bytes(orjson.dumps(truth))
     print(
         f"simulate: sent {len(messages)} messages in {elapsed:.1f}s "
-        f"({len(messages) / max(elapsed, 1e-9):,.0f}/s); {sum(truth.dead_letters.values())} "
-        f"invalid, {truth.late} late; truth written to {args.truth}"
+        f"({len(messages) / max(elapsed, 1e-9):,.0f}/s); {sum(truth['dead_letters'].values())} "
+        f"invalid, {truth['late']} late, {truth['duplicates']} duplicates; "
+        f"truth written to {args.truth}"
     )

@@ -26,20 +26,33 @@ def _ok(result: CompletedProcess[str]) -> str:
 def test_simulated_run_equals_the_truth_and_verify_catches_an_altered_row(
     socialroi: Run, pipeline_env: dict[str, str], engine_url: str, tmp_path: Path
 ) -> None:
-    env = {**pipeline_env, "SOCIALROI_CLICKHOUSE__URL": engine_url}
+    rates = tmp_path / "rates.csv"
+    rates.write_text("currency,rate\nUSD,0.92\nGBP,1.17\n")
+    env = {
+        **pipeline_env,
+        "SOCIALROI_CLICKHOUSE__URL": engine_url,
+        "SOCIALROI_COSTS__RATES_FILE": str(rates),
+    }
     truth = tmp_path / "truth.json"
     out = _ok(socialroi(env, "simulate", "--events", "20000", "--seed", "7", "--truth", str(truth)))
     assert "sent 20000 messages" in out
     _ok(socialroi(env, "worker", "--stop-when-idle", "5"))
     out = _ok(socialroi(env, "verify", "--truth", str(truth)))
     expected = orjson.loads(truth.read_bytes())
-    assert f"({len(expected['tumbling_60'])} one-minute windows" in out
-    assert expected["late"] > 0 and sum(expected["dead_letters"].values()) == 200
+    assert f"equals the truth: {len(expected['windows'])} windows" in out
+    assert expected["late"] > 0 and expected["duplicates"] > 0
+    assert sum(expected["dead_letters"].values()) == 200
+    assert set(expected["config"]["currencies"]) == {"EUR", "GBP", "USD"}
 
     # Alter one stored window: a newer version with one more like.
     backend = open_backend(engine_url)
     backend.start()
     try:
+        archived = backend.query(
+            "SELECT count() FROM (SELECT DISTINCT topic, event_id FROM raw_events)"
+        ).rows[0][0]
+        rejected = sum(expected["dead_letters"].values())
+        assert archived == expected["sent"] - rejected - expected["late"] - expected["duplicates"]
         row = next(
             r
             for r in kpi_rows(backend, window_seconds=60, window_kind="tumbling")
@@ -72,7 +85,7 @@ def test_simulated_run_equals_the_truth_and_verify_catches_an_altered_row(
                     60,
                     utc(row["window_start_ms"]),
                     utc(row["window_end_ms"]),
-                    0,
+                    int(row["is_final"]),
                     row["version"] + 2,
                     *counters.values(),
                 ]
