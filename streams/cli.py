@@ -11,6 +11,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
@@ -70,15 +71,19 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    import time
+
     from sinks import apply_migrations, open_backend
+    from sinks.retention import prune_raw_events
 
     backend = open_backend(settings.clickhouse.url.get_secret_value())
     backend.start()
     try:
         applied = apply_migrations(backend)
+        pruned = prune_raw_events(backend, settings.clickhouse.raw_retention_days, time.time())
     finally:
         backend.close()
-    print(f"migrations applied: {len(applied)} new")
+    print(f"migrations applied: {len(applied)} new; raw archive months dropped: {pruned or 'none'}")
     return 0
 
 
@@ -117,10 +122,121 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     return verify(settings, args.truth)
 
 
+def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
+    from sinks import open_backend
+    from sinks.views import REPORT_COLUMNS, campaign_report
+    from streams.report import DOCUMENT_FORMATS, render
+
+    start, last = args.from_date, args.to_date
+    if start is not None and last is not None and last < start:
+        raise CliError(f"--to {last} is before --from {start}")
+    if args.format in DOCUMENT_FORMATS:
+        return _report_document(args, settings)
+    if args.metrics_url:
+        raise CliError("--metrics-url needs --format html or report-json")
+    backend = open_backend(settings.clickhouse.url.get_secret_value())
+    backend.start()
+    try:
+        rows = campaign_report(
+            backend,
+            start=start,
+            end=last + timedelta(days=1) if last is not None else None,
+            window_seconds=args.window,
+            campaigns=args.campaign,
+            sort=args.sort,
+            descending=args.desc,
+        )
+    finally:
+        backend.close()
+    period = f"{start or 'first day'} to {last or 'last day'}"
+    title = f"Campaign ROI, {period} (windows of {args.window}s)"
+    text = render(rows, REPORT_COLUMNS, args.format, title)
+    if args.output is not None:
+        args.output.write_text(text if text.endswith("\n") else text + "\n")
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if not rows:
+        print(
+            f"socialroi: no tumbling windows of {args.window}s in {period} "
+            "(is that size in SOCIALROI_WINDOWS__TUMBLING_SECONDS?)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _report_document(args: argparse.Namespace, settings: Settings) -> int:
+    """The whole board report (HTML page or its JSON document), see ``sinks.report``."""
+    from sinks import open_backend
+    from sinks.report import build_report
+    from streams.report import render_document, scrape_stream_counters
+
+    counters = None
+    if args.metrics_url:
+        try:
+            counters = scrape_stream_counters(args.metrics_url)
+        except OSError as exc:
+            raise CliError(f"cannot read worker metrics from {args.metrics_url}: {exc}") from exc
+    last = args.to_date
+    backend = open_backend(settings.clickhouse.url.get_secret_value())
+    backend.start()
+    try:
+        document = build_report(
+            backend,
+            settings,
+            start=args.from_date,
+            last=last,
+            window_seconds=args.window,
+            campaigns=args.campaign,
+            sort=args.sort,
+            descending=args.desc,
+            counters=counters,
+            counters_source=", ".join(args.metrics_url) if counters is not None else None,
+        )
+    finally:
+        backend.close()
+    text = render_document(document, args.format)
+    text = text if text.endswith("\n") else text + "\n"
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"report written to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    if not document["campaigns"]:
+        print(
+            f"socialroi: no tumbling windows of {args.window}s in the period "
+            "(is that size in SOCIALROI_WINDOWS__TUMBLING_SECONDS?)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def _positive_seconds(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0: {value}")
+    return value
+
+
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo import run_demo
 
     return run_demo(settings, events=args.events, seed=args.seed)
+
+
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    from streams.bench import main as bench_main
+
+    return bench_main(settings, args)
 
 
 # -- parser --------------------------------------------------------------------------------
@@ -147,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("config", cmd_config, "Print the effective settings (secrets redacted).")
     add("topics", cmd_topics, "Create the Kafka topics the pipeline uses, if missing.")
-    add("migrate", cmd_migrate, "Apply ClickHouse schema migrations (idempotent).")
+    add("migrate", cmd_migrate,
+        "Apply ClickHouse schema migrations (idempotent) and the raw archive's retention.")
 
     p = add(
         "simulate", cmd_simulate, "Produce synthetic marketing traffic and write its ground truth."
@@ -182,11 +299,55 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="exit once no batch arrived for this long (for batch runs and tests)",
+        help="exit once every partition is drained and committed and no batch arrived for "
+        "this long (batch runs, tests)",
     )
 
     p = add("verify", cmd_verify, "Compare ClickHouse with a simulator truth file.")
     p.add_argument("--truth", type=Path, required=True, help="truth JSON from simulate")
+
+    from sinks.views import REPORT_COLUMNS
+    from streams.report import DOCUMENT_FORMATS, FORMATS
+
+    p = add(
+        "report",
+        cmd_report,
+        "Per-campaign ROI report for a period (ratios from the period's sums), from ClickHouse; "
+        "--format html writes the whole board report as one self-contained page, "
+        "--format report-json the same data as one JSON document.",
+    )
+    p.add_argument(
+        "--from", dest="from_date", type=_day, default=None, metavar="YYYY-MM-DD",
+        help="first day (UTC), inclusive (default: the first stored)",
+    )  # fmt: skip
+    p.add_argument(
+        "--to", dest="to_date", type=_day, default=None, metavar="YYYY-MM-DD",
+        help="last day (UTC), inclusive (default: the last stored)",
+    )  # fmt: skip
+    p.add_argument(
+        "--window", type=_positive_seconds, default=86400, metavar="SECONDS",
+        help="tumbling window size to total (default 86400: one-day windows)",
+    )  # fmt: skip
+    p.add_argument(
+        "--campaign", action="append", default=None, metavar="ID",
+        help="only this campaign (repeat for several; default: all)",
+    )  # fmt: skip
+    p.add_argument(
+        "--sort", choices=REPORT_COLUMNS, default="campaign_id", metavar="COLUMN",
+        help=f"sort by this column (NULLs last): {', '.join(REPORT_COLUMNS)}",
+    )  # fmt: skip
+    p.add_argument("--desc", action="store_true", help="sort in descending order")
+    p.add_argument(
+        "--format", choices=(*FORMATS, *DOCUMENT_FORMATS), default="table",
+        help="table, csv, json: the per-campaign table; html: the whole board report "
+        "(one offline page); report-json: the whole report's data",
+    )  # fmt: skip
+    p.add_argument("--output", type=Path, default=None, metavar="FILE", help="write to FILE")
+    p.add_argument(
+        "--metrics-url", action="append", default=None, metavar="URL",
+        help="a worker's /metrics (repeat per worker): late and duplicate counts for the "
+        "html/report-json data-quality table (they are not stored in ClickHouse)",
+    )  # fmt: skip
 
     p = add(
         "demo",
@@ -195,6 +356,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--events", type=int, default=20000, help="messages to simulate")
     p.add_argument("--seed", type=int, default=7, help="random seed")
+
+    from streams.bench import add_arguments as bench_arguments
+
+    p = add(
+        "bench",
+        cmd_bench,
+        "Measure producer, worker and raw-consumer throughput, freshness and memory against "
+        "the local broker (figures are noisy: medians of --repeat runs).",
+    )
+    bench_arguments(p)
     return parser
 
 

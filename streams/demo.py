@@ -1,30 +1,46 @@
 """``socialroi demo``: the whole pipeline on the embedded default, end to end.
 
-Starts the local Kafka broker if none answers, simulates traffic, runs the worker into
-embedded ClickHouse (chDB) until it has drained, verifies against the truth, prints KPIs per
-campaign, and stops what it started. Each run uses its own topics and store, so runs never
-see each other's data.
+Starts the local Kafka broker if none answers, simulates traffic (a progress bar counts the
+messages produced), runs the worker into embedded ClickHouse (chDB) until it has drained
+(a progress bar counts the messages it consumed, and a live table shows KPIs per campaign
+from the snapshots the worker writes: chDB allows one open store per process and the
+worker's sink holds it), verifies against the truth, prints KPIs per campaign, writes the
+board report (``report.html`` and its ``report.json``) next to the store, and stops what it
+started. Ctrl-C stops the worker cleanly, then the broker if the demo started it. Each run
+uses its own topics and store, so runs never see each other's data.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
+import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from rich.console import Console
+import orjson
+from prometheus_client import CollectorRegistry
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline.kpi import MICROS
+from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow
 from pipeline.settings import Settings
-from sinks import kpi_rows, open_backend
+from pipeline.simulator import simulate
+from sinks import ClickHouseSink, kpi_rows, open_backend
+from sinks.report import build_report
+from streams.metrics import Metrics
+from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
+from streams.report import render_document, stream_counters
 from streams.run import verify, worker_main
-from streams.simulate import run_simulation
+from streams.simulate import config_from
 
 __all__ = ["run_demo"]
 
@@ -112,6 +128,176 @@ def _print_kpis(console: Console, settings: Settings) -> None:
     console.print(table)
 
 
+class _LiveSink:
+    """The worker's ClickHouse sink, keeping the newest one-day snapshot of every window in
+    memory for the live table (the store itself cannot be read while the worker holds it)."""
+
+    def __init__(self, inner: ClickHouseSink) -> None:
+        self._inner = inner
+        self.daily: dict[tuple[str, str, int], KpiSnapshot] = {}
+
+    async def start(self) -> None:
+        await self._inner.start()
+
+    def add_snapshots(self, rows: Sequence[KpiSnapshot]) -> None:
+        self._inner.add_snapshots(rows)
+        for snap in rows:
+            if snap.window_kind != "tumbling" or snap.window_seconds != 86400:
+                continue
+            key = (snap.campaign_id, snap.channel, snap.window_start_ms)
+            if key not in self.daily or snap.version >= self.daily[key].version:
+                self.daily[key] = snap
+
+    def add_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
+        self._inner.add_dead_letters(rows)
+
+    def add_credits(self, rows: Sequence[CreditRow]) -> None:
+        self._inner.add_credits(rows)
+
+    def add_raw_events(self, rows: Sequence[RawEventRow]) -> None:
+        self._inner.add_raw_events(rows)
+
+    async def flush(self) -> None:
+        await self._inner.flush()
+
+    async def close(self) -> None:
+        await self._inner.close()
+
+    def table(self, currency: str) -> Table:
+        totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        for snap in self.daily.values():
+            for name, value in snap.counters.items():
+                totals[snap.campaign_id or "(no campaign)"][name] += value
+        table = Table(title="Live KPIs per campaign (snapshots written so far)")
+        for column in ("campaign", "impressions", "engagements", "visits", "conversions",
+                       f"revenue {currency}", f"spend {currency}", "ROI"):  # fmt: skip
+            table.add_column(column, justify="left" if column == "campaign" else "right")
+        for campaign, t in sorted(totals.items()):
+            spend = t["media_spend_micros"] + t["effort_spend_micros"] + t["tools_spend_micros"]
+            gain = t["revenue_micros"] + t["service_savings_micros"] - spend
+            table.add_row(
+                campaign,
+                f"{t['impressions']:,}",
+                f"{t['likes'] + t['comments'] + t['shares'] + t['saves']:,}",
+                f"{t['visits']:,}",
+                f"{t['conversion_credit_micros'] / MICROS:,.1f}",
+                f"{t['revenue_micros'] / MICROS:,.2f}",
+                f"{spend / MICROS:,.2f}",
+                f"{gain / spend:+.1%}" if spend else "-",
+            )
+        return table
+
+
+def _consumed(metrics: Metrics) -> int:
+    return int(
+        sum(
+            sample.value
+            for family in metrics.registry.collect()
+            for sample in family.samples
+            if sample.name == "socialroi_events_consumed_total"
+            and sample.labels.get("stage") == "ingest"
+        )
+    )
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("messages"),
+        TimeElapsedColumn(),
+    )
+
+
+def _produce(demo: Settings, events: int, seed: int, truth: Path, console: Console) -> int:
+    """Simulate and produce with a progress bar; returns how many messages were sent."""
+    cfg = config_from(demo, events, seed, 5, 2, None)
+    messages, expected = simulate(cfg)
+    ensure_topics(demo)
+    topics = topic_for_kind(demo)
+    producer = EventProducer(demo, client_id="socialroi-demo")
+    producer.start()
+    progress = _progress()
+    task = progress.add_task("produced to Kafka", total=len(messages))
+
+    def counted() -> Iterator[OutgoingMessage]:
+        for m in messages:
+            yield OutgoingMessage(topics[m.kind], m.key, m.value, m.partition)
+            progress.advance(task)
+
+    try:
+        with Live(progress, console=console, refresh_per_second=8, transient=False):
+            producer.send_all(counted(), rate=None)
+        console.line()
+    finally:
+        producer.close()
+    truth.write_bytes(orjson.dumps(expected))
+    console.print(
+        f"{len(messages):,} messages ({sum(expected['dead_letters'].values())} invalid, "
+        f"{expected['late']} late, {expected['duplicates']} duplicates on purpose)"
+    )
+    return len(messages)
+
+
+async def _run_worker(demo: Settings, produced: int, console: Console) -> tuple[Metrics, bool]:
+    """Run the worker until it drained (or Ctrl-C), with progress and live KPIs.
+
+    Returns its metrics and whether it was interrupted."""
+    stop = asyncio.Event()
+    interrupted = False
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        nonlocal interrupted
+        interrupted = True
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)
+    metrics = Metrics(CollectorRegistry())
+    sink = _LiveSink(ClickHouseSink(demo.clickhouse))
+    progress = _progress()
+    task = progress.add_task("consumed by the worker", total=produced)
+    currency = demo.costs.base_currency
+    try:
+        with Live(console=console, refresh_per_second=4) as live:
+            worker = asyncio.create_task(
+                worker_main(demo, stop, stop_when_idle=5.0, metrics=metrics, sink=sink)
+            )
+            while not worker.done():
+                progress.update(task, completed=min(_consumed(metrics), produced))
+                live.update(Group(progress, sink.table(currency)))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(worker), timeout=0.5)
+            progress.update(task, completed=min(_consumed(metrics), produced))
+            live.update(Group(progress, sink.table(currency)))
+            await worker
+        console.line()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+    return metrics, interrupted
+
+
+def _write_report(demo: Settings, metrics: Metrics, state: Path) -> Path:
+    backend = open_backend(demo.clickhouse.url.get_secret_value())
+    backend.start()
+    try:
+        document = build_report(
+            backend,
+            demo,
+            counters=stream_counters(metrics.registry.collect()),
+            counters_source="the demo's worker",
+        )
+    finally:
+        backend.close()
+    html = state / "report.html"
+    html.write_text(render_document(document, "html"), encoding="utf-8")
+    (state / "report.json").write_text(render_document(document, "report-json") + "\n")
+    return html
+
+
 def run_demo(settings: Settings, events: int, seed: int) -> int:
     console = Console()
     if not console.is_terminal:
@@ -123,32 +309,31 @@ def run_demo(settings: Settings, events: int, seed: int) -> int:
     state.mkdir(parents=True)
     demo = _demo_settings(settings, run_id, state)
     started_kafka = False
-    if not _answers(demo.kafka.bootstrap_servers):
-        console.print("[bold]starting the local Kafka broker[/] (first run downloads it)")
-        subprocess.run(["bash", str(_KAFKA_SCRIPT), "start"], check=True)
-        started_kafka = True
     try:
+        if not _answers(demo.kafka.bootstrap_servers):
+            console.print("[bold]starting the local Kafka broker[/] (first run downloads it)")
+            started_kafka = True  # stop it even if the start is interrupted half way
+            subprocess.run(["bash", str(_KAFKA_SCRIPT), "start"], check=True)
         truth = state / "truth.json"
         console.rule("1. simulate")
-        run_simulation(
-            demo,
-            argparse.Namespace(
-                events=events, seed=seed, truth=truth, rate=None, campaigns=5, days=2, start=None
-            ),
-        )
+        produced = _produce(demo, events, seed, truth, console)
         console.rule("2. worker (Kafka -> Faust -> embedded ClickHouse)")
         began = time.monotonic()
-
-        async def drain() -> None:
-            await worker_main(demo, asyncio.Event(), stop_when_idle=5.0)
-
-        asyncio.run(drain())
+        metrics, interrupted = asyncio.run(_run_worker(demo, produced, console))
+        if interrupted:
+            console.print("[bold]interrupted[/]: the worker stopped cleanly")
+            return 130
         console.print(f"worker drained the topics in {time.monotonic() - began:.1f}s")
         console.rule("3. verify against the simulator's truth")
         code = verify(demo, truth)
         console.rule("4. KPIs")
         _print_kpis(console, demo)
+        console.rule("5. board report")
+        html = _write_report(demo, metrics, state)
+        console.print(f"report: [bold]{html.resolve()}[/] (data: {html.with_suffix('.json')})")
         return code
     finally:
         if started_kafka:
-            subprocess.run(["bash", str(_KAFKA_SCRIPT), "stop"], check=False)
+            # The broker must stop even on a second Ctrl-C during its shutdown.
+            with contextlib.suppress(KeyboardInterrupt):
+                subprocess.run(["bash", str(_KAFKA_SCRIPT), "stop"], check=False)

@@ -18,7 +18,7 @@ IO_LIBRARIES = {
     "streams",
     "sinks",
 }
-COMPOSITION_ROOT = {"cli.py", "run.py", "demo.py"}
+COMPOSITION_ROOT = {"cli.py", "run.py", "demo.py", "bench.py"}
 
 
 def imported_roots(path: Path) -> set[str]:

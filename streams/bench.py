@@ -1,0 +1,686 @@
+"""``socialroi bench``: how fast the pipeline is, and what it costs in memory, on this machine.
+
+For every setup (campaign count x window set) and every repeat, on fresh topics, a fresh
+consumer group and a fresh ClickHouse store:
+
+1. producer: the simulator's messages are generated first, then ``EventProducer.send_all``
+   plus the final flush are timed (the ``socialroi simulate`` path, generation excluded);
+2. raw ceiling: a bare aiokafka consumer (no group) reads and ``orjson``-decodes the same
+   messages, timed from its first fetch request to the last message;
+3. worker drain: ``python -m streams.cli worker`` runs as a subprocess (its own memory and
+   interpreter) with ``/metrics`` on a free port, scraped every 50 ms. The drain runs from
+   the first scrape showing ingest consumption until the scrape where (a) the ingest
+   stage's finished batches hold all N messages and (b) the aggregate stage's finished
+   batches hold every message of the repartition topic. A batch counts as finished only
+   after its ClickHouse write returned, so (b) means every KPI snapshot is in ClickHouse.
+   Start-up (interpreter, Faust, group join) is reported apart;
+4. memory: the worker's peak RSS (``VmHWM``) at that moment, and the live keys of its
+   ``kpi-windows`` table read back from the table's changelog topic, with the JSON bytes
+   of counters + offsets and of the reach sketch per (campaign, channel, window) key;
+5. freshness (with the first setup's windows, once per repeat): a fresh worker on empty
+   fresh topics, once it holds its partitions, gets ``--rate`` events/s of one campaign for
+   ``--freshness-seconds``, each stamped with ``event_time`` = the wall clock when handed
+   to the producer (steady state: no backlog or history in front of them). The worker's gauge
+   ``socialroi_last_write_event_time_seconds`` (newest event time whose effect is in
+   ClickHouse, set after the write returned) is scraped every 50 ms; an event's latency is
+   the first scrape at which the gauge reached its stamp. The gauge is the newest of a
+   batch, so an older event of another partition may still be in flight: p99 slightly
+   flatters; the 50 ms scrape period adds up to 50 ms. The first second is warm-up and is
+   left out; the p50 of the last second shows whether the worker kept up (a growing
+   backlog makes it far larger than the p50).
+
+Figures are medians over ``--repeat`` runs. They are noisy on a shared 2-core machine:
+compare runs of the same command, not single numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from pipeline.settings import Settings
+from pipeline.simulator import SimMessage, simulate
+from streams.bench_probes import (
+    Scrape,
+    delete_topics,
+    end_offsets,
+    end_offsets_total,
+    fresh_events,
+    latencies,
+    peak_rss_bytes,
+    raw_consume,
+    scrape,
+    table_state_size,
+)
+from streams.producer import (
+    EventProducer,
+    OutgoingMessage,
+    by_campaign_topic,
+    ensure_topics,
+    topic_for_kind,
+)
+from streams.simulate import config_from
+
+__all__ = ["NOISE_NOTE", "WindowSet", "add_arguments", "parse_windows", "run_bench"]
+
+NOISE_NOTE = (
+    "Figures are noisy (shared 2-core machine, other processes running): medians of "
+    "--repeat runs; compare runs of the same command, not single numbers."
+)
+SCRAPE_SECONDS = 0.05
+DEFAULT_SERVER_URL = "clickhouse://default@127.0.0.1:19000"
+_REPO = Path(__file__).resolve().parents[1]
+
+
+class BenchError(RuntimeError):
+    """The bench could not run (a service down, the worker died); the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSet:
+    """Window sizes for one setup; ``name`` as given on the command line."""
+
+    name: str
+    tumbling: tuple[int, ...] | None  # None: the settings' own
+    hopping: tuple[tuple[int, int], ...] | None
+
+    def describe(self, settings: Settings) -> str:
+        tumbling = self.tumbling if self.tumbling is not None else settings.windows.tumbling_seconds
+        hopping = self.hopping if self.hopping is not None else settings.windows.hopping
+        parts = [f"{s}s" for s in tumbling] + [f"{s}s/{h}s" for s, h in hopping]
+        return f"{len(tumbling)} tumbling + {len(hopping)} hopping ({', '.join(parts)})"
+
+    def env(self) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if self.tumbling is not None:
+            env["SOCIALROI_WINDOWS__TUMBLING_SECONDS"] = orjson.dumps(list(self.tumbling)).decode()
+        if self.hopping is not None:
+            env["SOCIALROI_WINDOWS__HOPPING"] = orjson.dumps(
+                [list(h) for h in self.hopping]
+            ).decode()
+        return env
+
+
+def parse_windows(text: str) -> WindowSet:
+    """``default`` or a comma list of tumbling sizes ``N`` and hopping ``SIZExSTEP`` (seconds):
+    ``60`` is one-minute tumbling only; ``60,3600,86400,86400x3600,604800x86400`` the default."""
+    text = text.strip()
+    if text == "default":
+        return WindowSet("default", None, None)
+    tumbling: list[int] = []
+    hopping: list[tuple[int, int]] = []
+    try:
+        for item in text.split(","):
+            if "x" in item:
+                size, step = item.split("x")
+                hopping.append((int(size), int(step)))
+            else:
+                tumbling.append(int(item))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a window set: {text!r} (e.g. default, 60, 60,3600,86400x3600)"
+        ) from None
+    if (not tumbling and not hopping) or any(
+        v <= 0 for v in tumbling + [x for h in hopping for x in h]
+    ):
+        raise argparse.ArgumentTypeError(f"not a window set: {text!r}")
+    return WindowSet(text, tuple(tumbling), tuple(hopping))
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma list of integers: {text!r}") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"need positive integers: {text!r}")
+    return values
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--events", type=int, default=10_000, help="messages per run (default 10000)")
+    p.add_argument("--repeat", type=int, default=3, help="runs per setup; medians are shown")
+    p.add_argument(
+        "--campaigns", type=_int_list, default=[10, 1000], metavar="N[,N...]",
+        help="campaign counts to compare (default 10,1000; e.g. 10,1000,10000)",
+    )  # fmt: skip
+    p.add_argument(
+        "--windows", type=parse_windows, action="append", default=None, metavar="SET",
+        help="window set to compare, repeatable: 'default' (the settings' windows) or a comma "
+        "list of tumbling N and hopping SIZExSTEP seconds, e.g. 60 (default: default and 60)",
+    )  # fmt: skip
+    p.add_argument("--backend", choices=("chdb", "server"), default="chdb",
+                   help="ClickHouse for the worker: embedded chDB in a temp dir, or the server "
+                   "of SOCIALROI_CLICKHOUSE__URL (a clickhouse:// URL) or "
+                   f"{DEFAULT_SERVER_URL}, in a fresh database dropped afterwards")  # fmt: skip
+    p.add_argument("--rate", type=float, default=2000.0, help="freshness input rate, events/s")
+    p.add_argument(
+        "--freshness-seconds", type=float, default=10.0, metavar="S",
+        help="how long to produce at --rate for freshness (0: skip)",
+    )  # fmt: skip
+    p.add_argument("--days", type=int, default=2, help="days of simulated event time")
+    p.add_argument("--seed", type=int, default=1, help="simulator seed")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+
+# -- one run -------------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _run_settings(base: Settings, run_id: str, port: int, url: str, data_dir: Path) -> Settings:
+    names = ("social", "web", "costs", "campaigns", "dead_letters", "late")
+    topics = base.topics.model_copy(update={n: f"bench-{run_id}.{n}" for n in names})
+    return base.model_copy(
+        update={
+            "topics": topics,
+            "worker": base.worker.model_copy(
+                update={"app_id": f"bench-{run_id}", "data_dir": data_dir}
+            ),
+            "clickhouse": base.clickhouse.model_copy(
+                update={"url": type(base.clickhouse.url)(url)}
+            ),
+            "metrics": base.metrics.model_copy(update={"port": port, "host": "127.0.0.1"}),
+        }
+    )
+
+
+def _worker_env(s: Settings, windows: WindowSet) -> dict[str, str]:
+    # The user's settings pass through; everything the run changes is set explicitly.
+    env = dict(os.environ)
+    t = s.topics
+    env.update(
+        {
+            "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS": s.kafka.bootstrap_servers,
+            "SOCIALROI_KAFKA__PARTITIONS": str(s.kafka.partitions),
+            "SOCIALROI_WORKER__APP_ID": s.worker.app_id,
+            "SOCIALROI_WORKER__DATA_DIR": str(s.worker.data_dir),
+            "SOCIALROI_METRICS__PORT": str(s.metrics.port),
+            "SOCIALROI_METRICS__HOST": s.metrics.host,
+            "SOCIALROI_CLICKHOUSE__URL": s.clickhouse.url.get_secret_value(),
+            "SOCIALROI_TOPICS__SOCIAL": t.social,
+            "SOCIALROI_TOPICS__WEB": t.web,
+            "SOCIALROI_TOPICS__COSTS": t.costs,
+            "SOCIALROI_TOPICS__CAMPAIGNS": t.campaigns,
+            "SOCIALROI_TOPICS__DEAD_LETTERS": t.dead_letters,
+            "SOCIALROI_TOPICS__LATE": t.late,
+            "SOCIALROI_LOG__LEVEL": "WARNING",
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(_REPO), os.environ.get("PYTHONPATH")])),
+        }
+    )
+    env.update(windows.env())
+    return env
+
+
+class _Scraper:
+    """Scrapes the worker's /metrics every 50 ms in a thread, keeping every answer."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.scrapes: list[Scrape] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            s = scrape(self.port)
+            if s is not None:
+                self.scrapes.append(s)
+            self._stop.wait(SCRAPE_SECONDS)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def last(self) -> Scrape | None:
+        return self.scrapes[-1] if self.scrapes else None
+
+
+class _WorkerProcess:
+    """``python -m streams.cli worker`` with its log in a file (a pipe could fill and stall it)."""
+
+    def __init__(self, env: dict[str, str], run_dir: Path) -> None:
+        self.log = run_dir / "worker.log"
+        with self.log.open("wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streams.cli", "worker"],
+                env=env,
+                cwd=run_dir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        self.spawned = time.monotonic()
+
+    def wait_for(self, until: Any, what: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not until():
+            if self.proc.poll() is not None:
+                tail = self.log.read_text(errors="replace")[-2000:]
+                raise BenchError(f"worker exited ({self.proc.returncode}) while {what}: {tail}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"timed out after {timeout:.0f}s {what}")
+            time.sleep(SCRAPE_SECONDS / 2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _fresh_url(backend: str, run_dir: Path, run_id: str) -> str:
+    if backend == "chdb":
+        return f"chdb://{run_dir / 'chdb'}"
+    url = os.environ.get("SOCIALROI_CLICKHOUSE__URL", DEFAULT_SERVER_URL)
+    if not url.startswith(("clickhouse://", "clickhouses://")):
+        raise BenchError(f"--backend server needs a clickhouse:// URL, not {url.split(':')[0]}://")
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/bench_{run_id}", parts.query, ""))
+
+
+def _drop_database(url: str) -> None:
+    from sinks import open_backend
+
+    backend = open_backend(url)
+    try:
+        backend.start()
+        backend.execute(f"DROP DATABASE IF EXISTS {backend.database}")
+    except Exception as exc:  # cleanup only: say so, never fail the figures for it
+        print(f"bench: could not drop {backend.database}: {exc}", file=sys.stderr)
+    finally:
+        backend.close()
+
+
+def one_run(
+    base: Settings,
+    messages: list[SimMessage],
+    windows: WindowSet,
+    backend: str,
+) -> dict[str, Any]:
+    """One repeat of one setup, on fresh topics, group and store; returns its raw figures."""
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = Path(tempfile.mkdtemp(prefix=f"socialroi-bench-{run_id}-"))
+    url = _fresh_url(backend, run_dir, run_id)
+    s = _run_settings(base, run_id, _free_port(), url, run_dir / "worker")
+    result: dict[str, Any] = {}
+    try:
+        ensure_topics(s)
+        topics = topic_for_kind(s)
+        outgoing = [OutgoingMessage(topics[m.kind], m.key, m.value, m.partition) for m in messages]
+        n = len(outgoing)
+
+        producer = EventProducer(s, client_id="socialroi-bench")
+        producer.start()
+        try:
+            began = time.perf_counter()
+            producer.send_all(outgoing)
+            producer.flush()
+            result["producer_seconds"] = time.perf_counter() - began
+        finally:
+            producer.close()
+
+        result["raw_seconds"] = raw_consume(s, list(topics.values()), n)
+
+        worker = _WorkerProcess(_worker_env(s, windows), run_dir)
+        scraper = _Scraper(s.metrics.port)
+        scraper.start()
+        try:
+            result |= _drain(worker, scraper, s, n)
+            result["peak_rss_bytes"] = peak_rss_bytes(worker.proc.pid)
+            changelog = f"{s.worker.app_id}-kpi-windows-changelog"
+            state_ends = end_offsets(s, changelog)
+        finally:
+            scraper.stop()
+            worker.stop()
+        size = table_state_size(s, changelog, state_ends)
+        result["state"] = {
+            "active_keys": size.keys,
+            "value_bytes": size.value_bytes,
+            "counters_offsets_bytes": size.counters_offsets_bytes,
+            "reach_bytes": size.reach_bytes,
+            "keys_with_reach": size.keys_with_reach,
+        }
+        result["events"] = n
+        return result
+    finally:
+        try:
+            delete_topics(s, f"bench-{run_id}")
+        except Exception as exc:  # cleanup only
+            print(f"bench: could not delete topics bench-{run_id}*: {exc}", file=sys.stderr)
+        if backend == "server":
+            _drop_database(url)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def freshness_run(
+    base: Settings, windows: WindowSet, backend: str, rate: float, seconds: float
+) -> dict[str, Any]:
+    """A worker on empty fresh topics, fed ``rate`` events/s of one campaign for ``seconds``
+    once it holds its partitions: steady state, no backlog or history in front."""
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = Path(tempfile.mkdtemp(prefix=f"socialroi-bench-{run_id}-"))
+    url = _fresh_url(backend, run_dir, run_id)
+    s = _run_settings(base, run_id, _free_port(), url, run_dir / "worker")
+    try:
+        ensure_topics(s)
+        worker = _WorkerProcess(_worker_env(s, windows), run_dir)
+        scraper = _Scraper(s.metrics.port)
+        scraper.start()
+        try:
+
+            def assigned() -> bool:
+                last = scraper.last()
+                return last is not None and last.assigned > 0
+
+            worker.wait_for(assigned, "waiting for the worker to join its group", 120)
+            return _freshness(worker, scraper, s, rate, seconds)
+        finally:
+            scraper.stop()
+            worker.stop()
+    finally:
+        try:
+            delete_topics(s, f"bench-{run_id}")
+        except Exception as exc:  # cleanup only
+            print(f"bench: could not delete topics bench-{run_id}*: {exc}", file=sys.stderr)
+        if backend == "server":
+            _drop_database(url)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _drain(worker: _WorkerProcess, scraper: _Scraper, s: Settings, n: int) -> dict[str, Any]:
+    def consuming() -> bool:
+        last = scraper.last()
+        return last is not None and last.consumed_ingest > 0
+
+    worker.wait_for(consuming, "waiting for the worker to start consuming", 120)
+    first = next(x for x in scraper.scrapes if x.consumed_ingest > 0)
+
+    def ingested() -> bool:
+        last = scraper.last()
+        return last is not None and last.handled.get("ingest", 0) >= n
+
+    worker.wait_for(ingested, f"waiting for the worker to ingest {n} messages", 600)
+    # Stage one awaited every repartitioned message before finishing its last batch.
+    repartitioned = end_offsets_total(s, by_campaign_topic(s))
+
+    def aggregated() -> bool:
+        last = scraper.last()
+        return last is not None and last.handled.get("aggregate", 0) >= repartitioned
+
+    worker.wait_for(aggregated, f"waiting for {repartitioned} repartitioned messages", 600)
+    done = scraper.last()
+    assert done is not None
+    return {
+        "startup_seconds": first.at - worker.spawned,
+        "drain_seconds": done.at - first.at,
+        "repartitioned": repartitioned,
+    }
+
+
+def _freshness(
+    worker: _WorkerProcess, scraper: _Scraper, s: Settings, rate: float, seconds: float
+) -> dict[str, Any]:
+    stamps: list[int] = []
+    count = max(1, int(rate * seconds))
+    producer = EventProducer(s, client_id="socialroi-bench-freshness")
+    producer.start()
+    try:
+        events = fresh_events(s.topics.social, s.kafka.partitions, "bench-fresh", stamps)
+        began = time.monotonic()
+        producer.send_all((next(events) for _ in range(count)), rate=rate)
+        producer.flush()
+        produced_seconds = time.monotonic() - began
+    finally:
+        producer.close()
+    newest = max(stamps) / 1000
+
+    def reached() -> bool:
+        last = scraper.last()
+        return last is not None and last.freshness >= newest
+
+    worker.wait_for(reached, "waiting for the freshness events to reach ClickHouse", 120)
+    warm_up = min(stamps) + 1000
+    measured = [t for t in stamps if t >= warm_up] or stamps
+    lat = sorted(latencies(measured, list(scraper.scrapes)))
+    if not lat:
+        raise BenchError("no freshness sample reached ClickHouse")
+    tail = sorted(latencies([t for t in stamps if t >= max(stamps) - 1000], scraper.scrapes))
+    return {
+        "freshness_events": len(measured),
+        # far above p50: the backlog grew during the run, the worker did not keep up
+        "freshness_last_second_p50_seconds": _quantile(tail, 0.50) if tail else lat[-1],
+        "freshness_rate_achieved": count / produced_seconds,
+        "freshness_p50_seconds": _quantile(lat, 0.50),
+        "freshness_p99_seconds": _quantile(lat, 0.99),
+    }
+
+
+def _quantile(sorted_values: list[float], q: float) -> float:
+    index = min(len(sorted_values) - 1, max(0, round(q * (len(sorted_values) - 1))))
+    return sorted_values[index]
+
+
+# -- the whole bench -----------------------------------------------------------------------
+
+
+def _median(values: list[float]) -> float:
+    return float(statistics.median(values))
+
+
+def _figure(values: list[float], unit: str) -> dict[str, Any]:
+    return {"median": _median(values), "runs": values, "unit": unit}
+
+
+def run_bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    """Run every setup ``args.repeat`` times; returns the JSON-ready result."""
+    window_sets: list[WindowSet] = args.windows or [parse_windows("default"), parse_windows("60")]
+    if args.events < 100 or args.repeat < 1:
+        raise BenchError("--events must be >= 100 and --repeat >= 1")
+    setups = []
+    freshness_runs: list[dict[str, Any]] = []
+    first = True
+    for campaigns in args.campaigns:
+        cfg = config_from(settings, args.events, args.seed, campaigns, args.days)
+        messages, _truth = simulate(cfg)
+        for windows in window_sets:
+            setup = {
+                "events": len(messages),
+                "campaigns": campaigns,
+                "days": args.days,
+                "windows": windows.name,
+                "window_specs": windows.describe(settings),
+                "backend": args.backend,
+                "partitions": settings.kafka.partitions,
+                "batch_max_events": settings.worker.batch_max_events,
+                "batch_within_seconds": settings.worker.batch_within_seconds,
+            }
+            runs = []
+            for repeat in range(args.repeat):
+                _progress(args, f"{_label(setup)}: run {repeat + 1}/{args.repeat}")
+                runs.append(one_run(settings, messages, windows, args.backend))
+                if first and args.freshness_seconds > 0:
+                    _progress(args, f"freshness, windows {windows.name}: run {repeat + 1}")
+                    freshness_runs.append(
+                        freshness_run(
+                            settings, windows, args.backend, args.rate, args.freshness_seconds
+                        )
+                    )
+            first = False
+            setups.append(_summarise(setup, runs))
+    result: dict[str, Any] = {
+        "note": NOISE_NOTE,
+        "command": "socialroi " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "host": {
+            "cpus": os.cpu_count(),
+            "loadavg": os.getloadavg(),
+            "python": sys.version.split()[0],
+        },
+        "setups": setups,
+        "freshness": None,
+    }
+    if freshness_runs:
+        base = {k: v for k, v in setups[0]["setup"].items() if k not in ("events", "days")}
+        base["campaigns"] = 1
+        result["freshness"] = {
+            "setup": {
+                **base,
+                "rate": args.rate,
+                "seconds": args.freshness_seconds,
+                "method": "fresh worker on empty topics, one campaign's like events with "
+                "event_time = production wall clock; latency = first 50 ms scrape of "
+                "socialroi_last_write_event_time_seconds >= it; first second left out",
+            },
+            "p50_seconds": _figure([r["freshness_p50_seconds"] for r in freshness_runs], "s"),
+            "p99_seconds": _figure([r["freshness_p99_seconds"] for r in freshness_runs], "s"),
+            "last_second_p50_seconds": _figure(
+                [r["freshness_last_second_p50_seconds"] for r in freshness_runs], "s"
+            ),
+            "rate_achieved": _figure(
+                [r["freshness_rate_achieved"] for r in freshness_runs], "events/s"
+            ),
+            "events_measured": _figure(
+                [float(r["freshness_events"]) for r in freshness_runs], "events"
+            ),
+        }
+    return result
+
+
+def _label(setup: dict[str, Any]) -> str:
+    return f"{setup['events']} events, {setup['campaigns']} campaigns, windows {setup['windows']}"
+
+
+def _progress(args: argparse.Namespace, text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
+
+
+def _summarise(setup: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, Any]:
+    n = setup["events"]
+    producer = [n / r["producer_seconds"] for r in runs]
+    raw = [n / r["raw_seconds"] for r in runs]
+    worker = [n / r["drain_seconds"] for r in runs]
+    state = runs[-1]["state"]  # same input, same windows: identical in every run
+    keys = state["active_keys"]
+    per_key = {
+        "active_keys": keys,
+        "bytes_per_key": state["value_bytes"] / keys if keys else 0.0,
+        "counters_offsets_bytes_per_key": state["counters_offsets_bytes"] / keys if keys else 0.0,
+        "reach_bytes_per_key_with_reach": (
+            state["reach_bytes"] / state["keys_with_reach"] if state["keys_with_reach"] else 0.0
+        ),
+        "keys_with_reach": state["keys_with_reach"],
+        "total_state_bytes": state["value_bytes"],
+    }
+    producer_fig = _figure(producer, "events/s")
+    raw_fig = _figure(raw, "events/s")
+    worker_fig = _figure(worker, "events/s")
+    return {
+        "setup": setup,
+        "repeats": len(runs),
+        "producer_events_per_s": producer_fig,
+        "raw_consume_events_per_s": raw_fig,
+        "worker_drain_events_per_s": worker_fig,
+        "worker_vs_raw": worker_fig["median"] / raw_fig["median"],
+        "worker_startup_seconds": _figure([r["startup_seconds"] for r in runs], "s"),
+        "worker_peak_rss_bytes": _figure([float(r["peak_rss_bytes"]) for r in runs], "bytes"),
+        "repartitioned_messages": runs[-1]["repartitioned"],
+        "state": per_key,
+    }
+
+
+def _short_windows(setup: dict[str, Any]) -> str:
+    counts = setup["window_specs"].split(" (")[0].split()  # "3 tumbling + 2 hopping"
+    return f"{setup['windows']} ({counts[0]}T+{counts[3]}H)"
+
+
+def render(result: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=max(140, Console().width))
+    table = Table(title="socialroi bench: medians (runs in JSON)", caption=result["note"])
+    for column in (
+        "events", "campaigns", "windows", "producer ev/s", "raw ev/s", "worker ev/s",
+        "worker/raw", "startup s", "peak RSS MiB", "live keys", "B/key", "B/key k+o",
+        "B reach/key",
+    ):  # fmt: skip
+        table.add_column(column, justify="left" if column == "windows" else "right")
+    for row in result["setups"]:
+        s, st = row["setup"], row["state"]
+        table.add_row(
+            f"{s['events']:,}",
+            f"{s['campaigns']:,}",
+            _short_windows(s),
+            f"{row['producer_events_per_s']['median']:,.0f}",
+            f"{row['raw_consume_events_per_s']['median']:,.0f}",
+            f"{row['worker_drain_events_per_s']['median']:,.0f}",
+            f"{row['worker_vs_raw']:.3f}",
+            f"{row['worker_startup_seconds']['median']:.1f}",
+            f"{row['worker_peak_rss_bytes']['median'] / 2**20:,.0f}",
+            f"{st['active_keys']:,}",
+            f"{st['bytes_per_key']:,.0f}",
+            f"{st['counters_offsets_bytes_per_key']:,.0f}",
+            f"{st['reach_bytes_per_key_with_reach']:,.0f}",
+        )
+    console.print(table)
+    first = result["setups"][0]["setup"]
+    console.print(
+        f"setup: backend {first['backend']}, {first['partitions']} partitions, batches of "
+        f"{first['batch_max_events']} events or {first['batch_within_seconds']}s, "
+        f"{first['days']} days of event time, {result['setups'][0]['repeats']} repeats; "
+        "B/key = JSON bytes of a live (campaign, channel, window) state in the changelog; "
+        "k+o = counters + offsets; reach = the sketch, per key that has one"
+    )
+    fresh = result["freshness"]
+    if fresh:
+        f = fresh["setup"]
+        console.print(
+            f"freshness at {f['rate']:,.0f}/s for {f['seconds']:.0f}s "
+            f"(achieved {fresh['rate_achieved']['median']:,.0f}/s; one campaign, "
+            f"windows {f['windows']}, {f['backend']}): p50 "
+            f"{fresh['p50_seconds']['median']:.3f}s, p99 {fresh['p99_seconds']['median']:.3f}s, "
+            f"p50 of the last second {fresh['last_second_p50_seconds']['median']:.3f}s "
+            f"({f['method']})"
+        )
+    console.print(f"[bold]{result['note']}[/]")
+
+
+def main(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        result = run_bench(settings, args)
+    except BenchError as exc:
+        print(f"socialroi: bench: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        render(result)
+    return 0

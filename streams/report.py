@@ -1,0 +1,157 @@
+"""``socialroi report``: the per-campaign board report, as a terminal table, CSV or JSON;
+the whole board report as one HTML page or one JSON document (:data:`DOCUMENT_FORMATS`).
+
+The numbers come from :func:`sinks.views.campaign_report` (ratios of the period's sums, NULL
+when a denominator is 0) and, for the whole report, from ``sinks.report.build_report``; this
+module only formats them. CSV and JSON carry the same values
+at full precision (JSON numbers, CSV ``repr`` of floats, empty cell for NULL); the table
+rounds for reading: money to 2 decimals, rates as percentages, ratios to 2 decimals.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import urllib.request
+from collections.abc import Iterable, Sequence
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "DOCUMENT_FORMATS",
+    "FORMATS",
+    "render",
+    "render_document",
+    "scrape_stream_counters",
+    "stream_counters",
+]
+
+FORMATS: Final = ("table", "csv", "json")
+"""Formats of the per-campaign table (one row per campaign, :data:`REPORT_COLUMNS`)."""
+DOCUMENT_FORMATS: Final = ("html", "report-json")
+"""Formats of the whole report: a self-contained HTML page, or the JSON document it shows."""
+
+_MONEY = frozenset(
+    {"spend", "revenue", "profit", "service_savings", "cpa", "cpc", "cpm", "cost_per_engagement"}
+)
+_PERCENT = frozenset({"engagement_rate", "ctr", "conversion_rate", "roi"})
+_HEADERS: Final = {
+    "campaign_id": "campaign",
+    "net_follower_growth": "net followers",
+    "service_resolved": "service resolved",
+    "service_savings": "service savings",
+    "engagement_rate": "engagement",
+    "conversion_rate": "conv. rate",
+    "cost_per_engagement": "cost/eng.",
+}
+
+
+def render(
+    rows: Sequence[dict[str, Any]], columns: Sequence[str], fmt: str, title: str = ""
+) -> str:
+    """``rows`` (dicts with ``columns``) as text in format ``fmt`` (one of :data:`FORMATS`)."""
+    if fmt == "json":
+        return orjson.dumps(
+            [{name: row[name] for name in columns} for row in rows], option=orjson.OPT_INDENT_2
+        ).decode()
+    if fmt == "csv":
+        return _csv(rows, columns)
+    if fmt == "table":
+        return _table(rows, columns, title)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return repr(value)  # shortest text that reads back as the same double
+    return str(value)
+
+
+def _csv(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([_csv_cell(row[name]) for name in columns])
+    return out.getvalue()
+
+
+def _cell(name: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if name in _PERCENT:
+        return f"{value * 100:.2f}%"
+    if name in _MONEY or name == "conversions":
+        return f"{value:,.2f}"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value) if value != "" else "(none)"
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title or None, show_lines=False)
+    for name in columns:
+        table.add_column(_HEADERS.get(name, name.replace("_", " ")), justify=_justify(name))
+    for row in rows:
+        table.add_row(*(_cell(name, row[name]) for name in columns))
+    console = Console(file=io.StringIO(), width=max(120, 12 * len(columns)), record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def _justify(name: str) -> Any:
+    return "left" if name == "campaign_id" else "right"
+
+
+def render_document(document: dict[str, Any], fmt: str) -> str:
+    """The whole report (``sinks.report.build_report``) in ``fmt``, one of
+    :data:`DOCUMENT_FORMATS`; ``report-json`` is the document as is (NULL ratios ``null``)."""
+    if fmt == "report-json":
+        return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
+    if fmt == "html":
+        from streams.html_report import render_html
+
+        return render_html(document)
+    raise ValueError(f"unknown format {fmt!r}")
+
+
+_COUNTER_SAMPLES: Final = {
+    "socialroi_late_events_total": "late",
+    "socialroi_duplicates_total": "duplicates",
+    "socialroi_events_consumed_total": "consumed",
+}
+
+
+def stream_counters(families: Iterable[Any]) -> dict[str, dict[str, int]]:
+    """``late``, ``duplicates`` and ``consumed`` (ingest stage) per topic, from Prometheus
+    metric families: a worker's in-process ``registry.collect()`` or parsed ``/metrics``
+    text. Several workers' families may be chained; their counts add up."""
+    out: dict[str, dict[str, int]] = {"late": {}, "duplicates": {}, "consumed": {}}
+    for family in families:
+        for sample in family.samples:
+            kind = _COUNTER_SAMPLES.get(sample.name)
+            if kind is None or (kind == "consumed" and sample.labels.get("stage") != "ingest"):
+                continue
+            topic = sample.labels.get("topic", "")
+            out[kind][topic] = out[kind].get(topic, 0) + int(sample.value)
+    return out
+
+
+def scrape_stream_counters(urls: Sequence[str], timeout: float = 5.0) -> dict[str, dict[str, int]]:
+    """:func:`stream_counters` of the workers whose ``/metrics`` pages are at ``urls``;
+    raises ``OSError`` (``urllib.error.URLError``) when one does not answer."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    families: list[Any] = []
+    for url in urls:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            families += text_string_to_metric_families(response.read().decode())
+    return stream_counters(families)

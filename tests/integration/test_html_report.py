@@ -1,0 +1,340 @@
+"""``socialroi report --format html`` and ``--format report-json`` through the real CLI.
+
+The chDB store holds the snapshot set of views_data.py (plus a few dead letters). The page's
+numbers must equal the JSON document's, which must equal the reader views and the plain
+Python answers of views_data.py; the per-campaign rows must be exactly ``--format json``.
+Then headless Chromium renders the page offline: a non-trivial screenshot, every chart drawn,
+no script error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+from datetime import date
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from pipeline.ports import DeadLetterRow
+from pipeline.settings import ClickHouseSettings
+from sinks.backends import open_backend
+from sinks.views import (
+    campaign_report,
+    follower_growth,
+    social_traffic_share,
+    spend_vs_return,
+)
+from sinks.writer import ClickHouseSink
+from tests.integration import views_data as data
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHARTS = 11
+PERIOD = ("--from", "2026-10-01", "--to", "2026-10-03")
+DEAD = [
+    DeadLetterRow("invalid_json", "x", "social.interactions", 0, 5, 1_790_000_000_000, b"{"),
+    DeadLetterRow("invalid_json", "x", "social.interactions", 0, 6, 1_790_000_000_000, b"["),
+    DeadLetterRow("unknown_currency", "XYZ", "web.events", 1, 9, 1_790_000_000_000, b"{}"),
+]
+
+
+def load(url: str) -> None:
+    async def write() -> None:
+        sink = ClickHouseSink(ClickHouseSettings(url=SecretStr(url)))
+        await sink.start()
+        sink.add_snapshots(data.build_snapshots())
+        sink.add_dead_letters(DEAD)
+        await sink.flush()
+        await sink.close()  # releases the chDB store for the subprocess
+
+    asyncio.run(write())
+
+
+def cli(url: str, cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOCIALROI_")}
+    env.update(
+        {
+            "SOCIALROI_CLICKHOUSE__URL": url,
+            "SOCIALROI_ATTRIBUTION__MODEL": "linear",
+            "SOCIALROI_COSTS__BASE_CURRENCY": "EUR",
+            "PYTHONPATH": str(ROOT),
+        }
+    )
+    return subprocess.run(
+        [sys.executable, "-m", "streams.cli", "report", *args],
+        env=env,
+        cwd=cwd,
+        text=True,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+
+
+class Page(HTMLParser):
+    """Tables (``data-value`` per cell, by row key), tiles, meta and the embedded JSON."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: dict[str, list[dict[str, Any]]] = {}
+        self.tiles: dict[str, Any] = {}
+        self.meta: dict[str, str] = {}
+        self.svgs: list[dict[str, Any]] = []
+        self.embedded = ""
+        self.text: list[str] = []
+        self._table: str | None = None
+        self._row: dict[str, Any] | None = None
+        self._meta: str | None = None
+        self._json = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if tag == "table":
+            self._table = a["id"]
+            self.tables[a["id"] or ""] = []
+        elif tag == "tr" and self._table is not None:
+            self._row = {"_key": a.get("data-key"), "_total": a.get("class") == "total"}
+        elif tag == "td" and self._row is not None:
+            self._row[a["data-col"] or ""] = orjson.loads(a["data-value"] or "")
+        elif tag == "div" and "data-kpi" in a:
+            self.tiles[a["data-kpi"] or ""] = orjson.loads(a["data-value"] or "")
+        elif tag == "dd":
+            self._meta = a.get("data-meta")
+        elif tag == "svg" and "chart" in (a.get("class") or ""):
+            self.svgs.append({"id": a.get("data-chart"), "marks": 0})
+        elif self.svgs and "mark" in (a.get("class") or "").split():
+            if tag != "path" or (a.get("d") or "").strip():
+                self.svgs[-1]["marks"] += 1
+        elif tag == "script" and a.get("id") == "report-data":
+            self._json = True
+
+    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handle_starttag(tag, attrs)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tr" and self._row is not None and self._table is not None:
+            if len(self._row) > 2:
+                self.tables[self._table].append(self._row)
+            self._row = None
+        elif tag == "table":
+            self._table = None
+        elif tag == "script":
+            self._json = False
+        elif tag == "dd":
+            self._meta = None
+
+    def handle_data(self, text: str) -> None:
+        if self._json:
+            self.embedded += text
+        elif self._meta is not None:
+            self.meta[self._meta] = text
+        else:
+            self.text.append(text)
+
+
+def rows_of(page: Page, table: str) -> list[dict[str, Any]]:
+    return [r for r in page.tables[table] if not r["_total"]]
+
+
+def strip(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if not k.startswith("_")}
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, Path]:
+    root = tmp_path_factory.mktemp("html-report")
+    url = f"chdb://{root / 'chdb'}"
+    load(url)
+    return url, root
+
+
+def test_html_numbers_equal_the_json_document_and_the_views(store: tuple[str, Path]) -> None:
+    url, root = store
+    html_file, json_file = root / "report.html", root / "report.json"
+    out = cli(url, root, *PERIOD, "--format", "html", "--output", str(html_file))
+    assert out.returncode == 0, out.stderr
+    out = cli(url, root, *PERIOD, "--format", "report-json", "--output", str(json_file))
+    assert out.returncode == 0, out.stderr
+    doc = orjson.loads(json_file.read_bytes())
+    out = cli(url, root, *PERIOD, "--format", "json")
+    assert out.returncode == 0, out.stderr
+    per_campaign = orjson.loads(out.stdout)
+
+    page = Page()
+    page.feed(html_file.read_text(encoding="utf-8"))
+    embedded = orjson.loads(page.embedded.replace("<\\/", "</"))
+    embedded.pop("generated_at")
+    assert embedded == {k: v for k, v in doc.items() if k != "generated_at"}
+
+    # The per-campaign figures: the same function as --format json, equal to Python's answer.
+    current = data.latest(data.build_snapshots())
+    expected = data.expected_report(current, date(2026, 10, 1), date(2026, 10, 4))
+    assert doc["campaigns"] == per_campaign == expected
+    shown = rows_of(page, "campaigns")
+    assert [r["_key"] for r in shown] == [r["campaign_id"] for r in expected]
+    for row, want in zip(shown, expected, strict=True):
+        assert {k: want[k] for k in strip(row)} == strip(row)
+    total = next(r for r in page.tables["campaigns"] if r["_total"])
+    assert total["spend"] == doc["totals"]["spend"]
+    assert total["spend"] == pytest.approx(sum(r["spend"] for r in expected), rel=1e-12)
+    assert total["revenue"] == pytest.approx(sum(r["revenue"] for r in expected), rel=1e-12)
+
+    # Tiles (the summary's key numbers) are the totals.
+    t = doc["totals"]
+    assert page.tiles["spend"] == t["spend"] and page.tiles["revenue"] == t["revenue"]
+    assert page.tiles["roi"] == t["roi"] and page.tiles["roas"] == t["roas"]
+    assert page.tiles["service_savings"] == t["service_savings"]
+    spent = sum(r["spend"] for r in expected)
+    assert t["roas"] == pytest.approx(sum(r["revenue"] for r in expected) / spent, rel=1e-12)
+
+    # Daily views, through their readers and Python.
+    backend = open_backend(url)
+    backend.start()
+    try:
+        traffic = social_traffic_share(backend, date(2026, 10, 1), date(2026, 10, 4))
+        buckets = spend_vs_return(backend)
+        followers = follower_growth(backend, date(2026, 10, 1), date(2026, 10, 4))
+        assert campaign_report(backend, date(2026, 10, 1), date(2026, 10, 4)) == expected
+    finally:
+        backend.close()
+    assert doc["social_traffic"] == traffic
+    assert [strip(r) for r in rows_of(page, "traffic")] == [
+        {k: d[k] for k in ("day", "visits", "social_visits", "direct_visits", "other_visits",
+                           "social_share")}
+        for d in data.expected_social_traffic_share(current)
+    ]  # fmt: skip
+    share = doc["summary"]["social_share"]
+    assert page.tiles["social_share"] == share
+    assert share == sum(d["social_visits"] for d in traffic) / sum(d["visits"] for d in traffic)
+    assert doc["spend_vs_return"] == buckets
+    assert [strip(r)["roi"] for r in rows_of(page, "spend-vs-return-table")] == [
+        b["roi"] for b in data.expected_spend_vs_return(current)
+    ]
+    assert doc["followers"] == followers
+    shown_followers = {r["_key"]: strip(r) for r in rows_of(page, "followers-table")}
+    for campaign in data.CAMPAIGNS:
+        days = [r for r in data.expected_follower_growth(current) if r["campaign_id"] == campaign]
+        follows = sum(r["follows"] for r in days)
+        assert shown_followers[campaign]["follows"] == follows
+        assert (
+            shown_followers[campaign]["net_follower_growth"]
+            == days[-1]["cumulative_net_follower_growth"]
+        )
+        revenue = sum(
+            s.counters.get("follower_revenue_micros", 0)
+            for s in current
+            if s.campaign_id == campaign and s.window_kind == "tumbling"
+            and s.window_seconds == data.DAY_S
+        )  # fmt: skip
+        assert shown_followers[campaign]["value_per_follower"] == revenue / (follows * 1_000_000)
+    service = {r["_key"]: strip(r) for r in rows_of(page, "service")}
+    for campaign in data.CAMPAIGNS:
+        days = [r for r in data.expected_service_savings(current) if r["campaign_id"] == campaign]
+        assert service[campaign]["service_resolved"] == sum(r["service_resolved"] for r in days)
+
+    # Best and worst campaign by ROI; NULL ratios as an en dash with the footnote.
+    ranked = sorted(
+        (r for r in expected if r["campaign_id"] and r["roi"] is not None),
+        key=lambda r: -r["roi"],
+    )
+    assert doc["summary"]["best_campaign"]["campaign_id"] == ranked[0]["campaign_id"]
+    assert doc["summary"]["worst_campaign"]["campaign_id"] == ranked[-1]["campaign_id"]
+    free = next(r for r in shown if r["_key"] == "free")
+    assert free["roi"] is None and free["roas"] is None  # the campaign with no spend
+    text = "".join(page.text)
+    assert "\u2013*" in text and "not defined because its denominator is zero" in text
+
+    # Model and currency stated; data quality: dead letters by reason, the late/dup source.
+    assert page.meta["attribution model"].startswith("linear")
+    assert page.meta["currency"].startswith("EUR")
+    assert {r["_key"]: r["letters"] for r in rows_of(page, "dead-letters")} == {
+        "invalid_json": 2,
+        "unknown_currency": 1,
+    }
+    quality = {r["_key"]: strip(r) for r in rows_of(page, "quality")}
+    assert quality["Engagement rate and net sentiment"]["rejected"] == 2
+    assert quality["Social share of site traffic"]["rejected"] == 1
+    assert "socialroi_late_events_total" in text and "socialroi_duplicates_total" in text
+
+    # Every chart drew marks; the page asks for nothing from the network.
+    html = html_file.read_text(encoding="utf-8")
+    assert f'data-charts-expected="{len(page.svgs)}"' in html
+    assert len(page.svgs) == CHARTS and all(s["marks"] > 0 for s in page.svgs), page.svgs
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", html)
+    assert "@import" not in html and "<link" not in html and "url(" not in html
+    assert "default-src 'none'" in html  # the browser itself refuses any fetch
+
+
+def test_campaign_filter_and_unknown_metrics_url(store: tuple[str, Path]) -> None:
+    url, root = store
+    out = cli(url, root, *PERIOD, "--campaign", "spring", "--format", "report-json")
+    assert out.returncode == 0, out.stderr
+    doc = orjson.loads(out.stdout)
+    assert [r["campaign_id"] for r in doc["campaigns"]] == ["spring"]
+    assert doc["totals"]["spend"] == doc["campaigns"][0]["spend"]
+    assert doc["campaign_filter"] == ["spring"]
+    out = cli(url, root, "--format", "html", "--metrics-url", "http://127.0.0.1:9/metrics")
+    assert out.returncode == 2 and "cannot read worker metrics" in out.stderr
+    out = cli(url, root, "--format", "json", "--metrics-url", "http://127.0.0.1:9/metrics")
+    assert out.returncode == 2 and "needs --format html" in out.stderr
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def test_the_page_renders_in_headless_chromium(store: tuple[str, Path]) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            "headless Chromium is missing: apt-get install chromium "
+            "(bash deploy/local/services.sh up installs it)",
+            pytrace=False,
+        )
+    url, root = store
+    page = root / "board.html"
+    out = cli(url, root, *PERIOD, "--format", "html", "--output", str(page))
+    assert out.returncode == 0, out.stderr
+    flags = [
+        str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+        "--no-first-run", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", f"--user-data-dir={root / 'chromium'}", "--window-size=1400,4000",
+    ]  # fmt: skip
+    png = root / "board.png"
+    shot = subprocess.run(
+        [*flags, f"--screenshot={png}", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert shot.returncode == 0 and png.exists(), shot.stderr[-2000:]
+    assert _png_size(png) == (1400, 4000)
+    # A blank page compresses to a few kB; the report, with text and charts, does not.
+    assert png.stat().st_size > 100_000, png.stat().st_size
+    keep = os.environ.get("SOCIALROI_TEST_SCREENSHOT")
+    if keep:
+        shutil.copy(png, keep)
+
+    dom = subprocess.run(
+        [*flags, "--dump-dom", page.as_uri()],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    root_tag = dom.stdout[
+        dom.stdout.index("<html") : dom.stdout.index(">", dom.stdout.index("<html"))
+    ]
+    assert f'data-charts-expected="{CHARTS}"' in root_tag
+    assert f'data-charts-rendered="{CHARTS}"' in root_tag, root_tag
+    assert 'data-script-errors=""' in root_tag, root_tag
