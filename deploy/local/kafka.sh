@@ -9,7 +9,7 @@ set -euo pipefail
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-USAGE="usage: ${0##*/} {fetch|start|stop|status|reset|topics [ARGS...]}
+USAGE="usage: ${0##*/} {fetch|start|stop|status|reset|topics [ARGS...]|scram-password}
 
   fetch   resolve the Kafka 3.9.1 jars with Maven into the cache (skipped when cached)
   start   fetch if needed, format storage once, start the broker, wait until it answers
@@ -17,10 +17,12 @@ USAGE="usage: ${0##*/} {fetch|start|stop|status|reset|topics [ARGS...]}
   status  exit 0 if the broker answers a real API call
   reset   stop and delete the broker's state (topics, offsets, logs, cluster id)
   topics  run kafka-topics (TopicCommand) against it, e.g.: topics --list
+  scram-password  print the local SCRAM password of user 'socialroi' (SASL listener)
 
 environment:
   SOCIALROI_KAFKA_PORT             client listener   (default 19092)
   SOCIALROI_KAFKA_CONTROLLER_PORT  KRaft controller  (default 19093)
+  SOCIALROI_KAFKA_SASL_PORT        SASL_PLAINTEXT + SCRAM-SHA-256 listener (default 19094)
   SOCIALROI_KAFKA_HEAP             broker JVM heap   (default '-Xmx512m -Xms256m')
   SOCIALROI_STATE_DIR              state root (default <repo>/.local; kafka/ inside)
   SOCIALROI_CACHE_DIR              jar cache  (default ~/.cache/socialroi)"
@@ -28,6 +30,8 @@ environment:
 KAFKA_VERSION=3.9.1
 PORT=${SOCIALROI_KAFKA_PORT:-19092}
 CONTROLLER_PORT=${SOCIALROI_KAFKA_CONTROLLER_PORT:-19093}
+SASL_PORT=${SOCIALROI_KAFKA_SASL_PORT:-19094}
+SCRAM_USER=socialroi
 BOOTSTRAP=127.0.0.1:$PORT
 POM=$LOCAL_DIR/kafka/pom.xml
 LIBS=$CACHE_DIR/kafka-$KAFKA_VERSION/libs
@@ -36,6 +40,8 @@ DATA_DIR=$RUN_DIR/data
 LOG_DIR=$RUN_DIR/logs
 PIDFILE=$RUN_DIR/kafka.pid
 CONF=$RUN_DIR/server.properties
+# LOCAL TEST credential, generated once per state dir (never a production password).
+SCRAM_PASSWORD_FILE=$RUN_DIR/scram-$SCRAM_USER.password
 
 # Java for the CLI tools: small heap, fast start-up, warnings only.
 KAFKA_TOOL=(java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
@@ -83,16 +89,36 @@ broker_answers() {
 configure() {
     mkdir -p "$DATA_DIR" "$LOG_DIR"
     render "$LOCAL_DIR/kafka/server.properties.in" "$CONF" \
-        "PORT=$PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$DATA_DIR"
+        "PORT=$PORT" "SASL_PORT=$SASL_PORT" "CONTROLLER_PORT=$CONTROLLER_PORT" "DATA_DIR=$DATA_DIR"
     render "$LOCAL_DIR/kafka/log4j.properties.in" "$RUN_DIR/log4j.properties" "LOG_DIR=$LOG_DIR"
     if [[ ! -s $RUN_DIR/cluster.id ]]; then
         "${KAFKA_TOOL[@]}" kafka.tools.StorageTool random-uuid | tail -n1 >"$RUN_DIR/cluster.id"
     fi
+    if [[ ! -s $SCRAM_PASSWORD_FILE ]]; then
+        (umask 077 && od -An -N18 -tx1 /dev/urandom | tr -d ' \n' >"$SCRAM_PASSWORD_FILE")
+    fi
     if [[ ! -f $DATA_DIR/meta.properties ]]; then
         log kafka "formatting KRaft storage in $DATA_DIR (cluster id $(<"$RUN_DIR/cluster.id"))"
         "${KAFKA_TOOL[@]}" kafka.tools.StorageTool format -t "$(<"$RUN_DIR/cluster.id")" \
-            -c "$CONF" --ignore-formatted >&2
+            -c "$CONF" --ignore-formatted \
+            --add-scram "SCRAM-SHA-256=[name=$SCRAM_USER,password=$(<"$SCRAM_PASSWORD_FILE")]" >&2
     fi
+}
+
+# ensure_scram -- storage formatted before the SASL listener existed has no credential:
+# add (or reset) it through the PLAINTEXT listener. Idempotent.
+ensure_scram() {
+    local have
+    have=$("${KAFKA_TOOL[@]}" kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" \
+        --command-config "$LOCAL_DIR/kafka/admin.properties" \
+        --describe --entity-type users --entity-name "$SCRAM_USER" 2>/dev/null) || have=
+    [[ $have == *SCRAM-SHA-256* ]] && return 0
+    log kafka "adding SCRAM-SHA-256 credential for user $SCRAM_USER"
+    "${KAFKA_TOOL[@]}" kafka.admin.ConfigCommand --bootstrap-server "$BOOTSTRAP" \
+        --command-config "$LOCAL_DIR/kafka/admin.properties" --alter \
+        --add-config "SCRAM-SHA-256=[password=$(<"$SCRAM_PASSWORD_FILE")]" \
+        --entity-type users --entity-name "$SCRAM_USER" >/dev/null \
+        || die "could not add the SCRAM credential for $SCRAM_USER"
 }
 
 fail_start() {
@@ -105,13 +131,18 @@ cmd_start() {
     if pid_alive "$PIDFILE"; then
         if broker_answers; then
             log kafka "already running (pid $(<"$PIDFILE")) on $BOOTSTRAP"
+            if port_open 127.0.0.1 "$SASL_PORT"; then
+                ensure_scram
+            else
+                log kafka "WARNING: no SASL listener on $SASL_PORT (started with an older config); the SASL tests need: ${0##*/} stop, then start"
+            fi
             return 0
         fi
         log kafka "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
     else
         local p
-        for p in "$PORT" "$CONTROLLER_PORT"; do
-            ! port_open 127.0.0.1 "$p" || die "port $p is taken by another process (set SOCIALROI_KAFKA_PORT / SOCIALROI_KAFKA_CONTROLLER_PORT)"
+        for p in "$PORT" "$SASL_PORT" "$CONTROLLER_PORT"; do
+            ! port_open 127.0.0.1 "$p" || die "port $p is taken by another process (set SOCIALROI_KAFKA_PORT / SOCIALROI_KAFKA_SASL_PORT / SOCIALROI_KAFKA_CONTROLLER_PORT)"
         done
         cmd_fetch
         configure
@@ -124,7 +155,17 @@ cmd_start() {
             -cp "$LIBS/*" kafka.Kafka "$CONF"
     fi
     wait_ready "$PIDFILE" 60 broker_answers || fail_start "broker did not answer on $BOOTSTRAP within 60s"
-    log kafka "ready on $BOOTSTRAP (pid $(<"$PIDFILE"))"
+    if ! port_open 127.0.0.1 "$SASL_PORT"; then
+        die "broker answers on $BOOTSTRAP but not on its SASL port $SASL_PORT (started with an older config?): ${0##*/} stop, then start"
+    fi
+    ensure_scram
+    log kafka "ready on $BOOTSTRAP, SASL/SCRAM on 127.0.0.1:$SASL_PORT (pid $(<"$PIDFILE"))"
+}
+
+cmd_scram_password() {
+    [[ -s $SCRAM_PASSWORD_FILE ]] || die "no SCRAM password yet: ${0##*/} start creates it"
+    cat "$SCRAM_PASSWORD_FILE"
+    echo
 }
 
 cmd_stop() {

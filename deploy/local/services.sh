@@ -20,6 +20,8 @@ cmd_up() {
     bash "$LOCAL_DIR/prometheus.sh" install
     # kcat: the plain Kafka client the hostile-input tests produce with
     command -v kcat >/dev/null || apt_install kcat
+    # chromium: the headless browser the HTML report test renders the report in
+    [[ -x /usr/bin/chromium ]] || apt_install chromium
     bash "$LOCAL_DIR/kafka.sh" start
     bash "$LOCAL_DIR/clickhouse.sh" start
     bash "$LOCAL_DIR/prometheus.sh" start

@@ -26,7 +26,7 @@ bash "$LOCAL_DIR/services.sh" up
 
 cd "$REPO_ROOT"
 log test "ruff"
-"$VENV/bin/ruff" check pipeline streams sinks tests
+"$VENV/bin/ruff" check pipeline streams sinks tests deploy
 log test "mypy (strict on pipeline/)"
 "$VENV/bin/mypy" pipeline
 log test "pytest"

@@ -1,0 +1,217 @@
+"""deploy/compose, deploy/k8s, the Dockerfile and Grafana provisioning agree with the settings.
+
+Every SOCIALROI_<SECTION>__<FIELD> variable they set must be a real setting, topic names and
+ports must be the settings' defaults, images pinned with an override, healthchecks present.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from pipeline.settings import Settings, TopicSettings, env_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = DEPLOY / "compose/compose.yaml"
+K8S = sorted((DEPLOY / "k8s").glob("*.yaml"))
+SETTINGS = {name for name, _, _ in env_reference()}
+DEFAULTS = Settings.model_construct()  # defaults only: no environment, no .env
+METRICS_PORT = DEFAULTS.metrics.port
+COLLECTOR_PORT = DEFAULTS.collector.port
+TOPICS = {
+    f"SOCIALROI_TOPICS__{name.upper()}": str(field.default)
+    for name, field in TopicSettings.model_fields.items()
+}
+# Variables of the deployment itself (image tags, passwords handed to ClickHouse/Grafana),
+# not settings of the pipeline: they have a single underscore after SOCIALROI.
+SETTING_NAME = re.compile(r"^SOCIALROI_[A-Z]+__[A-Z_]+$")
+SECRET_SETTINGS = {
+    "SOCIALROI_KAFKA__SASL_PASSWORD",
+    "SOCIALROI_CLICKHOUSE__URL",
+    "SOCIALROI_COLLECTOR__TOKEN",
+}
+STATEFUL = {"kafka", "clickhouse", "prometheus", "grafana"}
+LONG_RUNNING = {"worker", "collector"}
+ONE_SHOT = {"migrate", "topics"}
+
+
+def compose() -> dict[str, Any]:
+    return dict(yaml.safe_load(COMPOSE.read_text()))
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    """Every object the manifests define (the kustomization itself is not one)."""
+    return [
+        doc
+        for path in K8S
+        if path.name != "kustomization.yaml"
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc
+    ]
+
+
+def _check_env(where: str, env: dict[str, Any]) -> None:
+    for name, value in env.items():
+        if not name.startswith("SOCIALROI_"):
+            continue
+        if SETTING_NAME.match(name):
+            assert name in SETTINGS, f"{where}: {name} is not a setting (socialroi --help)"
+        if name in TOPICS:
+            assert value == TOPICS[name], f"{where}: {name}={value}, settings say {TOPICS[name]}"
+        if name == "SOCIALROI_METRICS__PORT":
+            assert int(value) == METRICS_PORT, where
+        if name == "SOCIALROI_COLLECTOR__PORT":
+            assert int(value) == COLLECTOR_PORT, where
+
+
+# -- compose ---------------------------------------------------------------------------------
+
+
+def test_compose_has_no_version_key_and_the_expected_services() -> None:
+    spec = compose()
+    assert "version" not in spec
+    assert set(spec["services"]) == STATEFUL | LONG_RUNNING | ONE_SHOT
+
+
+def test_compose_images_are_pinned_with_an_override_variable() -> None:
+    for name, service in compose()["services"].items():
+        image = service["image"]
+        pinned = re.fullmatch(r"(.+):\$\{[A-Z_]+:-(v?\d+(\.\d+)+)\}", image)
+        assert pinned, f"{name}: {image} is not a pinned tag with an override variable"
+
+
+def test_compose_healthchecks_and_dependencies() -> None:
+    services = compose()["services"]
+    for name in STATEFUL | LONG_RUNNING:
+        check = services[name].get("healthcheck", {})
+        assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
+    for name, service in services.items():
+        for dependency, rule in service.get("depends_on", {}).items():
+            expected = (
+                "service_completed_successfully" if dependency in ONE_SHOT else "service_healthy"
+            )
+            assert rule == {"condition": expected}, f"{name} -> {dependency}: {rule}"
+    assert services["migrate"]["command"] == ["migrate"]
+    assert services["migrate"]["restart"] == "no"
+    assert "migrate" in services["worker"]["depends_on"]
+
+
+def test_compose_settings_are_real_and_secrets_come_from_the_environment() -> None:
+    for name, service in compose()["services"].items():
+        env = service.get("environment", {})
+        _check_env(f"compose {name}", env)
+        for key in SECRET_SETTINGS & set(env):
+            assert "${" in env[key], f"{name}: {key} must come from the environment"
+        for key, value in env.items():
+            if "PASSWORD" in key or "TOKEN" in key:
+                assert str(value).startswith("${"), f"{name}: {key} is written in the file"
+    worker = compose()["services"]["worker"]
+    health = " ".join(worker["healthcheck"]["test"])
+    assert f":{METRICS_PORT}/healthz" in health
+    collector = compose()["services"]["collector"]
+    assert collector["ports"][0].endswith(f":{COLLECTOR_PORT}")
+
+
+def test_compose_prometheus_scrapes_the_metrics_port() -> None:
+    config = yaml.safe_load((DEPLOY / "compose/prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"socialroi-worker", "socialroi-collector"}
+    for job in jobs.values():
+        assert job["dns_sd_configs"][0]["port"] == METRICS_PORT
+    # the alert rules' worker-down alert matches these job names
+    assert 'job=~"socialroi.*"' in (DEPLOY / "prometheus/alerts.yml").read_text()
+
+
+# -- Dockerfile --------------------------------------------------------------------------------
+
+
+def test_dockerfile_exposes_the_default_ports_and_runs_unprivileged() -> None:
+    text = (DEPLOY / "Dockerfile").read_text()
+    assert re.search(rf"^EXPOSE {METRICS_PORT} {COLLECTOR_PORT}$", text, re.M)
+    assert re.search(r"^USER socialroi$", text, re.M)
+    assert re.search(r'^ENTRYPOINT \["socialroi"\]$', text, re.M)
+    assert re.search(r"^ARG PYTHON_VERSION=3\.\d+$", text, re.M)
+    for name in re.findall(r"^ENV .*?(SOCIALROI_\w+)", text, re.M | re.S):
+        assert name in SETTINGS, name
+    assert f"127.0.0.1:{METRICS_PORT}/healthz" in text
+
+
+# -- Kubernetes --------------------------------------------------------------------------------
+
+
+def _containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return list(doc["spec"]["template"]["spec"]["containers"])
+
+
+@pytest.mark.parametrize("name", ["socialroi-worker", "socialroi-collector"])
+def test_k8s_deployments_probe_health_and_readiness_on_the_metrics_port(name: str) -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+    (container,) = _containers(docs[("Deployment", name)])
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["metrics"] == METRICS_PORT
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["envFrom"] == [{"configMapRef": {"name": "socialroi-settings"}}]
+    for env in container["env"]:
+        assert env["name"] in SETTINGS, env["name"]
+        assert "value" not in env, f"{env['name']} must come from the Secret"
+        assert env["valueFrom"]["secretKeyRef"]["name"] == "socialroi-secrets"
+    if name == "socialroi-collector":
+        assert ports["http"] == COLLECTOR_PORT
+
+
+def test_k8s_configmap_holds_real_settings_and_no_secret() -> None:
+    docs = [d for d in k8s_documents() if d["kind"] == "ConfigMap"]
+    assert len(docs) == 1
+    data = docs[0]["data"]
+    _check_env("configmap", data)
+    assert all(SETTING_NAME.match(name) for name in data)
+    assert not SECRET_SETTINGS & set(data), "passwords belong in the Secret"
+    assert set(TOPICS) <= set(data)
+
+
+def test_k8s_collector_service_and_migrate_job() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in k8s_documents()}
+    service = docs[("Service", "socialroi-collector")]
+    ports = {p["name"]: p["port"] for p in service["spec"]["ports"]}
+    assert ports == {"http": COLLECTOR_PORT, "metrics": METRICS_PORT}
+    job = docs[("Job", "socialroi-migrate")]
+    assert _containers(job)[0]["args"] == ["migrate"]
+
+
+def test_k8s_images_are_pinned_in_the_kustomization() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "k8s/kustomization.yaml").read_text())
+    pinned = {i["name"]: i["newTag"] for i in kustomization["images"]}
+    assert all(re.match(r"^\d+(\.\d+)+$", str(tag)) for tag in pinned.values()), pinned
+    resources = set(kustomization["resources"])
+    assert "secret.example.yaml" not in resources
+    for doc in k8s_documents():
+        if doc["kind"] in {"Deployment", "Job"}:
+            for container in _containers(doc):
+                assert container["image"] in pinned, container["image"]
+    for path in K8S:
+        if path.name not in {"kustomization.yaml", "secret.example.yaml"}:
+            assert path.name in resources, f"{path.name} is not applied"
+
+
+# -- Grafana -----------------------------------------------------------------------------------
+
+
+def test_grafana_reads_clickhouse_read_only_with_a_password_from_the_environment() -> None:
+    sources = yaml.safe_load(
+        (DEPLOY / "grafana/provisioning/datasources/datasources.yml").read_text()
+    )
+    (clickhouse,) = [
+        d for d in sources["datasources"] if d["type"] == "grafana-clickhouse-datasource"
+    ]
+    assert clickhouse["jsonData"]["username"] == "socialroi_reader"
+    assert clickhouse["secureJsonData"]["password"] == "${SOCIALROI_GRAFANA_CH_PASSWORD}"
+    grafana = compose()["services"]["grafana"]
+    assert grafana["environment"]["GF_INSTALL_PLUGINS"].startswith("grafana-clickhouse-datasource")
+    referenced = set(re.findall(r"\$\{(\w+)\}", yaml.safe_dump(sources)))
+    assert referenced <= set(grafana["environment"]), referenced - set(grafana["environment"])
