@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
+from pipeline.kpi import KPI_COUNTERS
 from sinks.backends import Backend, sql_string
 from sinks.errors import QueryError
 from sinks.reader import _DEDUPLICATED_DEAD_LETTERS
@@ -216,6 +217,17 @@ def _select(view: str, columns: Sequence[str], conditions: Sequence[str], order:
     return f"SELECT {', '.join(columns)} FROM {view} {_where(conditions)} ORDER BY {order}"
 
 
+def _window_filter(
+    window_seconds: int | None, window_kind: str | None, campaigns: Sequence[str] | None
+) -> list[str]:
+    conditions = _campaign_filter(campaigns)
+    if window_seconds is not None:
+        conditions.append(f"window_seconds = {int(window_seconds)}")
+    if window_kind is not None:
+        conditions.append(f"window_kind = {sql_string(window_kind)}")
+    return conditions
+
+
 def campaign_windows(
     backend: Backend,
     window_seconds: int | None = None,
@@ -223,11 +235,7 @@ def campaign_windows(
     campaigns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """``kpi_campaign_windows``: every window per campaign, channels summed."""
-    conditions = _campaign_filter(campaigns)
-    if window_seconds is not None:
-        conditions.append(f"window_seconds = {int(window_seconds)}")
-    if window_kind is not None:
-        conditions.append(f"window_kind = {sql_string(window_kind)}")
+    conditions = _window_filter(window_seconds, window_kind, campaigns)
     columns = (
         "campaign_id",
         "window_kind",
@@ -251,11 +259,7 @@ def channel_windows(
     campaigns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """``kpi_channel_windows``: every window per campaign and channel."""
-    conditions = _campaign_filter(campaigns)
-    if window_seconds is not None:
-        conditions.append(f"window_seconds = {int(window_seconds)}")
-    if window_kind is not None:
-        conditions.append(f"window_kind = {sql_string(window_kind)}")
+    conditions = _window_filter(window_seconds, window_kind, campaigns)
     columns = (
         "campaign_id",
         "channel",
@@ -401,30 +405,9 @@ VIEW_READERS: Final = {
 }
 """Reader function of every view the migrations create for readers (checked by a test)."""
 
-_REPORT_SUMS = (
-    "events",
-    "impressions",
-    "likes",
-    "comments",
-    "shares",
-    "saves",
-    "clicks",
-    "follows",
-    "unfollows",
-    "mentions_positive",
-    "mentions_negative",
-    "service_contacts",
-    "service_resolved",
-    "service_savings_micros",
-    "visits",
-    "conversion_credit_micros",
-    "revenue_micros",
-    "profit_micros",
-    "media_spend_micros",
-    "effort_spend_micros",
-    "tools_spend_micros",
-    "follower_revenue_micros",
-)
+# Every counter a period report sums: all but reach (distinct users do not add up) and
+# neutral mentions (no ratio uses them).
+_REPORT_SUMS = tuple(n for n in KPI_COUNTERS if n not in ("reach", "mentions_neutral"))
 
 
 def campaign_report(
