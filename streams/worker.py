@@ -142,15 +142,15 @@ class _PartitionStore:
             del self._data[key]
         self._changed[key] = None
 
-    async def flush(self) -> Sent:
-        """Send every changed key once; returns the delivery futures."""
+    def flush(self) -> Sent:
         sent: Sent = []
-        topic = self._table.changelog_topic
         for key, value in self._changed.items():
-            sent.append(await _send(
-                topic, key=key, value=value, partition=self.partition,
-                value_serializer="raw" if value is None else None,
-            ))
+            if value is None:
+                sent.append(
+                    self._table.send_changelog(self.partition, key, None, value_serializer="raw")
+                )
+            else:
+                sent.append(self._table.send_changelog(self.partition, key, value))
         self._changed.clear()
         return sent
 
@@ -236,22 +236,20 @@ class Worker:
             stores.append(store)
             for topic, tp_events in by_topic.items():
                 tp_events.sort(key=lambda e: e.message.offset)
-                dead += await self._ingest_slice(
-                    topic, partition, tp_events, store, now_ms, sent, raw
-                )
+                dead += self._ingest_slice(topic, partition, tp_events, store, now_ms, sent, raw)
             release = self.ingestor.release(partition, store)
             for offset, forward in release.forwards:
                 sent.append(
-                    await self._send_contribution(as_record(forward, release.src, offset, NO_TIME))
+                    self._send_contribution(as_record(forward, release.src, offset, NO_TIME))
                 )
             credits += release.rows
-            sent += await self._heartbeats(partition, store)
+            sent += self._heartbeats(partition, store)
         await _delivered(sent)
         await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
-        await _delivered([f for store in stores for f in await store.flush()])
+        await _delivered([f for store in stores for f in store.flush()])
         self._batch_done("ingest", len(events), began)
 
-    async def _ingest_slice(
+    def _ingest_slice(
         self,
         topic: str,
         partition: int,
@@ -284,13 +282,12 @@ class Worker:
             )
             dead.append(row)
             self.metrics.dead_letters.labels(rejection.reason.value).inc()
-            sent.append(await _send(self.dead_topic, key=msg.key, value=_dead_letter_json(row)))
+            sent.append(self.dead_topic.send_soon(key=msg.key, value=_dead_letter_json(row)))
         for offset, event, watermark in result.late:
             msg = by_offset[offset]
             self.metrics.late.labels(topic).inc()
             sent.append(
-                await _send(
-                    self.late_topic,
+                self.late_topic.send_soon(
                     key=msg.key,
                     value=orjson.dumps(
                         {
@@ -313,20 +310,17 @@ class Worker:
         ]
         src = f"{kind}:{partition}"
         for offset, forward in result.forwards:
-            sent.append(
-                await self._send_contribution(as_record(forward, src, offset, result.watermark))
-            )
+            sent.append(self._send_contribution(as_record(forward, src, offset, result.watermark)))
         return dead
 
-    async def _send_contribution(self, record: dict[str, Any]) -> asyncio.Future[Any]:
+    def _send_contribution(self, record: dict[str, Any]) -> asyncio.Future[Any]:
         # Explicit partition: stage two finds a window's partition from its campaign alone.
         key = record["c"].encode()
-        return await _send(
-            self.by_campaign,
+        return self.by_campaign.send_soon(
             key=key, value=orjson.dumps(record), partition=partition_for(key, self.partitions)
         )
 
-    async def _heartbeats(self, partition: int, store: _PartitionStore) -> Sent:
+    def _heartbeats(self, partition: int, store: _PartitionStore) -> Sent:
         """Tell every stage-two partition how far each source partition has got, after
         everything this batch sent for it (same producer, so in order)."""
         sent: Sent = []
@@ -337,7 +331,7 @@ class Worker:
                 continue
             beat = orjson.dumps({"hb": 1, "src": src, "wm": latest - self.lateness_ms})
             for target in range(self.partitions):
-                sent.append(await _send(self.by_campaign, key=None, value=beat, partition=target))
+                sent.append(self.by_campaign.send_soon(key=None, value=beat, partition=target))
         return sent
 
     # -- stage two ----------------------------------------------------------------------
@@ -375,7 +369,7 @@ class Worker:
             store = stores.setdefault(part, _PartitionStore(self.windows, part))
             snapshots += self._finalise(part, store, ends[part])
         await self.sink.write(snapshots=snapshots)
-        await _delivered([f for store in stores.values() for f in await store.flush()])
+        await _delivered([f for store in stores.values() for f in store.flush()])
         if items:
             self.metrics.freshness.set(max(i.ts_ms for i in items) / 1000)
         self._batch_done("aggregate", len(events), began)
@@ -421,19 +415,6 @@ class Worker:
         self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - began)
         self.last_batch_at = time.monotonic()
         self.batches += 1
-
-
-async def _send(topic: Any, **message: Any) -> asyncio.Future[Any]:
-    """Hand a message to the Kafka producer now; the future resolves on acknowledgement.
-
-    Not ``send_soon``: its buffer is what Faust's commit flushes, and under steady load
-    that flush never sees the buffer empty, so offsets were never committed. Our batches
-    wait for their own messages, so the commit has nothing left to flush.
-    """
-    if message.get("value_serializer") is None:
-        message.pop("value_serializer", None)
-    future: asyncio.Future[Any] = await topic.send(force=True, **message)
-    return future
 
 
 async def _delivered(futures: Sent) -> None:
