@@ -54,6 +54,14 @@ _ENGAGEMENTS: Final = frozenset({"like", "comment", "share", "save"})
 
 
 class StateStore(Protocol):
+    """Keys and JSON-able values of one partition number.
+
+    A store that persists asynchronously (a changelog) must persist the changes of a batch
+    in the order of their *last* write: a crash may keep any prefix of them, and the
+    ingestor writes a key only after every key whose state justifies it (a user's touches
+    are pruned only after the conversions that no longer need them are marked released).
+    """
+
     def get(self, key: str) -> Any | None: ...
 
     def put(self, key: str, value: Any) -> None: ...
@@ -173,7 +181,7 @@ class Ingestor:
 
     def _horizon(self, partition: int, store: StateStore) -> int:
         """Touches older than this can no longer count for any conversion."""
-        pending = store.get(f"pending|{partition}") or []
+        _, pending = _conversions(store, partition)
         joint = self._joint_watermark(partition, store)
         return int(min([joint, *(p[1] for p in pending)])) - self._lookback
 
@@ -191,11 +199,8 @@ class Ingestor:
             return
         etype = event.event_type
         if event.kind == WEB and etype == "conversion":
-            pending = store.get(f"pending|{partition}") or []
-            released = store.get(f"released|{partition}")
-            if any(p[0] == offset for p in pending) or (
-                released is not None and offset <= released
-            ):
+            released, pending = _conversions(store, partition)
+            if any(p[0] == offset for p in pending) or offset <= released:
                 return  # replayed
             data = event.data
             revenue = self._rates.micros(data["revenue"], data["currency"])
@@ -213,7 +218,7 @@ class Ingestor:
                 ]
             )
             pending.sort()
-            store.put(f"pending|{partition}", pending)
+            store.put(_conversions_key(partition), [released, pending])
             return
         campaign, channel = route_campaign(event)
         if not campaign:
@@ -235,7 +240,7 @@ class Ingestor:
         """Credit every pending conversion both watermarks have passed, in offset order."""
         src = f"credit:{WEB}:{partition}"
         out = Release(src)
-        pending = store.get(f"pending|{partition}") or []
+        _, pending = _conversions(store, partition)
         if not pending:
             return out
         joint = self._joint_watermark(partition, store)
@@ -249,8 +254,8 @@ class Ingestor:
             out.forwards += [(offset, f) for f in forwards]
             out.rows += rows
         if released:
-            store.put(f"pending|{partition}", pending[released:])
-            store.put(f"released|{partition}", pending[released - 1][0])
+            # One key, written before the touches it lets go: see ``StateStore``.
+            store.put(_conversions_key(partition), [pending[released - 1][0], pending[released:]])
             self._prune_users(store, (t for t in pending[:released]), pending[released:], joint)
         return out
 
@@ -329,6 +334,18 @@ class Ingestor:
                 store.delete(key)
             elif len(kept) != len(touches):
                 store.put(key, kept)
+
+
+def _conversions_key(partition: int) -> str:
+    return f"conversions|{partition}"
+
+
+def _conversions(store: StateStore, partition: int) -> tuple[int, list[list[Any]]]:
+    """(offset of the last released conversion or -1, pending conversions by offset)."""
+    state = store.get(_conversions_key(partition))
+    if state is None:
+        return -1, []
+    return int(state[0]), state[1]
 
 
 class _SeenIds:

@@ -122,7 +122,8 @@ class _GuardedSink:
 
 class _PartitionStore:
     """``StateStore`` over one Faust table for one partition; changes are written to the
-    changelog once per key by ``flush``."""
+    changelog once per key by ``flush``, in the order of their last write (the order
+    ``StateStore`` asks for: a crash mid-flush keeps a consistent prefix)."""
 
     def __init__(self, table: faust.Table, partition: int) -> None:
         self._table = table
@@ -135,11 +136,13 @@ class _PartitionStore:
 
     def put(self, key: str, value: Any) -> None:
         self._data[key] = value
+        self._changed.pop(key, None)
         self._changed[key] = value
 
     def delete(self, key: str) -> None:
         if key in self._data:
             del self._data[key]
+        self._changed.pop(key, None)
         self._changed[key] = None
 
     def flush(self) -> Sent:

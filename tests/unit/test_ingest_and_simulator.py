@@ -27,15 +27,43 @@ WINDOWS = WindowSettings(tumbling_seconds=(60, 3600), hopping=((7200, 3600),))
 
 
 class DictStore(dict[str, Any]):
+    """Stage one's state as the changelog keeps it: values round-trip through JSON, and
+    ``writes`` holds the changes since ``mark`` in the order of their last write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes: dict[str, Any] = {}
+
     def put(self, key: str, value: Any) -> None:
-        self[key] = orjson.loads(orjson.dumps(value))  # as the changelog would round-trip
+        self[key] = orjson.loads(orjson.dumps(value))
+        self.writes.pop(key, None)
+        self.writes[key] = self[key]
 
     def delete(self, key: str) -> None:
         self.pop(key, None)
+        self.writes.pop(key, None)
+        self.writes[key] = None
+
+    def mark(self) -> dict[str, Any]:
+        self.writes = {}
+        return dict(orjson.loads(orjson.dumps(self)))
+
+    def tear(self, before: dict[str, Any], kept: int) -> None:
+        """A crash while the changes were being written: only the first ``kept`` landed."""
+        landed = list(self.writes.items())[:kept]
+        self.clear()
+        self.update(before)
+        for key, value in landed:
+            if value is None:
+                self.pop(key, None)
+            else:
+                self[key] = value
 
 
-def config(model: AttributionModel = AttributionModel.LINEAR) -> SimulationConfig:
-    attribution = AttributionSettings(model=model, lookback_seconds=3 * 86400)
+def config(
+    model: AttributionModel = AttributionModel.LINEAR, lookback_seconds: int = 3 * 86400
+) -> SimulationConfig:
+    attribution = AttributionSettings(model=model, lookback_seconds=lookback_seconds)
     return SimulationConfig(
         events=6000,
         seed=11,
@@ -45,11 +73,9 @@ def config(model: AttributionModel = AttributionModel.LINEAR) -> SimulationConfi
     )
 
 
-def run_core(
-    messages: list[SimMessage], cfg: SimulationConfig, batch: int, replay_every: int = 0
-) -> tuple[dict[str, Any], dict[str, int], list[Any]]:
+def make_ingestor(cfg: SimulationConfig) -> Ingestor:
     t = cfg.truth
-    ingestor = Ingestor(
+    return Ingestor(
         Contract(max_message_bytes=65536, max_future_skew_ms=300_000),
         t.rates,
         ServiceCosts(6 * MICROS, 2 * MICROS),
@@ -59,6 +85,17 @@ def run_core(
         lookback_ms=t.lookback_ms,
         half_life_ms=t.half_life_ms,
     )
+
+
+def run_core(
+    messages: list[SimMessage],
+    cfg: SimulationConfig,
+    batch: int,
+    replay_every: int = 0,
+    torn: bool = False,
+) -> tuple[dict[str, Any], dict[str, int], list[Any]]:
+    t = cfg.truth
+    ingestor = make_ingestor(cfg)
     stage_one = DictStore()
     windows: dict[WindowKey, WindowState] = {}
     stored: dict[WindowKey, KpiSnapshot] = {}  # ReplacingMergeTree: highest version wins
@@ -121,9 +158,14 @@ def run_core(
 
     for start in range(0, len(positioned), batch):
         chunk = positioned[start : start + batch]
+        before = stage_one.mark()
         process(chunk, count_dead=True)
         if replay_every and (start // batch) % replay_every == 1:
-            process(chunk, count_dead=False)  # a crash before the commit: replayed
+            # A crash before the commit: the batch is replayed over all of its state
+            # changes or, torn, over a prefix of them.
+            if torn:
+                stage_one.tear(before, (start * 7919) % (len(stage_one.writes) + 1))
+            process(chunk, count_dead=False)
     rows = [
         {
             "campaign_id": k.campaign_id,
@@ -196,13 +238,68 @@ def test_simulation_has_every_kind_of_trouble(simulated: Any) -> None:
     assert all(truth["credited"][m.value] for m in AttributionModel)
 
 
-@pytest.mark.parametrize(("batch", "replay_every"), [(1, 0), (97, 0), (500, 3), (10_000, 0)])
-def test_core_equals_the_simulator_truth(simulated: Any, batch: int, replay_every: int) -> None:
+@pytest.mark.parametrize(
+    ("batch", "replay_every", "torn"),
+    [(1, 0, False), (97, 0, False), (500, 3, False), (10_000, 0, False)],
+)
+def test_core_equals_the_simulator_truth(
+    simulated: Any, batch: int, replay_every: int, torn: bool
+) -> None:
     messages, truth, cfg = simulated
-    got, dead, _ = run_core(messages, cfg, batch, replay_every)
+    got, dead, _ = run_core(messages, cfg, batch, replay_every, torn)
     assert compare_windows(truth, got["rows"]) == []
     assert compare_dead_letters(truth["dead_letters"], dead) == []
     assert compare_credits(truth["credited"], got["credits"]) == []
+
+
+def test_a_crash_that_keeps_any_prefix_of_the_state_changes_credits_the_same() -> None:
+    """The changelog may keep any prefix of a batch's state changes (in last-write order),
+    and the committed offsets may lag some batches behind; replaying from them never
+    credits a conversion differently."""
+    # A short lookback, so that touches are pruned soon after conversions are released.
+    cfg = config(lookback_seconds=4 * 3600)
+    cfg = SimulationConfig(events=6000, seed=5, campaigns=3, days=2, truth=cfg.truth)
+    messages, _ = simulate(cfg)
+    ingestor = make_ingestor(cfg)
+    offsets: dict[tuple[str, int], int] = defaultdict(int)
+    batches: list[dict[int, dict[str, list[Message]]]] = []
+    for start, m in enumerate(messages):
+        if start % 150 == 0:
+            batches.append(defaultdict(lambda: defaultdict(list)))
+        batches[-1][m.partition][m.kind].append(Message(offsets[(m.kind, m.partition)], m.value))
+        offsets[(m.kind, m.partition)] += 1
+
+    def run(batch: dict[int, dict[str, list[Message]]], store: DictStore) -> dict[Any, Any]:
+        rows = {}
+        for part, by_kind in batch.items():
+            for kind, slice_ in by_kind.items():
+                ingestor.run(kind, part, slice_, store, NOW)
+            for row in ingestor.release(part, store).rows:
+                rows[(row.model, row.conversion_event_id, row.touch_event_id)] = row
+        return rows
+
+    store, credited, tried, pruned = DictStore(), {}, 0, 0
+    for i, batch in enumerate(batches):
+        before = store.mark()
+        rows = run(batch, store)
+        credited.update(rows)
+        after, writes = dict(store), dict(store.writes)
+        if not rows or i < 2:
+            continue
+        pruned += any(
+            k.startswith("user|") and len(v or []) < len(before.get(k) or [])
+            for k, v in writes.items()
+        )
+        for kept in range(0, len(writes) + 1, 2):
+            store.writes = writes
+            store.tear(before, kept)
+            for replayed in batches[i - 2 : i + 1]:  # the commit lagged two batches
+                for key, row in run(replayed, store).items():
+                    assert credited.get(key) == row, (i, kept, list(writes)[:kept])
+            tried += 1
+        store.clear()
+        store.update(after)
+    assert tried > 300 and pruned > 10  # the crashes above did hit releases and pruning
 
 
 def test_verify_notices_an_altered_counter_and_a_wrong_final_flag(simulated: Any) -> None:
