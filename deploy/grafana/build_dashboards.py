@@ -7,11 +7,14 @@ The JSON files are what Grafana provisions; this script is their source (a test 
 agree, runs every ClickHouse query against a real server and every PromQL expression
 through promtool).
 
-ClickHouse queries read ``kpi_current`` today. Each one is written against a derived
-table named after the reader view that will replace it (``kpi_campaign_windows``,
-``roi_by_campaign``, ``social_traffic_share``, ``follower_growth``, ``service_savings``),
-with that view's column names: switching a panel to the view is replacing the
-``VIEWS[...]`` subquery below with the view's name (``USE_VIEWS = True``).
+ClickHouse panels read the reader views of migration 0006 (column lists at the top of
+sinks/migrations/0006_reader_views.sql) as they are: ``kpi_campaign_windows`` (hourly
+engagement), ``roi_by_campaign``, ``social_traffic_share``, ``follower_growth`` and
+``service_savings`` (one-day windows, filtered on ``window_start``). The views already keep
+only the newest version of every window, so no query needs FINAL or argMax. A panel that
+totals a period sums the views' counters and money, then divides (never averages ratios);
+ratios are NULL when their denominator is 0, as in the views. The campaign variable lists
+the campaigns of ``kpi_current``, the view the reader views are built on.
 """
 
 from __future__ import annotations
@@ -25,71 +28,9 @@ OUT = Path(__file__).resolve().parent / "dashboards"
 CH = {"type": "grafana-clickhouse-datasource", "uid": "socialroi-clickhouse"}
 PROM = {"type": "prometheus", "uid": "socialroi-prometheus"}
 
-# Set to True once migration 0006 (reader views) is released: panels then read the views.
-USE_VIEWS = False
-
-SOCIAL = "('facebook', 'instagram', 'x', 'linkedin', 'youtube', 'tiktok', 'pinterest', 'threads')"
-DAILY = "window_kind = 'tumbling' AND window_seconds = 86400"
-MONEY = "/ 1000000"
-
-# Today's stand-ins for the planned views, with the views' column names.
-VIEWS: dict[str, str] = {
-    "kpi_campaign_windows": """(
-    SELECT campaign_id, window_kind, window_seconds, window_start,
-        sum(impressions) AS impressions, sum(likes) AS likes, sum(comments) AS comments,
-        sum(shares) AS shares, sum(saves) AS saves, sum(clicks) AS clicks,
-        sum(visits) AS visits,
-        likes + comments + shares + saves AS engagements,
-        if(impressions = 0, NULL, engagements / impressions) AS engagement_rate,
-        if(impressions = 0, NULL, clicks / impressions) AS ctr
-    FROM kpi_current
-    GROUP BY campaign_id, window_kind, window_seconds, window_start)""",
-    "roi_by_campaign": f"""(
-    SELECT campaign_id, window_start,
-        sum(conversion_credit_micros) {MONEY} AS conversions,
-        sum(revenue_micros) {MONEY} AS revenue,
-        sum(profit_micros) {MONEY} AS profit,
-        sum(media_spend_micros + effort_spend_micros + tools_spend_micros) {MONEY} AS spend,
-        sum(service_savings_micros) {MONEY} AS service_savings,
-        if(spend = 0, NULL, (revenue + service_savings - spend) / spend) AS roi
-    FROM kpi_current
-    WHERE {DAILY}
-    GROUP BY campaign_id, window_start)""",
-    "social_traffic_share": f"""(
-    SELECT window_start, all_visits AS visits, social_visits,
-        if(visits = 0, NULL, social_visits / visits) AS social_share
-    FROM (
-        SELECT window_start, sum(visits) AS all_visits,
-            sumIf(visits, channel IN {SOCIAL}) AS social_visits
-        FROM kpi_current
-        WHERE {DAILY}
-        GROUP BY window_start))""",
-    "follower_growth": f"""(
-    SELECT campaign_id, window_start,
-        sum(follows) AS follows, sum(unfollows) AS unfollows,
-        follows - unfollows AS net_follower_growth,
-        sum(follower_revenue_micros) {MONEY} AS follower_revenue
-    FROM kpi_current
-    WHERE {DAILY}
-    GROUP BY campaign_id, window_start)""",
-    "service_savings": f"""(
-    SELECT campaign_id, window_start,
-        sum(service_contacts) AS service_contacts,
-        sum(service_resolved) AS service_resolved,
-        sum(service_savings_micros) {MONEY} AS service_savings
-    FROM kpi_current
-    WHERE {DAILY}
-    GROUP BY campaign_id, window_start)""",
-}
-
 
 def rate(metric: str) -> str:
     return f"rate({metric}[$__rate_interval])"
-
-
-def source(view: str) -> str:
-    """What a panel reads ``view``'s columns from."""
-    return view if USE_VIEWS else f"{VIEWS[view]} AS {view}"
 
 
 CAMPAIGNS = "campaign_id IN (${campaign:singlequote})"
@@ -172,7 +113,7 @@ def dashboard(uid: str, title: str, panels: list[dict], variables: list[dict]) -
 
 def daily(view: str, columns: str, by_campaign: bool = True) -> str:
     where = f"$__timeFilter(window_start){' AND ' + CAMPAIGNS if by_campaign else ''}"
-    return f"SELECT window_start AS time, {columns} FROM {source(view)} WHERE {where}"
+    return f"SELECT window_start AS time, {columns} FROM {view} WHERE {where}"
 
 
 def dashboards() -> dict[str, dict]:
@@ -190,7 +131,7 @@ def dashboards() -> dict[str, dict]:
                     SELECT campaign_id, sum(spend) AS spend, sum(revenue) AS revenue,
                         sum(service_savings) AS service_savings,
                         sum(conversions) AS conversions
-                    FROM {source("roi_by_campaign")}
+                    FROM roi_by_campaign
                     WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
                     GROUP BY campaign_id)
                 ORDER BY spend DESC""",
@@ -214,7 +155,7 @@ def dashboards() -> dict[str, dict]:
             ch(
                 "Spend versus return (per campaign, selected period)",
                 f"""SELECT campaign_id, sum(spend) AS spend, sum(revenue) AS revenue
-                FROM {source("roi_by_campaign")}
+                FROM roi_by_campaign
                 WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY campaign_id ORDER BY spend""",
                 ["campaign_id", "spend", "revenue"],
@@ -233,7 +174,7 @@ def dashboards() -> dict[str, dict]:
                     if(sum(impressions) = 0, NULL, sum(engagements) / sum(impressions))
                         AS engagement_rate,
                     if(sum(impressions) = 0, NULL, sum(clicks) / sum(impressions)) AS ctr
-                FROM {source("kpi_campaign_windows")}
+                FROM kpi_campaign_windows
                 WHERE window_kind = 'tumbling' AND window_seconds = 3600
                     AND $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY time ORDER BY time""",
@@ -243,7 +184,7 @@ def dashboards() -> dict[str, dict]:
                 "Likes, comments, shares, saves (hourly)",
                 f"""SELECT window_start AS time, sum(likes) AS likes, sum(comments) AS comments,
                     sum(shares) AS shares, sum(saves) AS saves
-                FROM {source("kpi_campaign_windows")}
+                FROM kpi_campaign_windows
                 WHERE window_kind = 'tumbling' AND window_seconds = 3600
                     AND $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY time ORDER BY time""",
@@ -291,7 +232,7 @@ def dashboards() -> dict[str, dict]:
                 FROM (
                     SELECT campaign_id, sum(net_follower_growth) AS net_follower_growth,
                         sum(follower_revenue) AS follower_revenue, sum(follows) AS follows
-                    FROM {source("follower_growth")}
+                    FROM follower_growth
                     WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
                     GROUP BY campaign_id)
                 ORDER BY campaign_id""",
@@ -321,7 +262,7 @@ def dashboards() -> dict[str, dict]:
                     SELECT campaign_id, sum(service_contacts) AS service_contacts,
                         sum(service_resolved) AS service_resolved,
                         sum(service_savings) AS service_savings
-                    FROM {source("service_savings")}
+                    FROM service_savings
                     WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
                     GROUP BY campaign_id)
                 ORDER BY service_savings DESC""",
