@@ -56,10 +56,10 @@ _ENGAGEMENTS: Final = frozenset({"like", "comment", "share", "save"})
 class StateStore(Protocol):
     """Keys and JSON-able values of one partition number.
 
-    A store that persists asynchronously (a changelog) must persist the changes of a batch
-    in the order of their *last* write: a crash may keep any prefix of them, and the
-    ingestor writes a key only after every key whose state justifies it (a user's touches
-    are pruned only after the conversions that no longer need them are marked released).
+    A store that persists asynchronously (a changelog) may keep any subset of one batch's
+    changes when the process dies (Kafka may even reorder them), but every change of an
+    earlier batch: the ingestor never writes a value that is safe only if another key of
+    the same batch is written too.
     """
 
     def get(self, key: str) -> Any | None: ...
@@ -181,7 +181,7 @@ class Ingestor:
 
     def _horizon(self, partition: int, store: StateStore) -> int:
         """Touches older than this can no longer count for any conversion."""
-        _, pending = _conversions(store, partition)
+        _, pending, _ = _conversions(store, partition)
         joint = self._joint_watermark(partition, store)
         return int(min([joint, *(p[1] for p in pending)])) - self._lookback
 
@@ -199,7 +199,7 @@ class Ingestor:
             return
         etype = event.event_type
         if event.kind == WEB and etype == "conversion":
-            released, pending = _conversions(store, partition)
+            released, pending, credited_users = _conversions(store, partition)
             if any(p[0] == offset for p in pending) or offset <= released:
                 return  # replayed
             data = event.data
@@ -218,7 +218,7 @@ class Ingestor:
                 ]
             )
             pending.sort()
-            store.put(_conversions_key(partition), [released, pending])
+            store.put(_conversions_key(partition), [released, pending, credited_users])
             return
         campaign, channel = route_campaign(event)
         if not campaign:
@@ -237,13 +237,19 @@ class Ingestor:
 
     # -- per partition number ---------------------------------------------------------------
     def release(self, partition: int, store: StateStore) -> Release:
-        """Credit every pending conversion both watermarks have passed, in offset order."""
+        """Credit every pending conversion both watermarks have passed, in offset order.
+
+        The touches of the users credited here are pruned by the *next* call, once the
+        batch that marked their conversions released is in the changelog: a crash can then
+        never replay a conversion against touches already pruned for it.
+        """
         src = f"credit:{WEB}:{partition}"
         out = Release(src)
-        _, pending = _conversions(store, partition)
-        if not pending:
+        last, pending, credited_users = _conversions(store, partition)
+        if not pending and not credited_users:
             return out
         joint = self._joint_watermark(partition, store)
+        self._prune_users(store, credited_users, pending, joint)
         released = 0
         for offset, ts, user, event_id, order_id, revenue, profit in pending:
             if ts > joint:
@@ -254,9 +260,10 @@ class Ingestor:
             out.forwards += [(offset, f) for f in forwards]
             out.rows += rows
         if released:
-            # One key, written before the touches it lets go: see ``StateStore``.
-            store.put(_conversions_key(partition), [pending[released - 1][0], pending[released:]])
-            self._prune_users(store, (t for t in pending[:released]), pending[released:], joint)
+            last = pending[released - 1][0]
+        if released or credited_users:
+            users = sorted({p[2] for p in pending[:released]})
+            store.put(_conversions_key(partition), [last, pending[released:], users])
         return out
 
     def _touches(self, store: StateStore, user: str, ts: int) -> list[Touch]:
@@ -316,16 +323,12 @@ class Ingestor:
         return forwards, rows
 
     def _prune_users(
-        self,
-        store: StateStore,
-        released: Iterable[list[Any]],
-        waiting: list[list[Any]],
-        joint: int,
+        self, store: StateStore, users: Iterable[str], waiting: list[list[Any]], joint: int
     ) -> None:
         """Drop touches no pending or future conversion can reach any more."""
         horizon = min([joint, *(p[1] for p in waiting)]) - self._lookback
-        for item in released:
-            key = f"user|{item[2]}"
+        for user in users:
+            key = f"user|{user}"
             touches = store.get(key)
             if touches is None:
                 continue
@@ -340,12 +343,13 @@ def _conversions_key(partition: int) -> str:
     return f"conversions|{partition}"
 
 
-def _conversions(store: StateStore, partition: int) -> tuple[int, list[list[Any]]]:
-    """(offset of the last released conversion or -1, pending conversions by offset)."""
+def _conversions(store: StateStore, partition: int) -> tuple[int, list[list[Any]], list[str]]:
+    """(offset of the last released conversion or -1, pending conversions by offset, users
+    whose conversions the last call released)."""
     state = store.get(_conversions_key(partition))
     if state is None:
-        return -1, []
-    return int(state[0]), state[1]
+        return -1, [], []
+    return int(state[0]), state[1], state[2]
 
 
 class _SeenIds:

@@ -123,8 +123,7 @@ class _GuardedSink:
 
 class _PartitionStore:
     """``StateStore`` over one Faust table for one partition; changes are written to the
-    changelog once per key by ``flush``, in the order of their last write (the order
-    ``StateStore`` asks for: a crash mid-flush keeps a consistent prefix)."""
+    changelog once per key by ``flush``."""
 
     def __init__(self, table: faust.Table, partition: int) -> None:
         self._table = table
@@ -137,13 +136,11 @@ class _PartitionStore:
 
     def put(self, key: str, value: Any) -> None:
         self._data[key] = value
-        self._changed.pop(key, None)
         self._changed[key] = value
 
     def delete(self, key: str) -> None:
         if key in self._data:
             del self._data[key]
-        self._changed.pop(key, None)
         self._changed[key] = None
 
     def flush(self) -> Sent:
@@ -248,12 +245,14 @@ class Worker:
             for offset, forward in release.forwards:
                 outbox.add(as_record(forward, release.src, offset, NO_TIME))
             credits += release.rows
-        # Contributions first, then the heartbeats that vouch for them (same producer and
-        # partition, so stage two reads them in this order).
-        sent += [
-            self.by_campaign.send_soon(key=None, value=value, partition=target)
-            for target, value in outbox.packs()
-        ]
+        # Contributions of one source partition must reach stage two in offset order, and
+        # before the heartbeats that vouch for them. The producer may reorder messages of
+        # one partition (a large one waits for room in a batch that a small one still
+        # fits), so each pack is acknowledged before the next of its partition is sent,
+        # and the heartbeats go only after all of them.
+        await asyncio.gather(
+            *(self._send_in_order(target, values) for target, values in outbox.packs())
+        )
         for store in stores:
             sent += self._heartbeats(store.partition, store)
         await _delivered(sent)
@@ -326,9 +325,13 @@ class Worker:
             outbox.add(as_record(forward, src, offset, result.watermark))
         return dead
 
+    async def _send_in_order(self, target: int, values: list[bytes]) -> None:
+        for value in values:
+            await self.by_campaign.send_soon(key=None, value=value, partition=target)
+
     def _heartbeats(self, partition: int, store: _PartitionStore) -> Sent:
         """Tell every stage-two partition how far each source partition has got, after
-        everything this batch sent for it (same producer, so in order)."""
+        everything this batch sent for it (acknowledged before these are sent)."""
         sent: Sent = []
         for kind in WATERMARK_KINDS:
             src = f"{kind}:{partition}"
@@ -437,11 +440,17 @@ class _Outbox:
         # Explicit partition: stage two finds a window's partition from its campaign alone.
         self._by_target[partition_for(record["c"].encode(), self._partitions)].append(record)
 
-    def packs(self) -> list[tuple[int, bytes]]:
+    def packs(self) -> list[tuple[int, list[bytes]]]:
+        """Per target partition, its messages in the order they must be read."""
         return [
-            (target, orjson.dumps({"cs": records[i : i + self.PACK]}))
+            (
+                target,
+                [
+                    orjson.dumps({"cs": records[i : i + self.PACK]})
+                    for i in range(0, len(records), self.PACK)
+                ],
+            )
             for target, records in sorted(self._by_target.items())
-            for i in range(0, len(records), self.PACK)
         ]
 
 

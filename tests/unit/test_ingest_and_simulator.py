@@ -3,6 +3,7 @@ with replays, equals the simulator's independently computed truth."""
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from decimal import Decimal
 from typing import Any
@@ -28,7 +29,7 @@ WINDOWS = WindowSettings(tumbling_seconds=(60, 3600), hopping=((7200, 3600),))
 
 class DictStore(dict[str, Any]):
     """Stage one's state as the changelog keeps it: values round-trip through JSON, and
-    ``writes`` holds the changes since ``mark`` in the order of their last write."""
+    ``writes`` holds the changes since ``mark``."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -36,21 +37,20 @@ class DictStore(dict[str, Any]):
 
     def put(self, key: str, value: Any) -> None:
         self[key] = orjson.loads(orjson.dumps(value))
-        self.writes.pop(key, None)
         self.writes[key] = self[key]
 
     def delete(self, key: str) -> None:
         self.pop(key, None)
-        self.writes.pop(key, None)
         self.writes[key] = None
 
     def mark(self) -> dict[str, Any]:
         self.writes = {}
         return dict(orjson.loads(orjson.dumps(self)))
 
-    def tear(self, before: dict[str, Any], kept: int) -> None:
-        """A crash while the changes were being written: only the first ``kept`` landed."""
-        landed = list(self.writes.items())[:kept]
+    def tear(self, before: dict[str, Any], seed: int) -> None:
+        """A crash while the changes were being written: any subset of them landed."""
+        rng = random.Random(seed)
+        landed = [(k, v) for k, v in self.writes.items() if rng.random() < 0.5]
         self.clear()
         self.update(before)
         for key, value in landed:
@@ -92,7 +92,6 @@ def run_core(
     cfg: SimulationConfig,
     batch: int,
     replay_every: int = 0,
-    torn: bool = False,
 ) -> tuple[dict[str, Any], dict[str, int], list[Any]]:
     t = cfg.truth
     ingestor = make_ingestor(cfg)
@@ -158,14 +157,9 @@ def run_core(
 
     for start in range(0, len(positioned), batch):
         chunk = positioned[start : start + batch]
-        before = stage_one.mark()
         process(chunk, count_dead=True)
         if replay_every and (start // batch) % replay_every == 1:
-            # A crash before the commit: the batch is replayed over all of its state
-            # changes or, torn, over a prefix of them.
-            if torn:
-                stage_one.tear(before, (start * 7919) % (len(stage_one.writes) + 1))
-            process(chunk, count_dead=False)
+            process(chunk, count_dead=False)  # a crash before the commit: replayed
     rows = [
         {
             "campaign_id": k.campaign_id,
@@ -238,24 +232,19 @@ def test_simulation_has_every_kind_of_trouble(simulated: Any) -> None:
     assert all(truth["credited"][m.value] for m in AttributionModel)
 
 
-@pytest.mark.parametrize(
-    ("batch", "replay_every", "torn"),
-    [(1, 0, False), (97, 0, False), (500, 3, False), (10_000, 0, False)],
-)
-def test_core_equals_the_simulator_truth(
-    simulated: Any, batch: int, replay_every: int, torn: bool
-) -> None:
+@pytest.mark.parametrize(("batch", "replay_every"), [(1, 0), (97, 0), (500, 3), (10_000, 0)])
+def test_core_equals_the_simulator_truth(simulated: Any, batch: int, replay_every: int) -> None:
     messages, truth, cfg = simulated
-    got, dead, _ = run_core(messages, cfg, batch, replay_every, torn)
+    got, dead, _ = run_core(messages, cfg, batch, replay_every)
     assert compare_windows(truth, got["rows"]) == []
     assert compare_dead_letters(truth["dead_letters"], dead) == []
     assert compare_credits(truth["credited"], got["credits"]) == []
 
 
-def test_a_crash_that_keeps_any_prefix_of_the_state_changes_credits_the_same() -> None:
-    """The changelog may keep any prefix of a batch's state changes (in last-write order),
-    and the committed offsets may lag some batches behind; replaying from them never
-    credits a conversion differently."""
+def test_a_crash_that_keeps_any_subset_of_the_state_changes_credits_the_same() -> None:
+    """The changelog may keep any subset of a batch's state changes, and the committed
+    offsets may lag some batches behind; replaying from them never credits a conversion
+    differently."""
     # A short lookback, so that touches are pruned soon after conversions are released.
     cfg = config(lookback_seconds=4 * 3600)
     cfg = SimulationConfig(events=6000, seed=5, campaigns=3, days=2, truth=cfg.truth)
@@ -290,16 +279,16 @@ def test_a_crash_that_keeps_any_prefix_of_the_state_changes_credits_the_same() -
             k.startswith("user|") and len(v or []) < len(before.get(k) or [])
             for k, v in writes.items()
         )
-        for kept in range(0, len(writes) + 1, 2):
+        for seed in range(16):
             store.writes = writes
-            store.tear(before, kept)
+            store.tear(before, seed)
             for replayed in batches[i - 2 : i + 1]:  # the commit lagged two batches
                 for key, row in run(replayed, store).items():
-                    assert credited.get(key) == row, (i, kept, list(writes)[:kept])
+                    assert credited.get(key) == row, (i, seed)
             tried += 1
         store.clear()
         store.update(after)
-    assert tried > 300 and pruned > 10  # the crashes above did hit releases and pruning
+    assert tried > 200 and pruned > 10  # the crashes above did hit releases and pruning
 
 
 def test_verify_notices_an_altered_counter_and_a_wrong_final_flag(simulated: Any) -> None:
