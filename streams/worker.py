@@ -2,8 +2,7 @@
 
 ``ingest`` (source partitions, co-partitioned by user): ``pipeline.stage_one`` validates,
 dead-letters, decides lateness, drops duplicates, keeps touchpoints and credits conversions;
-the agent repartitions contributions by campaign (packed: one message per stage-two partition
-and up to ``_Outbox.PACK`` contributions) and, after each batch, sends every stage-two
+the agent repartitions contributions by campaign and, after each batch, sends every stage-two
 partition a heartbeat with each source partition's watermark.
 
 ``aggregate`` (keyed by campaign): ``pipeline.aggregate`` folds contributions into window
@@ -232,29 +231,19 @@ class Worker:
         credits: list[CreditRow] = []
         raw: list[RawEventRow] = []
         stores = []
-        outbox = _Outbox(self.partitions)
         for partition, by_topic in by_partition.items():
             store = _PartitionStore(self.state, partition)
             stores.append(store)
             for topic, tp_events in by_topic.items():
                 tp_events.sort(key=lambda e: e.message.offset)
-                dead += self._ingest_slice(
-                    topic, partition, tp_events, store, now_ms, sent, raw, outbox
-                )
+                dead += self._ingest_slice(topic, partition, tp_events, store, now_ms, sent, raw)
             release = self.ingestor.release(partition, store)
             for offset, forward in release.forwards:
-                outbox.add(as_record(forward, release.src, offset, NO_TIME))
+                sent.append(
+                    self._send_contribution(as_record(forward, release.src, offset, NO_TIME))
+                )
             credits += release.rows
-        # Contributions of one source partition must reach stage two in offset order, and
-        # before the heartbeats that vouch for them. The producer may reorder messages of
-        # one partition (a large one waits for room in a batch that a small one still
-        # fits), so each pack is acknowledged before the next of its partition is sent,
-        # and the heartbeats go only after all of them.
-        await asyncio.gather(
-            *(self._send_in_order(target, values) for target, values in outbox.packs())
-        )
-        for store in stores:
-            sent += self._heartbeats(store.partition, store)
+            sent += self._heartbeats(partition, store)
         await _delivered(sent)
         await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
         await _delivered([f for store in stores for f in store.flush()])
@@ -269,7 +258,6 @@ class Worker:
         now_ms: int,
         sent: Sent,
         raw: list[RawEventRow],
-        outbox: _Outbox,
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
         self.metrics.consumed.labels(topic, "ingest").inc(len(tp_events))
@@ -322,16 +310,19 @@ class Worker:
         ]
         src = f"{kind}:{partition}"
         for offset, forward in result.forwards:
-            outbox.add(as_record(forward, src, offset, result.watermark))
+            sent.append(self._send_contribution(as_record(forward, src, offset, result.watermark)))
         return dead
 
-    async def _send_in_order(self, target: int, values: list[bytes]) -> None:
-        for value in values:
-            await self.by_campaign.send_soon(key=None, value=value, partition=target)
+    def _send_contribution(self, record: dict[str, Any]) -> asyncio.Future[Any]:
+        # Explicit partition: stage two finds a window's partition from its campaign alone.
+        key = record["c"].encode()
+        return self.by_campaign.send_soon(
+            key=key, value=orjson.dumps(record), partition=partition_for(key, self.partitions)
+        )
 
     def _heartbeats(self, partition: int, store: _PartitionStore) -> Sent:
         """Tell every stage-two partition how far each source partition has got, after
-        everything this batch sent for it (acknowledged before these are sent)."""
+        everything this batch sent for it (same producer, so in order)."""
         sent: Sent = []
         for kind in WATERMARK_KINDS:
             src = f"{kind}:{partition}"
@@ -356,7 +347,7 @@ class Worker:
                 heard = self._heard[partition]
                 heard[record["src"]] = max(heard.get(record["src"], NO_TIME), record["wm"])
                 continue
-            items += [Contribution.from_record(r) for r in record["cs"]]
+            items.append(Contribution.from_record(record))
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(
             len(events)
         )
@@ -426,34 +417,6 @@ class Worker:
         self.batches += 1
 
 
-class _Outbox:
-    """Stage two's contributions of one batch, packed per target partition: one message
-    carries many, because Kafka's cost is per message far more than per byte."""
-
-    PACK: int = 1000  # records per message: about 250 KB, under Kafka's 1 MB default
-
-    def __init__(self, partitions: int) -> None:
-        self._partitions = partitions
-        self._by_target: dict[int, list[dict[str, Any]]] = defaultdict(list)
-
-    def add(self, record: dict[str, Any]) -> None:
-        # Explicit partition: stage two finds a window's partition from its campaign alone.
-        self._by_target[partition_for(record["c"].encode(), self._partitions)].append(record)
-
-    def packs(self) -> list[tuple[int, list[bytes]]]:
-        """Per target partition, its messages in the order they must be read."""
-        return [
-            (
-                target,
-                [
-                    orjson.dumps({"cs": records[i : i + self.PACK]})
-                    for i in range(0, len(records), self.PACK)
-                ],
-            )
-            for target, records in sorted(self._by_target.items())
-        ]
-
-
 async def _delivered(futures: Sent) -> None:
     """Wait until Kafka acknowledged every message; a failed send raises (the batch is
     then not acknowledged and will be processed again)."""
@@ -490,7 +453,6 @@ def build_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
         broker_commit_interval=1.0,
-        producer_max_batch_size=512 * 1024,
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max_events),
         autodiscover=False,
