@@ -150,8 +150,9 @@ class ClickHouseSettings(_Section):
     url: SecretStr = Field(
         SecretStr("chdb://.local/chdb"),
         description="clickhouse://user:password@host:9000/db (native protocol; "
-        "clickhouses:// or ?secure=1 for TLS, ?ca_certs=FILE) or chdb://PATH for the "
-        "embedded engine (the default, on local disk).",
+        "clickhouses:// or ?secure=1 for TLS, ?ca_certs=FILE, ?cluster=NAME for replicated "
+        "tables ON CLUSTER) or chdb://PATH for the embedded engine (the default, on local "
+        "disk).",
     )
     batch_rows: int = Field(5000, ge=1, description="Rows buffered before an insert.")
     flush_interval_seconds: float = Field(1.0, gt=0, description="Longest wait before an insert.")

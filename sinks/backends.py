@@ -48,6 +48,11 @@ class Backend(Protocol):
         """Where this backend points, without password."""
         ...
 
+    @property
+    def cluster(self) -> str | None:
+        """The cluster DDL runs ``ON CLUSTER`` of, or ``None`` for a single server."""
+        ...
+
     def start(self) -> None:
         """Connect, and create the database if it does not exist. Idempotent."""
         ...

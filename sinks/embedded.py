@@ -105,6 +105,10 @@ class ChdbBackend:
     def display_url(self) -> str:
         return self._url.display
 
+    @property
+    def cluster(self) -> str | None:
+        return None
+
     def _translate(self, exc: BaseException, what: str) -> SinkError:
         message = str(exc).strip()
         code = _error_code(message)

@@ -49,6 +49,10 @@ class MemoryBackend:
     def display_url(self) -> str:
         return f"memory://{self._database}"
 
+    @property
+    def cluster(self) -> str | None:
+        return None
+
     def fail_next(self, error: BaseException, times: int = 1) -> None:
         """Make the next ``times`` calls of start/execute/insert raise ``error``."""
         self._failures.extend([error] * times)

@@ -10,6 +10,14 @@ manage SQL users and roles (not chDB, not a server user without ``access_managem
 otherwise it is skipped the same way, with a log line saying an admin should apply it. A
 later migration must not depend on a gated one.
 
+On a cluster (a store URL with ``?cluster=NAME``) every statement goes through
+:func:`cluster_ddl`: a table becomes a ReplicatedReplacingMergeTree ``<name>_local`` on every
+server plus a Distributed ``<name>`` in front of it, sharded by a hash of its sort key (so
+all versions of a row meet on one shard, where ReplacingMergeTree collapses them; the views'
+``argMax`` works across shards anyway); views and the database are created ``ON CLUSTER``.
+Readers and writers keep using the plain names. Other statements (roles, grants) run on
+the server the migration connects to only.
+
 A user without DDL rights (the least-privilege ingest user) may call
 :func:`apply_migrations` once an admin has applied every migration: it then runs no DDL.
 
@@ -31,6 +39,7 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,11 +47,13 @@ from sinks.backends import Backend
 from sinks.errors import MigrationError, QueryError
 
 __all__ = [
+    "LOCAL_SUFFIX",
     "MIGRATIONS_DIR",
     "RELEASED_FILE",
     "Migration",
     "apply_migrations",
     "check_released",
+    "cluster_ddl",
     "lint_migration",
     "load_migrations",
     "lock_lines",
@@ -73,6 +84,51 @@ CREATE TABLE IF NOT EXISTS schema_migrations
 ENGINE = ReplacingMergeTree(applied_at)
 ORDER BY version
 """
+
+
+LOCAL_SUFFIX = "_local"
+_CREATE_TABLE = re.compile(
+    r"^\s*CREATE TABLE IF NOT EXISTS (\w+)\s*(\(.*\))\s*ENGINE\s*=\s*(\w+)(?:\((.*?)\))?\s+(.*)$",
+    re.DOTALL,
+)
+_CREATE_VIEW = re.compile(r"^\s*CREATE VIEW IF NOT EXISTS (\w+) AS\b(.*)$", re.DOTALL)
+_CREATED = re.compile(r"^\s*CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)", re.MULTILINE)
+_READS = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b(?!\.)", re.IGNORECASE)
+_SORT_KEY = re.compile(r"ORDER BY\s*(?:\(([^)]*)\)|(\w+))")
+
+
+def cluster_ddl(
+    statement: str, cluster: str, database: str, objects: Collection[str] = ()
+) -> list[str]:
+    """The statements that give ``statement``'s effect on every server of ``cluster``.
+
+    A view's reads of ``objects`` (the tables and views migrations create) are qualified
+    with ``database``: each server runs ``ON CLUSTER`` DDL in its default database.
+    """
+    table = _CREATE_TABLE.match(statement)
+    if table:
+        name, columns, engine, args, rest = table.groups()
+        sort_key = _SORT_KEY.search(rest)
+        if sort_key is None:
+            raise MigrationError(f"table {name}: no ORDER BY to shard by")
+        local = f"{database}.{name}{LOCAL_SUFFIX}"
+        path = f"'/clickhouse/tables/{{shard}}/{database}/{name}{LOCAL_SUFFIX}', '{{replica}}'"
+        replicated = f"Replicated{engine}({path}{', ' + args if args else ''})"
+        return [
+            f"CREATE TABLE IF NOT EXISTS {local} ON CLUSTER {cluster} {columns}\n"
+            f"ENGINE = {replicated}\n{rest}",
+            f"CREATE TABLE IF NOT EXISTS {database}.{name} ON CLUSTER {cluster} AS {local}\n"
+            f"ENGINE = Distributed({cluster}, {database}, {name}{LOCAL_SUFFIX}, "
+            f"cityHash64({sort_key.group(1) or sort_key.group(2)}))",
+        ]
+    view = _CREATE_VIEW.match(statement)
+    if view:
+        name, select = view.groups()
+        select = _READS.sub(
+            lambda m: f"{m[1]} {database}.{m[2]}" if m[2] in objects else m[0], select
+        )
+        return [f"CREATE VIEW IF NOT EXISTS {database}.{name} ON CLUSTER {cluster} AS{select}"]
+    return [statement]
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,9 +352,19 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
     recorded, the failing one is not, so the next run resumes with it.
     """
     migrations = load_migrations(directory)
+    cluster = backend.cluster
+    objects = {name for m in migrations for s in m.statements for name in _CREATED.findall(s)}
+
+    def run(statement: str) -> None:
+        if not cluster:
+            backend.execute(statement)
+            return
+        for each in cluster_ddl(statement, cluster, backend.database, objects):
+            backend.execute(each)
+
     ddl_refused: QueryError | None = None
     try:
-        backend.execute(_SCHEMA_MIGRATIONS_DDL)
+        run(_SCHEMA_MIGRATIONS_DDL)
     except QueryError as exc:
         # A user without DDL rights: fine if an admin already applied everything (the
         # SELECT below then works and nothing is pending); reported below otherwise.
@@ -348,7 +414,7 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
                 "(socialroi migrate) before starting with a least-privilege user"
             )
         for statement in migration.statements:
-            backend.execute(statement)
+            run(statement)
         backend.insert(
             "schema_migrations",
             ("version", "name", "checksum", "applied_at"),

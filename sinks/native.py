@@ -81,6 +81,10 @@ class NativeBackend:
     def display_url(self) -> str:
         return self._url.display
 
+    @property
+    def cluster(self) -> str | None:
+        return self._url.cluster
+
     def _new_client(self, database: str) -> Client:
         url = self._url
         return Client(
@@ -176,7 +180,8 @@ class NativeBackend:
                 f"SELECT count() FROM system.databases WHERE name = {sql_string(self.database)}"
             )
             if not exists[0][0]:
-                bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+                on_cluster = f" ON CLUSTER {self.cluster}" if self.cluster else ""
+                bootstrap.execute(f"CREATE DATABASE IF NOT EXISTS {self.database}{on_cluster}")
         except (driver_errors.Error, EOFError, OSError) as exc:
             raise self._translate(exc, f"create database {self.database}") from None
         finally:
@@ -218,9 +223,12 @@ class NativeBackend:
             return 0
         statement = f"INSERT INTO {table} ({', '.join(columns)}) VALUES"
         payload = rows if isinstance(rows, list) else list(rows)
+        # On a cluster the table is Distributed: acknowledge only once every shard has the
+        # rows, not when they are queued on this server for later forwarding.
+        settings = {"insert_distributed_sync": 1} if self.cluster else None
         self._call(
             f"insert into {table}",
-            lambda client: client.execute(statement, payload, types_check=False),
+            lambda client: client.execute(statement, payload, types_check=False, settings=settings),
         )
         return len(payload)
 

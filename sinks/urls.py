@@ -7,7 +7,9 @@ Two forms are accepted:
     same with TLS; TLS moves the default port from 9000 to 9440. User and password are
     percent-decoded. The database defaults to ``socialroi``. Optional parameters:
     ``secure`` (0/1), ``ca_certs`` (CA bundle file), ``verify`` (0/1, default 1),
-    ``connect_timeout`` and ``send_receive_timeout`` (seconds).
+    ``connect_timeout`` and ``send_receive_timeout`` (seconds), ``cluster`` (a cluster of the
+    server's ``remote_servers``: tables become ReplicatedReplacingMergeTree behind
+    Distributed tables, DDL runs ``ON CLUSTER``; see :func:`sinks.migrate.cluster_ddl`).
 
 ``chdb://PATH`` (relative to the working directory) or ``chdb:///abs/path``
     The embedded engine (chDB) storing on local disk at PATH. ``?database=NAME`` picks the
@@ -31,7 +33,15 @@ __all__ = ["DEFAULT_DATABASE", "ChdbUrl", "NativeUrl", "StoreUrl", "parse_store_
 
 DEFAULT_DATABASE = "socialroi"
 _NATIVE_PARAMS = frozenset(
-    {"secure", "ca_certs", "verify", "connect_timeout", "send_receive_timeout", "database"}
+    {
+        "secure",
+        "ca_certs",
+        "verify",
+        "connect_timeout",
+        "send_receive_timeout",
+        "database",
+        "cluster",
+    }
 )
 _CHDB_PARAMS = frozenset({"database"})
 _TRUE = frozenset({"1", "true", "yes", "on"})
@@ -52,13 +62,15 @@ class NativeUrl:
     verify: bool = True
     connect_timeout: float = 10.0
     send_receive_timeout: float = 300.0
+    cluster: str | None = None
     kind: Literal["native"] = "native"
 
     @property
     def display(self) -> str:
         """The URL without its password, for logs and messages."""
         scheme = "clickhouses" if self.secure else "clickhouse"
-        return f"{scheme}://{self.user}@{self.host}:{self.port}/{self.database}"
+        cluster = f"?cluster={self.cluster}" if self.cluster else ""
+        return f"{scheme}://{self.user}@{self.host}:{self.port}/{self.database}{cluster}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +117,9 @@ def _seconds(name: str, value: str, url: str) -> float:
     return seconds
 
 
-def _database(name: str, url: str) -> str:
+def _database(name: str, url: str, what: str = "database") -> str:
     if not name or not all(ch.isalnum() or ch == "_" for ch in name):
-        raise InvalidUrl(
-            f"{_redacted(url)}: database name {name!r} must be letters, digits and '_'"
-        )
+        raise InvalidUrl(f"{_redacted(url)}: {what} name {name!r} must be letters, digits and '_'")
     return name
 
 
@@ -161,6 +171,7 @@ def _parse_native(url: str, scheme: str) -> NativeUrl:
         send_receive_timeout=_seconds("send_receive_timeout", params["send_receive_timeout"], url)
         if "send_receive_timeout" in params
         else 300.0,
+        cluster=_database(params["cluster"], url, "cluster") if "cluster" in params else None,
     )
 
 

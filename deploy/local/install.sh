@@ -25,7 +25,7 @@ stamp="$VENV/.socialroi-installed"
 if [[ ! -f $stamp || $REPO_ROOT/pyproject.toml -nt $stamp ]]; then
     log install "installing socialroi and its dependencies (first run downloads them)"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$REPO_ROOT[dev]"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "${REPO_ROOT}[dev]"
     touch "$stamp"
 fi
 log install "ready: $VENV/bin/socialroi"

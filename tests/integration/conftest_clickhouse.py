@@ -31,6 +31,7 @@ __all__ = [
     "clickhouse_server_url",
     "engine_backend",
     "engine_url",
+    "fresh_cluster_url",
     "fresh_server_url",
     "private_clickhouse",
     "server_url_with_database",
@@ -40,6 +41,9 @@ __all__ = [
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "clickhouse://default@127.0.0.1:19000/socialroi_test"
 HOW_TO_START = "start it with: bash deploy/local/clickhouse.sh start"
+# The cluster of deploy/local/clickhouse/cluster.xml: the shared server, replicated through
+# the local ZooKeeper.
+CLUSTER = "socialroi"
 
 
 def server_url_with_database(url: str, database: str) -> str:
@@ -81,10 +85,11 @@ def clickhouse_server_url() -> str:
     return url
 
 
-def _drop_database(url: str, database: str) -> None:
+def _drop_database(url: str, database: str, cluster: str | None = None) -> None:
     client = _driver_client(url)
     try:
-        client.execute(f"DROP DATABASE IF EXISTS {database}")
+        on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+        client.execute(f"DROP DATABASE IF EXISTS {database}{on_cluster}")
     finally:
         client.disconnect()
 
@@ -97,11 +102,34 @@ def fresh_server_url(clickhouse_server_url: str) -> Iterator[str]:
     _drop_database(clickhouse_server_url, database)
 
 
-@pytest.fixture(params=["chdb", "server"])
+@pytest.fixture
+def fresh_cluster_url(clickhouse_server_url: str) -> Iterator[str]:
+    """Like ``fresh_server_url``, with the replicated tables of ``?cluster=socialroi``."""
+    client = _driver_client(clickhouse_server_url)
+    try:
+        client.execute("SELECT count() FROM system.zookeeper WHERE path = '/'")
+    except Exception as exc:
+        pytest.fail(
+            f"the ClickHouse server has no ZooKeeper for cluster {CLUSTER} ({exc}); start "
+            "both with: bash deploy/local/services.sh up",
+            pytrace=False,
+        )
+    finally:
+        client.disconnect()
+    database = f"socialroi_test_{secrets.token_hex(4)}"
+    url = server_url_with_database(clickhouse_server_url, database)
+    yield f"{url}{'&' if '?' in url else '?'}cluster={CLUSTER}"
+    _drop_database(clickhouse_server_url, database, CLUSTER)
+
+
+@pytest.fixture(params=["chdb", "server", "cluster"])
 def engine_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of an empty store on each engine in turn: chDB on disk, then the server."""
+    """The URL of an empty store on each engine in turn: chDB on disk, the server, and the
+    server as a cluster (replicated tables behind Distributed ones)."""
     if request.param == "chdb":
         return f"chdb://{tmp_path / 'chdb'}"
+    if request.param == "cluster":
+        return str(request.getfixturevalue("fresh_cluster_url"))
     return str(request.getfixturevalue("fresh_server_url"))
 
 

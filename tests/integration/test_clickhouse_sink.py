@@ -89,6 +89,18 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
     expected = {"schema_migrations", "kpi_windows", "kpi_current", "dead_letters"}
     expected |= {"credited_conversions", "raw_events"}
     expected |= set(VIEW_READERS)
+    if engine_backend.cluster:  # each table is Distributed over a replicated local one
+        engines = dict(
+            engine_backend.query(
+                "SELECT name, engine FROM system.tables WHERE database = currentDatabase()"
+            ).rows
+        )
+        stored = {"schema_migrations", "kpi_windows", "dead_letters"}
+        stored |= {"credited_conversions", "raw_events"}
+        for name in stored:
+            assert engines[name] == "Distributed", name
+            assert engines[f"{name}_local"].startswith("Replicated"), name
+        expected |= {f"{name}_local" for name in stored}
     assert tables(engine_backend) == expected
     recorded = engine_backend.query(
         "SELECT version, count() FROM schema_migrations GROUP BY version"

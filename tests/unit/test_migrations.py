@@ -18,6 +18,7 @@ from sinks.migrate import (
     Migration,
     apply_migrations,
     check_released,
+    cluster_ddl,
     lint_migration,
     load_migrations,
     lock_lines,
@@ -114,6 +115,37 @@ def test_no_migration_uses_types_missing_from_clickhouse_18_16() -> None:
 
 
 # --- loading rules, on files written by the test -----------------------------------------
+
+
+def test_cluster_ddl_replicates_every_table_behind_a_distributed_one() -> None:
+    statements = [s for m in load_migrations() for s in m.statements]
+    tables = [s for s in statements if s.lstrip().startswith("CREATE TABLE")]
+    views = [s for s in statements if s.lstrip().startswith("CREATE VIEW")]
+    assert tables and views
+    for statement in tables:
+        name = re.search(r"EXISTS (\w+)", statement).group(1)  # type: ignore[union-attr]
+        local, front = cluster_ddl(statement, "c1", "db")
+        engine = re.search(r"ENGINE = (\w+)", statement).group(1)  # type: ignore[union-attr]
+        assert local.startswith(f"CREATE TABLE IF NOT EXISTS db.{name}_local ON CLUSTER c1 (")
+        path = f"'/clickhouse/tables/{{shard}}/db/{name}_local', '{{replica}}'"
+        assert f"ENGINE = Replicated{engine}({path}" in local
+        assert local.split("ENGINE", 1)[0].count(",") == statement.split("ENGINE", 1)[0].count(",")
+        sort_key = re.search(r"ORDER BY \((.*)\)", statement).group(1)  # type: ignore[union-attr]
+        assert front == (
+            f"CREATE TABLE IF NOT EXISTS db.{name} ON CLUSTER c1 AS db.{name}_local\n"
+            f"ENGINE = Distributed(c1, db, {name}_local, cityHash64({sort_key}))"
+        )
+    kpi = next(s for s in tables if "kpi_windows" in s)
+    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/kpi_windows_local', "\
+        "'{replica}', version)" in cluster_ddl(kpi, "c1", "db")[0]
+    for statement in views:
+        (created,) = cluster_ddl(statement, "c1", "db", {"kpi_windows", "kpi_current"})
+        assert re.match(r"CREATE VIEW IF NOT EXISTS db\.\w+ ON CLUSTER c1 AS\s+SELECT", created)
+        # every read of our own tables names the database: ON CLUSTER runs in "default"
+        assert re.findall(r"FROM (\w+)\b(?!\.)", created) == []
+        assert re.findall(r"FROM db\.(\w+)", created)
+    grant = "GRANT SELECT ON * TO socialroi_reader_role"
+    assert cluster_ddl(grant, "c1", "db") == [grant]
 
 
 def test_rejects_duplicate_numbers(tmp_path: Path) -> None:

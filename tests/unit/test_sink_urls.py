@@ -83,12 +83,21 @@ def test_chdb_urls(text: str, path: str, database: str) -> None:
         "chdb://",
         "chdb:///",
         "chdb://x?verify=0",
+        "chdb://x?cluster=c1",
+        "clickhouse://u:topsecret@h/db?cluster=bad-name",
     ],
 )
 def test_bad_urls_fail_without_the_password(text: str) -> None:
     with pytest.raises(InvalidUrl) as failure:
         parse_store_url(text)
     assert "topsecret" not in str(failure.value)
+
+
+def test_cluster_option() -> None:
+    url = parse_store_url("clickhouse://u:topsecret@h/db?cluster=socialroi")
+    assert isinstance(url, NativeUrl) and url.cluster == "socialroi"
+    assert url.display == "clickhouse://u@h:9000/db?cluster=socialroi"
+    assert parse_store_url("clickhouse://h/db").cluster is None  # type: ignore[union-attr]
 
 
 def test_open_backend_picks_the_engine_without_io() -> None:
