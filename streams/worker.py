@@ -68,6 +68,8 @@ __all__ = ["Worker", "build_app"]
 
 log = logging.getLogger(__name__)
 Sent = list["asyncio.Future[Any]"]
+# A partition still behind a gap this long after its rewind is sent back again.
+_REWIND_AGAIN_SECONDS = 5.0
 
 
 class _GuardedSink:
@@ -191,6 +193,8 @@ class Worker:
         self._heard: dict[int, dict[str, int]] = defaultdict(dict)
         self._ends: dict[int, dict[str, int]] | None = None
         self._ends_rebalance = -1
+        # partition -> (offset the consumer was sent back to, when): see _in_order
+        self._rewinds: dict[Any, tuple[int, float]] = {}
         self.last_batch_at = time.monotonic()
         self.batches = 0
         self.app = build_app(settings)
@@ -235,8 +239,11 @@ class Worker:
             store = _PartitionStore(self.state, partition)
             stores.append(store)
             for topic, tp_events in by_topic.items():
-                tp_events.sort(key=lambda e: e.message.offset)
-                dead += self._ingest_slice(topic, partition, tp_events, store, now_ms, sent, raw)
+                src = f"{self.kinds[topic]}:{partition}"
+                clock = PartitionClock.from_state(store.get(clock_key(src)))
+                in_order = await self._in_order(tp_events, clock.next_offset())
+                if in_order:
+                    dead += self._ingest_slice(topic, partition, in_order, store, now_ms, sent, raw)
             release = self.ingestor.release(partition, store)
             for offset, forward in release.forwards:
                 sent.append(
@@ -248,6 +255,45 @@ class Worker:
         await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
         await _delivered([f for store in stores for f in store.flush()])
         self._batch_done("ingest", len(events), began)
+
+    async def _in_order(self, events: list[EventT], expected: int | None) -> list[EventT]:
+        """The events of one source partition, by offset, that follow on from what the state
+        has seen: consecutive offsets from at most ``expected`` (the first offset the state
+        has not seen; ``None``: nothing seen yet) on.
+
+        Around a rebalance Faust can drop fetched messages and later commit past them (it
+        takes the jump for a compacted range). Events after such a gap are left uncommitted
+        and the consumer is sent back to the first missing offset, so they come again, in
+        order, instead of being lost.
+        """
+        by_offset = {e.message.offset: e for e in events}
+        offsets = sorted(by_offset)
+        run = 0
+        if expected is None or offsets[0] <= expected:
+            while run < len(offsets) and offsets[run] == offsets[0] + run:
+                run += 1
+        if run == len(offsets):
+            return [by_offset[o] for o in offsets]
+        missing = offsets[0] + run if run else expected
+        assert missing is not None
+        for event in events:
+            if event.message.offset >= missing:
+                event.message.acked = True  # Faust then never counts it as done
+        tp = events[0].message.tp
+        now = time.monotonic()
+        last = self._rewinds.get(tp)
+        if last is None or last[0] != missing or now - last[1] > _REWIND_AGAIN_SECONDS:
+            log.warning(
+                "%s[%d]: offset %d never arrived (got up to %d); reading again from it",
+                tp.topic,
+                tp.partition,
+                missing,
+                offsets[-1],
+            )
+            self._rewinds[tp] = (missing, now)
+            self.metrics.rewinds.inc()
+            await self.app.consumer.seek(tp, missing)
+        return [by_offset[o] for o in offsets[:run]]
 
     def _ingest_slice(
         self,
