@@ -171,18 +171,26 @@ class Ingestor:
         result.watermark = max_ts - self._lateness
         return result
 
-    def _joint_watermark(self, partition: int, store: StateStore) -> int:
-        """Lowest watermark of the social and web partitions ``partition``."""
-        latest = min(
-            PartitionClock.from_state(store.get(clock_key(f"{kind}:{partition}"))).latest()
+    def _joint_watermark(self, partition: int, store: StateStore, oldest: bool = False) -> int:
+        """Lowest watermark of the social and web partitions ``partition``; with ``oldest``,
+        as of their oldest kept checkpoints, where no replay starts before."""
+        clocks = [
+            PartitionClock.from_state(store.get(clock_key(f"{kind}:{partition}")))
             for kind in (SOCIAL, WEB)
-        )
-        return latest - self._lateness if latest > NO_TIME else NO_TIME
+        ]
+        least = min(c.oldest() if oldest else c.latest() for c in clocks)
+        return least - self._lateness if least > NO_TIME else NO_TIME
 
     def _horizon(self, partition: int, store: StateStore) -> int:
-        """Touches older than this can no longer count for any conversion."""
+        """Touches older than this can no longer count for any conversion.
+
+        From the oldest checkpoints, not the newest: after a crash the clocks can be ahead of
+        the replay (the batch that moved them kept its clock but not every touch or pending
+        conversion), and a conversion still to be replayed may need touches older than the
+        newest watermark allows. None is older than the oldest checkpoint's.
+        """
         _, pending, _ = _conversions(store, partition)
-        joint = self._joint_watermark(partition, store)
+        joint = self._joint_watermark(partition, store, oldest=True)
         return int(min([joint, *(p[1] for p in pending)])) - self._lookback
 
     def _remember(
@@ -248,8 +256,8 @@ class Ingestor:
         last, pending, credited_users = _conversions(store, partition)
         if not pending and not credited_users:
             return out
+        self._prune_users(store, credited_users, self._horizon(partition, store))
         joint = self._joint_watermark(partition, store)
-        self._prune_users(store, credited_users, pending, joint)
         released = 0
         for offset, ts, user, event_id, order_id, revenue, profit in pending:
             if ts > joint:
@@ -322,11 +330,8 @@ class Ingestor:
         forwards = [Forward(c, ch, ts, "", d) for (c, ch), d in sorted(merged.items())]
         return forwards, rows
 
-    def _prune_users(
-        self, store: StateStore, users: Iterable[str], waiting: list[list[Any]], joint: int
-    ) -> None:
-        """Drop touches no pending or future conversion can reach any more."""
-        horizon = min([joint, *(p[1] for p in waiting)]) - self._lookback
+    def _prune_users(self, store: StateStore, users: Iterable[str], horizon: int) -> None:
+        """Drop touches older than ``horizon``: no pending or future conversion reaches them."""
         for user in users:
             key = f"user|{user}"
             touches = store.get(key)
