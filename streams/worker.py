@@ -257,9 +257,9 @@ class Worker:
         self._batch_done("ingest", len(events), began)
 
     async def _in_order(self, events: list[EventT], expected: int | None) -> list[EventT]:
-        """The events of one source partition, by offset, that follow on from what the state
-        has seen: consecutive offsets from at most ``expected`` (the first offset the state
-        has not seen; ``None``: nothing seen yet) on.
+        """The events of one partition, by offset, that follow on from what the state has
+        seen: consecutive offsets from at most ``expected`` (the first offset the state has
+        not seen; ``None``: nothing seen yet) on.
 
         Around a rebalance Faust can drop fetched messages and later commit past them (it
         takes the jump for a compacted range). Events after such a gap are left uncommitted
@@ -385,7 +385,18 @@ class Worker:
         began = time.perf_counter()
         items: list[Contribution] = []
         touched_partitions: set[int] = set()
+        table = self.windows.data
+        by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
+            by_partition[event.message.partition].append(event)
+        in_order: list[EventT] = []
+        positions: dict[int, int] = {}
+        for partition, part_events in by_partition.items():
+            run = await self._in_order(part_events, table.get(_position_key(partition)))
+            if run:
+                in_order += run
+                positions[partition] = run[-1].message.offset + 1
+        for event in in_order:
             record: dict[str, Any] = orjson.loads(event.message.value)
             partition = event.message.partition
             touched_partitions.add(partition)
@@ -395,9 +406,8 @@ class Worker:
                 continue
             items.append(Contribution.from_record(record))
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(
-            len(events)
+            len(in_order)
         )
-        table = self.windows.data
         ends = self._window_ends()
 
         def load(key: WindowKey) -> WindowState:
@@ -414,6 +424,10 @@ class Worker:
         for part in touched_partitions:
             store = stores.setdefault(part, _PartitionStore(self.windows, part))
             snapshots += self._finalise(part, store, ends[part])
+            # The next offset of this partition the windows have not seen (kept with them,
+            # so a worker taking the partition over knows it too).
+            known = table.get(_position_key(part))
+            store.put(_position_key(part), max(positions[part], known or 0))
         await self.sink.write(snapshots=snapshots)
         await _delivered([f for store in stores.values() for f in store.flush()])
         if items:
@@ -428,6 +442,8 @@ class Worker:
             self._ends = defaultdict(dict)
             self._ends_rebalance = rebalances
             for encoded in list(self.windows.data.keys()):
+                if _is_position_key(encoded):
+                    continue
                 key = parse_key(encoded)
                 part = partition_for(key.campaign_id.encode(), self.partitions)
                 self._ends[part][encoded] = key.end_ms
@@ -461,6 +477,16 @@ class Worker:
         self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - began)
         self.last_batch_at = time.monotonic()
         self.batches += 1
+
+
+def _position_key(partition: int) -> str:
+    """The kpi-windows key of a partition's next unseen offset. A window key has five
+    ``|``-separated fields, whatever its campaign, so the two cannot meet."""
+    return f"next-offset|{partition}"
+
+
+def _is_position_key(key: str) -> bool:
+    return key.count("|") == 1
 
 
 async def _delivered(futures: Sent) -> None:
