@@ -70,6 +70,8 @@ log = logging.getLogger(__name__)
 Sent = list["asyncio.Future[Any]"]
 # A partition still behind a gap this long after its rewind is sent back again.
 _REWIND_AGAIN_SECONDS = 5.0
+# How long without a batch before fetch positions are checked against the state.
+_REALIGN_IDLE_SECONDS = 2.0
 
 
 class _GuardedSink:
@@ -197,6 +199,7 @@ class Worker:
         self._rewinds: dict[Any, tuple[int, float]] = {}
         self.last_batch_at = time.monotonic()
         self.batches = 0
+        self.busy = 0  # batches being handled right now
         self.app = build_app(settings)
         self._define(self.app)
 
@@ -216,12 +219,20 @@ class Worker:
         @app.agent(self.source, name="ingest")
         async def ingest(stream: faust.StreamT[bytes]) -> None:
             async for events in stream.take_events(batch, within=within):
-                await self.handle_ingest(events)
+                self.busy += 1
+                try:
+                    await self.handle_ingest(events)
+                finally:
+                    self.busy -= 1
 
         @app.agent(self.by_campaign, name="aggregate")
         async def aggregate(stream: faust.StreamT[bytes]) -> None:
             async for events in stream.take_events(batch, within=within):
-                await self.handle_aggregate(events)
+                self.busy += 1
+                try:
+                    await self.handle_aggregate(events)
+                finally:
+                    self.busy -= 1
 
     # -- stage one ----------------------------------------------------------------------
     async def handle_ingest(self, events: Sequence[EventT]) -> None:
@@ -294,6 +305,42 @@ class Worker:
             self.metrics.rewinds.inc()
             await self.app.consumer.seek(tp, missing)
         return [by_offset[o] for o in offsets[:run]]
+
+    def _next_unseen(self, tp: Any) -> int | None:
+        """The next offset of a consumed partition that the state has not seen."""
+        if tp.topic in self.kinds:
+            src = f"{self.kinds[tp.topic]}:{tp.partition}"
+            return PartitionClock.from_state(self.state.data.get(clock_key(src))).next_offset()
+        if tp.topic == self.by_campaign.get_topic_name():
+            position = self.windows.data.get(_position_key(tp.partition))
+            return int(position) if position is not None else None
+        return None  # a table's changelog
+
+    async def realign(self) -> None:
+        """Send back every partition whose fetch position ran past what the state has seen
+        while no batch came (Faust skipped messages, and nothing arrived since to show the
+        gap): ``_in_order`` only sees a gap when later messages arrive."""
+        idle = time.monotonic() - self.last_batch_at
+        if self.busy or self.sink.outage or idle < _REALIGN_IDLE_SECONDS:
+            return  # fetched messages may just be waiting for their batch
+        consumer = self.app.consumer
+        for tp in sorted(consumer.assignment()):
+            expected = self._next_unseen(tp)
+            if expected is None:
+                continue
+            position = await consumer.position(tp)
+            if position is not None and position > expected:
+                log.warning(
+                    "%s[%d]: fetching from %d, but offsets from %d were never processed; "
+                    "reading again from %d",
+                    tp.topic,
+                    tp.partition,
+                    position,
+                    expected,
+                    expected,
+                )
+                self.metrics.rewinds.inc()
+                await consumer.seek(tp, expected)
 
     def _ingest_slice(
         self,

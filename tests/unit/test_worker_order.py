@@ -68,3 +68,35 @@ def test_a_batch_wholly_after_the_state_goes_back_to_it(
     monkeypatch.setattr(worker_module, "_REWIND_AGAIN_SECONDS", 0.0)
     assert run(worker, events(12, 13), 10) == []  # the seek was lost: ask again
     assert worker.app.consumer.seeks == [(2, 10), (2, 10)]
+
+
+class IdleConsumer(FakeConsumer):
+    def __init__(self, positions: dict[TP, int]) -> None:
+        super().__init__()
+        self.positions = positions
+
+    def assignment(self) -> set[TP]:
+        return set(self.positions)
+
+    async def position(self, tp: TP) -> int:
+        return self.positions[tp]
+
+
+def test_an_idle_partition_fetching_past_the_state_is_sent_back(
+    worker: Worker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ahead, level, other = TP("social", 1), TP("social", 2), TP("changelog", 0)
+    consumer = IdleConsumer({ahead: 40, level: 30, other: 99})
+    worker.app = SimpleNamespace(consumer=consumer)  # type: ignore[assignment]
+    worker.sink = SimpleNamespace(outage=False)  # type: ignore[assignment]
+    seen = {ahead: 25, level: 30, other: None}
+    monkeypatch.setattr(worker, "_next_unseen", lambda tp: seen[tp])
+    asyncio.run(worker.realign())
+    assert consumer.seeks == []  # a batch just ended: fetched messages may be waiting
+    worker.last_batch_at -= 60
+    worker.busy = 1
+    asyncio.run(worker.realign())
+    assert consumer.seeks == []  # a batch is being handled
+    worker.busy = 0
+    asyncio.run(worker.realign())
+    assert consumer.seeks == [(1, 25)]
