@@ -51,11 +51,6 @@ class Metrics:
             "Contributions already included (replays)",
             registry=registry,
         )
-        self.rewinds = Counter(
-            "socialroi_rewinds",
-            "Times a partition was read again from a message the consumer had skipped",
-            registry=registry,
-        )
         self.batch_size = Histogram(
             "socialroi_batch_events",
             "Events per processed batch",

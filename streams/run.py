@@ -164,11 +164,6 @@ async def worker_main(
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
             if app.should_stop or app.crash_reason is not None:
                 break
-            if not app.rebalancing:
-                try:
-                    await worker.realign()
-                except Exception as exc:  # the next round tries again
-                    log.warning("could not check fetch positions: %s", exc)
             if stop_when_idle is None:
                 continue
             # Idle means drained: every assigned partition committed up to its end, no

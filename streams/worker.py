@@ -68,10 +68,6 @@ __all__ = ["Worker", "build_app"]
 
 log = logging.getLogger(__name__)
 Sent = list["asyncio.Future[Any]"]
-# A partition still behind a gap this long after its rewind is sent back again.
-_REWIND_AGAIN_SECONDS = 5.0
-# How long without a batch before fetch positions are checked against the state.
-_REALIGN_IDLE_SECONDS = 2.0
 
 
 class _GuardedSink:
@@ -195,11 +191,8 @@ class Worker:
         self._heard: dict[int, dict[str, int]] = defaultdict(dict)
         self._ends: dict[int, dict[str, int]] | None = None
         self._ends_rebalance = -1
-        # partition -> (offset the consumer was sent back to, when): see _in_order
-        self._rewinds: dict[Any, tuple[int, float]] = {}
         self.last_batch_at = time.monotonic()
         self.batches = 0
-        self.busy = 0  # batches being handled right now
         self.app = build_app(settings)
         self._define(self.app)
 
@@ -219,20 +212,12 @@ class Worker:
         @app.agent(self.source, name="ingest")
         async def ingest(stream: faust.StreamT[bytes]) -> None:
             async for events in stream.take_events(batch, within=within):
-                self.busy += 1
-                try:
-                    await self.handle_ingest(events)
-                finally:
-                    self.busy -= 1
+                await self.handle_ingest(events)
 
         @app.agent(self.by_campaign, name="aggregate")
         async def aggregate(stream: faust.StreamT[bytes]) -> None:
             async for events in stream.take_events(batch, within=within):
-                self.busy += 1
-                try:
-                    await self.handle_aggregate(events)
-                finally:
-                    self.busy -= 1
+                await self.handle_aggregate(events)
 
     # -- stage one ----------------------------------------------------------------------
     async def handle_ingest(self, events: Sequence[EventT]) -> None:
@@ -250,11 +235,8 @@ class Worker:
             store = _PartitionStore(self.state, partition)
             stores.append(store)
             for topic, tp_events in by_topic.items():
-                src = f"{self.kinds[topic]}:{partition}"
-                clock = PartitionClock.from_state(store.get(clock_key(src)))
-                in_order = await self._in_order(tp_events, clock.next_offset())
-                if in_order:
-                    dead += self._ingest_slice(topic, partition, in_order, store, now_ms, sent, raw)
+                tp_events.sort(key=lambda e: e.message.offset)
+                dead += self._ingest_slice(topic, partition, tp_events, store, now_ms, sent, raw)
             release = self.ingestor.release(partition, store)
             for offset, forward in release.forwards:
                 sent.append(
@@ -266,81 +248,6 @@ class Worker:
         await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
         await _delivered([f for store in stores for f in store.flush()])
         self._batch_done("ingest", len(events), began)
-
-    async def _in_order(self, events: list[EventT], expected: int | None) -> list[EventT]:
-        """The events of one partition, by offset, that follow on from what the state has
-        seen: consecutive offsets from at most ``expected`` (the first offset the state has
-        not seen; ``None``: nothing seen yet) on.
-
-        Around a rebalance Faust can drop fetched messages and later commit past them (it
-        takes the jump for a compacted range). Events after such a gap are left uncommitted
-        and the consumer is sent back to the first missing offset, so they come again, in
-        order, instead of being lost.
-        """
-        by_offset = {e.message.offset: e for e in events}
-        offsets = sorted(by_offset)
-        run = 0
-        if expected is None or offsets[0] <= expected:
-            while run < len(offsets) and offsets[run] == offsets[0] + run:
-                run += 1
-        if run == len(offsets):
-            return [by_offset[o] for o in offsets]
-        missing = offsets[0] + run if run else expected
-        assert missing is not None
-        for event in events:
-            if event.message.offset >= missing:
-                event.message.acked = True  # Faust then never counts it as done
-        tp = events[0].message.tp
-        now = time.monotonic()
-        last = self._rewinds.get(tp)
-        if last is None or last[0] != missing or now - last[1] > _REWIND_AGAIN_SECONDS:
-            log.warning(
-                "%s[%d]: offset %d never arrived (got up to %d); reading again from it",
-                tp.topic,
-                tp.partition,
-                missing,
-                offsets[-1],
-            )
-            self._rewinds[tp] = (missing, now)
-            self.metrics.rewinds.inc()
-            await self.app.consumer.seek(tp, missing)
-        return [by_offset[o] for o in offsets[:run]]
-
-    def _next_unseen(self, tp: Any) -> int | None:
-        """The next offset of a consumed partition that the state has not seen."""
-        if tp.topic in self.kinds:
-            src = f"{self.kinds[tp.topic]}:{tp.partition}"
-            return PartitionClock.from_state(self.state.data.get(clock_key(src))).next_offset()
-        if tp.topic == self.by_campaign.get_topic_name():
-            position = self.windows.data.get(_position_key(tp.partition))
-            return int(position) if position is not None else None
-        return None  # a table's changelog
-
-    async def realign(self) -> None:
-        """Send back every partition whose fetch position ran past what the state has seen
-        while no batch came (Faust skipped messages, and nothing arrived since to show the
-        gap): ``_in_order`` only sees a gap when later messages arrive."""
-        idle = time.monotonic() - self.last_batch_at
-        if self.busy or self.sink.outage or idle < _REALIGN_IDLE_SECONDS:
-            return  # fetched messages may just be waiting for their batch
-        consumer = self.app.consumer
-        for tp in sorted(consumer.assignment()):
-            expected = self._next_unseen(tp)
-            if expected is None:
-                continue
-            position = await consumer.position(tp)
-            if position is not None and position > expected:
-                log.warning(
-                    "%s[%d]: fetching from %d, but offsets from %d were never processed; "
-                    "reading again from %d",
-                    tp.topic,
-                    tp.partition,
-                    position,
-                    expected,
-                    expected,
-                )
-                self.metrics.rewinds.inc()
-                await consumer.seek(tp, expected)
 
     def _ingest_slice(
         self,
@@ -432,18 +339,7 @@ class Worker:
         began = time.perf_counter()
         items: list[Contribution] = []
         touched_partitions: set[int] = set()
-        table = self.windows.data
-        by_partition: dict[int, list[EventT]] = defaultdict(list)
         for event in events:
-            by_partition[event.message.partition].append(event)
-        in_order: list[EventT] = []
-        positions: dict[int, int] = {}
-        for partition, part_events in by_partition.items():
-            run = await self._in_order(part_events, table.get(_position_key(partition)))
-            if run:
-                in_order += run
-                positions[partition] = run[-1].message.offset + 1
-        for event in in_order:
             record: dict[str, Any] = orjson.loads(event.message.value)
             partition = event.message.partition
             touched_partitions.add(partition)
@@ -453,8 +349,9 @@ class Worker:
                 continue
             items.append(Contribution.from_record(record))
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(
-            len(in_order)
+            len(events)
         )
+        table = self.windows.data
         ends = self._window_ends()
 
         def load(key: WindowKey) -> WindowState:
@@ -471,10 +368,6 @@ class Worker:
         for part in touched_partitions:
             store = stores.setdefault(part, _PartitionStore(self.windows, part))
             snapshots += self._finalise(part, store, ends[part])
-            # The next offset of this partition the windows have not seen (kept with them,
-            # so a worker taking the partition over knows it too).
-            known = table.get(_position_key(part))
-            store.put(_position_key(part), max(positions[part], known or 0))
         await self.sink.write(snapshots=snapshots)
         await _delivered([f for store in stores.values() for f in store.flush()])
         if items:
@@ -489,8 +382,6 @@ class Worker:
             self._ends = defaultdict(dict)
             self._ends_rebalance = rebalances
             for encoded in list(self.windows.data.keys()):
-                if _is_position_key(encoded):
-                    continue
                 key = parse_key(encoded)
                 part = partition_for(key.campaign_id.encode(), self.partitions)
                 self._ends[part][encoded] = key.end_ms
@@ -524,16 +415,6 @@ class Worker:
         self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - began)
         self.last_batch_at = time.monotonic()
         self.batches += 1
-
-
-def _position_key(partition: int) -> str:
-    """The kpi-windows key of a partition's next unseen offset. A window key has five
-    ``|``-separated fields, whatever its campaign, so the two cannot meet."""
-    return f"next-offset|{partition}"
-
-
-def _is_position_key(key: str) -> bool:
-    return key.count("|") == 1
 
 
 async def _delivered(futures: Sent) -> None:
