@@ -128,12 +128,21 @@ def ensure_topics(settings: Settings) -> None:
             with contextlib.suppress(TopicAlreadyExistsError):  # another process won
                 admin.create_topics(missing)
             log.info("created topics %s", ", ".join(t.name for t in missing))
-        described = admin.describe_topics(names)
+        # Just after creation a topic can be described before its metadata has spread
+        # (an error code and no partitions): ask again, for up to 15 s.
+        deadline = time.monotonic() + 15
+        while True:
+            described = admin.describe_topics(names)
+            settled = all(i.get("error_code", 0) == 0 and i["partitions"] for i in described)
+            if settled or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
         for info in described:
             count = len(info["partitions"])
             if count != settings.kafka.partitions:
+                name = info.get("topic") or info.get("name")
                 raise RuntimeError(
-                    f"topic {info['topic']} has {count} partitions, settings say "
+                    f"topic {name} has {count} partitions, settings say "
                     f"{settings.kafka.partitions}; set SOCIALROI_KAFKA__PARTITIONS={count}"
                 )
     finally:
