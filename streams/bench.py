@@ -48,6 +48,8 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -320,6 +322,27 @@ def _drop_database(url: str) -> None:
         backend.close()
 
 
+@contextmanager
+def _fresh_run(base: Settings, backend: str) -> Iterator[tuple[Settings, Path]]:
+    """Settings and a directory for one run on its own topics, group and store, all created
+    here (topics included) and removed afterwards."""
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = Path(tempfile.mkdtemp(prefix=f"socialroi-bench-{run_id}-"))
+    url = _fresh_url(backend, run_dir, run_id)
+    s = _run_settings(base, run_id, _free_port(), url, run_dir / "worker")
+    try:
+        ensure_topics(s)
+        yield s, run_dir
+    finally:
+        try:
+            delete_topics(s, f"bench-{run_id}")
+        except Exception as exc:  # cleanup only
+            print(f"bench: could not delete topics bench-{run_id}*: {exc}", file=sys.stderr)
+        if backend == "server":
+            _drop_database(url)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def one_run(
     base: Settings,
     messages: list[SimMessage],
@@ -327,13 +350,8 @@ def one_run(
     backend: str,
 ) -> dict[str, Any]:
     """One repeat of one setup, on fresh topics, group and store; returns its raw figures."""
-    run_id = uuid.uuid4().hex[:8]
-    run_dir = Path(tempfile.mkdtemp(prefix=f"socialroi-bench-{run_id}-"))
-    url = _fresh_url(backend, run_dir, run_id)
-    s = _run_settings(base, run_id, _free_port(), url, run_dir / "worker")
     result: dict[str, Any] = {}
-    try:
-        ensure_topics(s)
+    with _fresh_run(base, backend) as (s, run_dir):
         topics = topic_for_kind(s)
         outgoing = [OutgoingMessage(topics[m.kind], m.key, m.value, m.partition) for m in messages]
         n = len(outgoing)
@@ -371,14 +389,6 @@ def one_run(
         }
         result["events"] = n
         return result
-    finally:
-        try:
-            delete_topics(s, f"bench-{run_id}")
-        except Exception as exc:  # cleanup only
-            print(f"bench: could not delete topics bench-{run_id}*: {exc}", file=sys.stderr)
-        if backend == "server":
-            _drop_database(url)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def freshness_run(
@@ -386,12 +396,7 @@ def freshness_run(
 ) -> dict[str, Any]:
     """A worker on empty fresh topics, fed ``rate`` events/s of one campaign for ``seconds``
     once it holds its partitions: steady state, no backlog or history in front."""
-    run_id = uuid.uuid4().hex[:8]
-    run_dir = Path(tempfile.mkdtemp(prefix=f"socialroi-bench-{run_id}-"))
-    url = _fresh_url(backend, run_dir, run_id)
-    s = _run_settings(base, run_id, _free_port(), url, run_dir / "worker")
-    try:
-        ensure_topics(s)
+    with _fresh_run(base, backend) as (s, run_dir):
         worker = _WorkerProcess(_worker_env(s, windows), run_dir)
         scraper = _Scraper(s.metrics.port)
         scraper.start()
@@ -406,14 +411,6 @@ def freshness_run(
         finally:
             scraper.stop()
             worker.stop()
-    finally:
-        try:
-            delete_topics(s, f"bench-{run_id}")
-        except Exception as exc:  # cleanup only
-            print(f"bench: could not delete topics bench-{run_id}*: {exc}", file=sys.stderr)
-        if backend == "server":
-            _drop_database(url)
-        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def _drain(worker: _WorkerProcess, scraper: _Scraper, s: Settings, n: int) -> dict[str, Any]:
