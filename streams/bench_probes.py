@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pipeline.partitioning import partition_for
 from pipeline.settings import Settings
-from streams.kafka_config import kafka_python_options, ssl_context
+from streams.kafka_config import aiokafka_options, kafka_python_options
 from streams.producer import OutgoingMessage
 
 __all__ = [
@@ -115,34 +115,14 @@ def end_offsets_total(settings: Settings, topic: str) -> int:
     return sum(end_offsets(settings, topic).values())
 
 
-def _aiokafka_options(settings: Settings) -> dict[str, Any]:
-    kafka = settings.kafka
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
-        "enable_auto_commit": False,
-        "auto_offset_reset": "earliest",
-    }
-    context = ssl_context(kafka)
-    if context is not None:
-        options["ssl_context"] = context
-    if kafka.security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = (
-            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
-        )
-    return options
-
-
-async def _read_latest(
+async def _read_last_values(
     settings: Settings, topic: str, ends: dict[int, int]
 ) -> dict[bytes, bytes | None]:
     latest: dict[bytes, bytes | None] = {}
     remaining = {p: end for p, end in ends.items() if end > 0}
     if not remaining:
         return latest
-    consumer = AIOKafkaConsumer(**_aiokafka_options(settings))
+    consumer = AIOKafkaConsumer(**aiokafka_options(settings.kafka))
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in remaining]
@@ -156,7 +136,7 @@ async def _read_latest(
                 if end is None:
                     continue
                 for record in records:
-                    if record.offset < end:
+                    if record.offset < end and record.value:
                         latest[record.key] = record.value
                 if records and records[-1].offset + 1 >= end:
                     del remaining[tp.partition]
@@ -170,7 +150,7 @@ async def _read_latest(
 
 async def _raw_consume(settings: Settings, topics: list[str], expected: int) -> float:
     kafka = settings.kafka
-    consumer = AIOKafkaConsumer(**_aiokafka_options(settings))
+    consumer = AIOKafkaConsumer(**aiokafka_options(settings.kafka))
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(kafka.partitions)]
@@ -203,7 +183,7 @@ def raw_consume(settings: Settings, topics: list[str], expected: int) -> float:
 
 @dataclass(frozen=True, slots=True)
 class StateSize:
-    """Live keys of a Faust table and the JSON bytes of their latest values."""
+    """Keys a Faust table held during a run and the JSON bytes of their last values."""
 
     keys: int
     value_bytes: int
@@ -214,10 +194,12 @@ class StateSize:
 
 def table_state_size(settings: Settings, changelog: str, ends: dict[int, int]) -> StateSize:
     """Read a table's changelog topic up to ``ends`` (partition -> offset, taken when the
-    state was of interest): the last value per key is the live state (a tombstone means the
-    key left the state). Sizes are of the JSON the changelog holds, which is what recovery
-    reads; Python objects in the worker's memory are larger."""
-    latest = asyncio.run(_read_latest(settings, changelog, ends))
+    state was of interest): every key the table held, at the last value written for it.
+    Tombstones are skipped: a window that left the state once it was final still counts,
+    at its final size, so the figure depends on the events alone and not on how far the
+    watermark had got when the drain ended. Sizes are of the JSON the changelog holds,
+    which is what recovery reads; Python objects in the worker's memory are larger."""
+    latest = asyncio.run(_read_last_values(settings, changelog, ends))
     keys = value_bytes = core = reach = with_reach = 0
     for value in latest.values():
         if not value:

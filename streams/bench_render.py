@@ -20,7 +20,7 @@ def render(result: dict[str, Any]) -> None:
     table = Table(title="socialroi bench: medians (runs in JSON)", caption=result["note"])
     for column in (
         "events", "campaigns", "windows", "producer ev/s", "raw ev/s", "worker ev/s",
-        "worker/raw", "startup s", "peak RSS MiB", "live keys", "B/key", "B/key k+o",
+        "worker/raw", "startup s", "peak RSS MiB", "state keys", "B/key", "B/key k+o",
         "B reach/key",
     ):  # fmt: skip
         table.add_column(column, justify="left" if column == "windows" else "right")
@@ -47,7 +47,8 @@ def render(result: dict[str, Any]) -> None:
         f"setup: backend {first['backend']}, {first['partitions']} partitions, batches of "
         f"{first['batch_max_events']} events or {first['batch_within_seconds']}s, "
         f"{first['days']} days of event time, {result['setups'][0]['repeats']} repeats; "
-        "B/key = JSON bytes of a live (campaign, channel, window) state in the changelog; "
+        "B/key = JSON bytes of a (campaign, channel, window) state at its last write to the "
+        "changelog, over every such key the run created; "
         "k+o = counters + offsets; reach = the sketch, per key that has one"
     )
     fresh = result["freshness"]

@@ -13,7 +13,13 @@ import faust
 
 from pipeline.settings import KafkaSettings
 
-__all__ = ["faust_broker", "faust_credentials", "kafka_python_options", "ssl_context"]
+__all__ = [
+    "aiokafka_options",
+    "faust_broker",
+    "faust_credentials",
+    "kafka_python_options",
+    "ssl_context",
+]
 
 
 def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
@@ -42,6 +48,26 @@ def kafka_python_options(kafka: KafkaSettings) -> dict[str, Any]:
     context = ssl_context(kafka)
     if context is not None:
         options["ssl_context"] = context
+    return options
+
+
+def aiokafka_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments for a bare aiokafka consumer that never commits."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "security_protocol": kafka.security_protocol,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+    }
+    context = ssl_context(kafka)
+    if context is not None:
+        options["ssl_context"] = context
+    if kafka.security_protocol.startswith("SASL"):
+        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = (
+            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
+        )
     return options
 
 
