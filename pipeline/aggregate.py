@@ -24,7 +24,9 @@ __all__ = [
     "WindowState",
     "final_watermark",
     "fold",
+    "is_position_key",
     "parse_key",
+    "position_key",
 ]
 
 _SOCIAL = "social.interactions:"
@@ -44,6 +46,17 @@ class WindowKey:
     @property
     def end_ms(self) -> int:
         return self.start_ms + self.size_ms
+
+
+def position_key(partition: int) -> str:
+    """The key, among a partition's windows, of the first offset of that partition of the
+    repartition topic that its windows have not seen. A window key has five
+    ``|``-separated fields whatever its campaign, so the two never meet."""
+    return f"next-offset|{partition}"
+
+
+def is_position_key(key: str) -> bool:
+    return key.count("|") == 1
 
 
 def parse_key(text: str) -> WindowKey:

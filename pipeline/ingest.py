@@ -60,6 +60,16 @@ class PartitionClock:
         if len(self._offsets) > _KEEP_CHECKPOINTS:
             del self._offsets[0], self._max[0]
 
+    def next_offset(self) -> int | None:
+        """The first offset after the newest checkpoint (``None`` when none)."""
+        return self._offsets[-1] + 1 if self._offsets else None
+
+    def replay_from(self) -> int | None:
+        """Where a replay after a crash starts: the first offset of the newest checkpoint's
+        batch, whose other state changes may not all have persisted (everything before it
+        had). ``None``: from the start of the partition."""
+        return self._offsets[-2] + 1 if len(self._offsets) > 1 else None
+
     def latest(self) -> int:
         """Max event time up to the newest checkpoint (``NO_TIME`` when none)."""
         return self._max[-1] if self._max else NO_TIME

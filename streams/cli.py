@@ -263,8 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("config", cmd_config, "Print the effective settings (secrets redacted).")
     add("topics", cmd_topics, "Create the Kafka topics the pipeline uses, if missing.")
-    add("migrate", cmd_migrate,
-        "Apply ClickHouse schema migrations (idempotent) and the raw archive's retention.")
+    add(
+        "migrate",
+        cmd_migrate,
+        "Apply ClickHouse schema migrations (idempotent) and the raw archive's retention.",
+    )
 
     p = add(
         "simulate", cmd_simulate, "Produce synthetic marketing traffic and write its ground truth."

@@ -51,6 +51,11 @@ class Metrics:
             "Contributions already included (replays)",
             registry=registry,
         )
+        self.gap_reads = Counter(
+            "socialroi_gap_reads",
+            "Offset ranges the worker read itself because the consumer did not deliver them",
+            registry=registry,
+        )
         self.batch_size = Histogram(
             "socialroi_batch_events",
             "Events per processed batch",

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import faust
@@ -48,22 +48,29 @@ CONSUMER_METRICS_INTERVAL_SECONDS = 1.0
 class ConsumerMetrics:
     """Lag per assigned partition and the rebalance count, read from the Faust app.
 
-    Lag is the partition's log end offset (the consumer's high-water mark) minus the offset
-    the worker committed, i.e. messages whose effect is not yet acknowledged; before the
-    worker commits anything on a partition its fetch position stands in for the commit.
-    Only ``topics`` (the ones the agents consume: ingest topics and the repartition topic)
-    are reported; table changelogs and the assignor's topic are not consumer lag. Partitions
-    that are revoked lose their series, so a gauge never reports stale lag.
+    Lag is the partition's log end offset (the consumer's high-water mark) minus the first
+    offset whose effect the worker's state has not recorded (``done``), i.e. messages not
+    yet processed for good. Faust's committed offset is not used: it can stay behind a
+    message Faust skipped long after the worker processed it. Until the state has seen a
+    partition, the consumer's fetch position stands in. Only ``topics`` (the ones the
+    agents consume: ingest topics and the repartition topic) are reported; table changelogs
+    and the assignor's topic are not consumer lag. Partitions that are revoked lose their
+    series, so a gauge never reports stale lag.
     """
 
-    def __init__(self, app: faust.App, metrics: Metrics, topics: Iterable[str]) -> None:
+    def __init__(
+        self,
+        app: faust.App,
+        metrics: Metrics,
+        topics: Iterable[str],
+        done: Callable[[str, int], int | None],
+    ) -> None:
         self._app = app
         self._metrics = metrics
         self._topics = frozenset(topics)
+        self._done = done
         self._rebalances_seen = 0
         self._labelled: set[tuple[str, str]] = set()
-        # True when every assigned partition is committed up to its end (updated by update)
-        self.drained = False
 
     async def update(self) -> None:
         app, metrics = self._app, self._metrics
@@ -72,27 +79,20 @@ class ConsumerMetrics:
             metrics.rebalances.inc(count - self._rebalances_seen)
             self._rebalances_seen = count
         if app.rebalancing:
-            self.drained = False
             return  # the assignment is changing; keep the last values until it settles
         consumer = app.consumer
-        assigned = consumer.assignment()
-        committed = app.monitor.tp_committed_offsets
         labelled: set[tuple[str, str]] = set()
-        assigned = {tp for tp in assigned if tp.topic in self._topics}
-        drained = bool(assigned)
+        assigned = {tp for tp in consumer.assignment() if tp.topic in self._topics}
         for tp in assigned:
             try:
                 end = consumer.highwater(tp)
             except Exception:  # no fetch answered for this partition yet
-                drained = False
                 continue
-            done = committed.get(tp)
+            done = self._done(tp.topic, tp.partition)
             if done is None:
                 done = await consumer.position(tp)
             if end is None or done is None:
-                drained = False
                 continue
-            drained = drained and done >= end
             labels = (tp.topic, str(tp.partition))
             metrics.consumer_lag.labels(*labels).set(max(end - done, 0))
             labelled.add(labels)
@@ -101,7 +101,6 @@ class ConsumerMetrics:
                 metrics.consumer_lag.remove(*labels)
         self._labelled = labelled
         metrics.assigned_partitions.set(len(assigned))
-        self.drained = drained
 
     async def run(self, stop: asyncio.Event) -> None:
         """Update every interval until ``stop`` is set; errors are logged, never raised."""
@@ -156,7 +155,7 @@ async def worker_main(
         app.producer.buffer.max_messages = 4 * settings.worker.batch_max_events
         # Lag is reported for what the agents consume, not for table changelogs.
         topics = [*topic_for_kind(settings).values(), by_campaign_topic(settings)]
-        consumer_metrics = ConsumerMetrics(app, metrics, topics)
+        consumer_metrics = ConsumerMetrics(app, metrics, topics, worker.next_unseen)
         metrics_task = asyncio.create_task(consumer_metrics.run(metrics_stop))
         drained_since: float | None = None
         while not stop.is_set():
@@ -164,17 +163,20 @@ async def worker_main(
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
             if app.should_stop or app.crash_reason is not None:
                 break
+            await worker.catch_up()
+            await worker.beat()
             if stop_when_idle is None:
                 continue
-            # Idle means drained: every assigned partition committed up to its end, no
-            # rebalance or recovery under way, ClickHouse taking writes, and no batch for
-            # that long. Time spent recovering state or waiting on ClickHouse is not idle.
+            # Idle means drained: the state has seen every message of the assigned
+            # partitions, no rebalance or recovery is under way, ClickHouse takes writes, and
+            # no batch brought anything new for that long. Time spent recovering state or
+            # waiting on ClickHouse is not idle.
             now = time.monotonic()
-            if not consumer_metrics.drained or worker.sink.outage:
+            if now - worker.last_progress_at <= stop_when_idle or not await worker.drained():
                 drained_since = None
             elif drained_since is None:
                 drained_since = now
-            elif min(now - drained_since, now - worker.last_batch_at) > stop_when_idle:
+            elif now - drained_since > stop_when_idle:
                 log.info(
                     "drained and idle for %.0fs after %d batches, stopping",
                     stop_when_idle,
@@ -188,6 +190,7 @@ async def worker_main(
         if metrics_task is not None:
             await metrics_task
         await app.stop()
+        await worker.direct.stop()
         await sink.close()
         if server is not None:
             server.stop()

@@ -29,12 +29,13 @@ import base64
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import faust
 import orjson
-from faust.types import EventT
+from aiokafka.errors import KafkaError
+from faust.types import TP
 
 from pipeline.aggregate import (
     Contribution,
@@ -42,9 +43,12 @@ from pipeline.aggregate import (
     WindowState,
     final_watermark,
     fold,
+    is_position_key,
     parse_key,
+    position_key,
 )
 from pipeline.contract import Contract
+from pipeline.gaps import missing_ranges
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts, as_record
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
@@ -60,6 +64,7 @@ from pipeline.ports import (
 from pipeline.settings import Settings
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
 from pipeline.windows import specs_from_settings
+from streams.direct import DirectReader, Record, record_of
 from streams.kafka_config import faust_broker, faust_credentials
 from streams.metrics import Metrics
 from streams.producer import by_campaign_topic, topic_for_kind
@@ -68,6 +73,11 @@ __all__ = ["Worker", "build_app"]
 
 log = logging.getLogger(__name__)
 Sent = list["asyncio.Future[Any]"]
+# How long without a batch, with messages waiting, before the worker reads them itself.
+_CATCH_UP_IDLE_SECONDS = 10.0
+# How long without a batch before watermarks not yet sent since a rebalance are sent.
+_BEAT_IDLE_SECONDS = 2.0
+_READ_ATTEMPTS = 5
 
 
 class _GuardedSink:
@@ -192,7 +202,21 @@ class Worker:
         self._ends: dict[int, dict[str, int]] | None = None
         self._ends_rebalance = -1
         self.last_batch_at = time.monotonic()
+        self.last_delivered_at = time.monotonic()  # by Faust, as opposed to read directly
+        self.last_progress_at = time.monotonic()  # a batch reached offsets the state had not seen
         self.batches = 0
+        # One batch at a time per stage, whether Faust delivered it or ``catch_up`` read it.
+        self._ingest_lock = asyncio.Lock()
+        self._aggregate_lock = asyncio.Lock()
+        self.direct = DirectReader(
+            settings.kafka, settings.worker.batch_max_events, settings.worker.app_id
+        )
+        # (topic, partition) handled since rebalance number _handled_rebalance: _replaying
+        self._handled: set[tuple[str, int]] = set()
+        self._handled_rebalance = -1
+        # source partition -> watermark last sent in a heartbeat since _beaten_rebalance
+        self._beaten: dict[str, int] = {}
+        self._beaten_rebalance = -1
         self.app = build_app(settings)
         self._define(self.app)
 
@@ -212,20 +236,213 @@ class Worker:
         @app.agent(self.source, name="ingest")
         async def ingest(stream: faust.StreamT[bytes]) -> None:
             async for events in stream.take_events(batch, within=within):
-                await self.handle_ingest(events)
+                self.last_delivered_at = time.monotonic()
+                async with self._ingest_lock:
+                    await self.handle_ingest([record_of(e.message) for e in events])
 
         @app.agent(self.by_campaign, name="aggregate")
         async def aggregate(stream: faust.StreamT[bytes]) -> None:
             async for events in stream.take_events(batch, within=within):
-                await self.handle_aggregate(events)
+                self.last_delivered_at = time.monotonic()
+                async with self._aggregate_lock:
+                    await self.handle_aggregate([record_of(e.message) for e in events])
+
+    # -- consecutive offsets ------------------------------------------------------------
+    # Each stage processes a partition as consecutive offsets, from where its state says,
+    # whatever Faust delivers: offsets it did not deliver are read directly, offsets the
+    # state has already taken for good are dropped. Faust's committed offsets only say
+    # where its own fetching starts.
+    def _positions(self, topic: str, partition: int) -> tuple[int | None, int | None]:
+        """(where a replay starts, first offset the state has not seen) for a consumed
+        partition; ``None`` for the start of the partition."""
+        if topic in self.kinds:
+            src = f"{self.kinds[topic]}:{partition}"
+            clock = PartitionClock.from_state(self.state.data.get(clock_key(src)))
+            return clock.replay_from(), clock.next_offset()
+        if topic != self.by_campaign.get_topic_name():
+            return None, None
+        stored = self.windows.data.get(position_key(partition))
+        return (int(stored[0]), int(stored[1])) if stored is not None else (None, None)
+
+    def next_unseen(self, topic: str, partition: int) -> int | None:
+        """The first offset of a consumed partition its state has not seen (``None``: the
+        state has seen none)."""
+        return self._positions(topic, partition)[1]
+
+    async def _start(self, topic: str, partition: int, *, replay: bool = False) -> int:
+        """The first offset to process next: the first unseen one, or with ``replay`` the
+        first of the last batch, which a crash may have left half persisted."""
+        replay_from, unseen = self._positions(topic, partition)
+        start = replay_from if replay else unseen
+        if start is None:
+            start = await self.direct.beginning(topic, partition)
+        return start
+
+    def _replaying(self, topic: str, partition: int) -> bool:
+        """True until this process has handled a batch of the partition since the last
+        rebalance: until then its state came from the changelog and may hold only part of
+        the last batch's changes, so that batch is processed again."""
+        if self._handled_rebalance != self.app.rebalancing_count:
+            self._handled_rebalance = self.app.rebalancing_count
+            self._handled.clear()
+        return (topic, partition) not in self._handled
+
+    async def _consecutive(self, records: list[Record]) -> list[Record]:
+        """``records`` of one partition as consecutive ascending offsets from ``_start``
+        to the last delivered: below it dropped, missing ones read directly."""
+        topic, partition = records[0].topic, records[0].partition
+        replay = self._replaying(topic, partition)
+        start = await self._start(topic, partition, replay=replay)
+        records = sorted((r for r in records if r.offset >= start), key=lambda r: r.offset)
+        if not records:
+            return records
+        self._handled.add((topic, partition))
+        self.last_progress_at = time.monotonic()
+        ranges = missing_ranges(start, [r.offset for r in records])
+        if not ranges:
+            return records
+        for first, stop in ranges:
+            log.warning(
+                "%s[%d]: offsets %d..%d were not delivered; reading them directly",
+                topic,
+                partition,
+                first,
+                stop - 1,
+            )
+            self.metrics.gap_reads.inc()
+            records += await self._read_retrying(topic, partition, first, stop)
+        records.sort(key=lambda r: r.offset)
+        return records
+
+    async def _read_retrying(
+        self, topic: str, partition: int, start: int, stop: int
+    ) -> list[Record]:
+        """A direct read inside a batch: retried a few times, then the batch fails (and is
+        processed again after the worker restarts)."""
+        attempt = 1
+        while True:
+            try:
+                return await self.direct.read(topic, partition, start, stop)
+            except (KafkaError, TimeoutError) as exc:
+                if attempt >= _READ_ATTEMPTS:
+                    raise
+                log.warning("could not read %s[%d] directly, retrying: %s", topic, partition, exc)
+                attempt += 1
+                await asyncio.sleep(1.0)
+
+    async def behind(self) -> list[tuple[str, int, int, int]]:
+        """Assigned partitions holding messages beyond what their state has seen, as
+        (topic, partition, first unseen offset, end offset)."""
+        consumed = {*self.kinds, self.by_campaign.get_topic_name()}
+        assigned = sorted(
+            (tp.topic, tp.partition)
+            for tp in self.app.consumer.assignment()
+            if tp.topic in consumed
+        )
+        found = []
+        for (topic, partition), end in (await self.direct.ends(assigned)).items():
+            start = await self._start(topic, partition)
+            if end > start:
+                found.append((topic, partition, start, end))
+        return found
+
+    async def drained(self) -> bool:
+        """The whole group is done: this worker holds partitions and its state has seen
+        every message in them, and every partition of the consumed topics (also those
+        another member holds, or a member that died and has not yet been expelled) is
+        committed up to its end."""
+        if not self.settled() or not self.app.consumer.assignment():
+            return False
+        consumed = [*self.kinds, self.by_campaign.get_topic_name()]
+        every = [(t, p) for t in consumed for p in range(self.partitions)]
+        try:
+            if await self.behind():
+                return False
+            ends = await self.direct.ends(every)
+            committed = await self.direct.committed(every)
+        except (KafkaError, TimeoutError) as exc:  # asked again on the next round
+            log.warning("could not compare committed and end offsets: %s", exc)
+            return False
+        return all((committed[tp] or 0) >= end for tp, end in ends.items())
+
+    async def _commit_seen(self, tps: Iterable[tuple[str, int]]) -> None:
+        """Commit, for each partition, the first offset its state has not seen.
+
+        Faust commits only up to the first offset it did not deliver itself, so after it
+        skipped a message its commits stop moving while the worker goes on: the group's
+        offsets would then say work remains that is done, and a restart would replay it
+        all. Done through Faust's own commit step, which then never moves back."""
+        consumer = self.app.consumer
+        offsets = {}
+        for topic, partition in tps:
+            unseen = self.next_unseen(topic, partition)
+            tp = TP(topic, partition)
+            committed = consumer._committed_offset.get(tp)
+            if unseen is not None and (committed is None or unseen > committed):
+                offsets[tp] = unseen
+        if offsets:
+            await consumer._commit_offsets(offsets)
+
+    def settled(self) -> bool:
+        app = self.app
+        return not (
+            app.rebalancing
+            or app.in_recovery
+            or not app.tables.recovery.completed.is_set()
+            or self.sink.outage
+        )
+
+    async def catch_up(self) -> None:
+        """Process what an assigned partition holds beyond its state when Faust delivered
+        nothing for a while: it can stop fetching a partition, or skip its last messages
+        with no later message to show the gap. Called between batches, never during a
+        rebalance; stops as soon as Faust delivers again."""
+        idle_since = self.last_delivered_at
+        if time.monotonic() - idle_since < _CATCH_UP_IDLE_SECONDS or not self.settled():
+            return
+        try:
+            waiting = await self.behind()
+        except (KafkaError, TimeoutError) as exc:  # the next call tries again
+            log.warning("could not check partitions for waiting messages: %s", exc)
+            return
+        for topic, partition, _unseen, end in waiting:
+            # from the replay start if this process has not handled the partition yet
+            expected = await self._start(topic, partition, replay=self._replaying(topic, partition))
+            log.warning(
+                "%s[%d]: offsets %d..%d wait and none came for %.0fs; reading them directly",
+                topic,
+                partition,
+                expected,
+                end - 1,
+                time.monotonic() - idle_since,
+            )
+            while expected < end:
+                if not self.settled() or self.last_delivered_at != idle_since:
+                    return
+                self.metrics.gap_reads.inc()
+                stop = min(end, expected + self.settings.worker.batch_max_events)
+                try:
+                    records = await self.direct.read(topic, partition, expected, stop)
+                except (KafkaError, TimeoutError) as exc:  # nothing changed yet; try later
+                    log.warning("could not read %s[%d] directly: %s", topic, partition, exc)
+                    return
+                if records:
+                    if topic in self.kinds:
+                        async with self._ingest_lock:
+                            await self.handle_ingest(records)
+                    else:
+                        async with self._aggregate_lock:
+                            await self.handle_aggregate(records)
+                expected = stop
 
     # -- stage one ----------------------------------------------------------------------
-    async def handle_ingest(self, events: Sequence[EventT]) -> None:
+    async def handle_ingest(self, delivered: Sequence[Record]) -> None:
         began = time.perf_counter()
         now_ms = int(time.time() * 1000)
-        by_partition: dict[int, dict[str, list[EventT]]] = defaultdict(lambda: defaultdict(list))
-        for event in events:
-            by_partition[event.message.partition][event.message.topic].append(event)
+        by_partition: dict[int, dict[str, list[Record]]] = defaultdict(lambda: defaultdict(list))
+        for record in delivered:
+            by_partition[record.partition][record.topic].append(record)
+        count = 0
         sent: Sent = []
         dead: list[DeadLetterRow] = []
         credits: list[CreditRow] = []
@@ -234,9 +451,12 @@ class Worker:
         for partition, by_topic in by_partition.items():
             store = _PartitionStore(self.state, partition)
             stores.append(store)
-            for topic, tp_events in by_topic.items():
-                tp_events.sort(key=lambda e: e.message.offset)
-                dead += self._ingest_slice(topic, partition, tp_events, store, now_ms, sent, raw)
+            for topic, tp_records in by_topic.items():
+                records = await self._consecutive(tp_records)
+                if not records:
+                    continue
+                count += len(records)
+                dead += self._ingest_slice(topic, partition, records, store, now_ms, sent, raw)
             release = self.ingestor.release(partition, store)
             for offset, forward in release.forwards:
                 sent.append(
@@ -247,23 +467,24 @@ class Worker:
         await _delivered(sent)
         await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
         await _delivered([f for store in stores for f in store.flush()])
-        self._batch_done("ingest", len(events), began)
+        await self._commit_seen({(r.topic, r.partition) for r in delivered})
+        self._batch_done("ingest", count, began)
 
     def _ingest_slice(
         self,
         topic: str,
         partition: int,
-        tp_events: list[EventT],
+        records: list[Record],
         store: _PartitionStore,
         now_ms: int,
         sent: Sent,
         raw: list[RawEventRow],
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
-        self.metrics.consumed.labels(topic, "ingest").inc(len(tp_events))
-        by_offset = {e.message.offset: e.message for e in tp_events}
+        self.metrics.consumed.labels(topic, "ingest").inc(len(records))
+        by_offset = {r.offset: r for r in records}
         result = self.ingestor.run(
-            kind, partition, [Message(o, m.value) for o, m in by_offset.items()], store, now_ms
+            kind, partition, [Message(r.offset, r.value) for r in records], store, now_ms
         )
         limit = self.settings.limits.max_message_bytes
         dead = []
@@ -277,7 +498,7 @@ class Worker:
                 topic=topic,
                 partition=partition,
                 offset=offset,
-                kafka_ts_ms=int(msg.timestamp * 1000) if msg.timestamp else 0,
+                kafka_ts_ms=msg.timestamp_ms,
                 payload=(msg.value or b"")[:limit],
             )
             dead.append(row)
@@ -304,8 +525,16 @@ class Worker:
             )
         self.metrics.duplicates.labels(topic).inc(result.duplicates)
         raw += [
-            RawEventRow(e.event_id, topic, e.event_type, e.ts_ms, e.campaign_id, e.channel,
-                        e.user_id, by_offset[offset].value or b"")
+            RawEventRow(
+                e.event_id,
+                topic,
+                e.event_type,
+                e.ts_ms,
+                e.campaign_id,
+                e.channel,
+                e.user_id,
+                by_offset[offset].value or b"",
+            )
             for offset, e in result.accepted
         ]
         src = f"{kind}:{partition}"
@@ -320,37 +549,77 @@ class Worker:
             key=key, value=orjson.dumps(record), partition=partition_for(key, self.partitions)
         )
 
-    def _heartbeats(self, partition: int, store: _PartitionStore) -> Sent:
+    def _heartbeats(self, partition: int, store: _PartitionStore | None = None) -> Sent:
         """Tell every stage-two partition how far each source partition has got, after
         everything this batch sent for it (same producer, so in order)."""
+        if self._beaten_rebalance != self.app.rebalancing_count:
+            self._beaten_rebalance = self.app.rebalancing_count
+            self._beaten.clear()
         sent: Sent = []
         for kind in WATERMARK_KINDS:
             src = f"{kind}:{partition}"
-            latest = PartitionClock.from_state(store.get(clock_key(src))).latest()
+            state = store.get(clock_key(src)) if store else self.state.data.get(clock_key(src))
+            latest = PartitionClock.from_state(state).latest()
             if latest == NO_TIME:
                 continue
-            beat = orjson.dumps({"hb": 1, "src": src, "wm": latest - self.lateness_ms})
+            watermark = latest - self.lateness_ms
+            self._beaten[src] = watermark
+            beat = orjson.dumps({"hb": 1, "src": src, "wm": watermark})
             for target in range(self.partitions):
                 sent.append(self.by_campaign.send_soon(key=None, value=beat, partition=target))
         return sent
 
+    async def beat(self) -> None:
+        """Send heartbeats for assigned source partitions whose watermark this process has
+        not sent since the last rebalance. Stage two keeps what it heard in memory only, so
+        after a restart or a rebalance it needs them again even when no new event comes."""
+        if time.monotonic() - self.last_delivered_at < _BEAT_IDLE_SECONDS or not self.settled():
+            return
+        async with self._ingest_lock:
+            partitions = {
+                tp.partition for tp in self.app.consumer.assignment() if tp.topic in self.kinds
+            }
+            sent: Sent = []
+            for partition in sorted(partitions):
+                stale = False
+                for kind in WATERMARK_KINDS:
+                    src = f"{kind}:{partition}"
+                    clock = PartitionClock.from_state(self.state.data.get(clock_key(src)))
+                    if (
+                        clock.latest() != NO_TIME
+                        and self._beaten.get(src) != clock.latest() - self.lateness_ms
+                    ):
+                        stale = True
+                if stale or self._beaten_rebalance != self.app.rebalancing_count:
+                    sent += self._heartbeats(partition)
+            await _delivered(sent)
+
     # -- stage two ----------------------------------------------------------------------
-    async def handle_aggregate(self, events: Sequence[EventT]) -> None:
+    async def handle_aggregate(self, delivered: Sequence[Record]) -> None:
         began = time.perf_counter()
         items: list[Contribution] = []
-        touched_partitions: set[int] = set()
-        for event in events:
-            record: dict[str, Any] = orjson.loads(event.message.value)
-            partition = event.message.partition
-            touched_partitions.add(partition)
-            if "hb" in record:
-                heard = self._heard[partition]
-                heard[record["src"]] = max(heard.get(record["src"], NO_TIME), record["wm"])
+        by_partition: dict[int, list[Record]] = defaultdict(list)
+        for message in delivered:
+            by_partition[message.partition].append(message)
+        positions: dict[int, list[int]] = {}
+        count = 0
+        for partition, part_records in by_partition.items():
+            records = await self._consecutive(part_records)
+            if not records:
                 continue
-            items.append(Contribution.from_record(record))
-        self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(
-            len(events)
-        )
+            count += len(records)
+            # [first offset of this batch, first offset not seen]: the first is where a
+            # replay starts if this batch's changes persist only in part.
+            unseen = self.next_unseen(self.by_campaign.get_topic_name(), partition) or 0
+            positions[partition] = [records[0].offset, max(records[-1].offset + 1, unseen)]
+            heard = self._heard[partition]
+            for message in records:
+                record: dict[str, Any] = orjson.loads(message.value or b"{}")
+                if "hb" in record:
+                    heard[record["src"]] = max(heard.get(record["src"], NO_TIME), record["wm"])
+                else:
+                    items.append(Contribution.from_record(record))
+        self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(count)
         table = self.windows.data
         ends = self._window_ends()
 
@@ -365,14 +634,17 @@ class Worker:
             store.put(key.encode(), state.to_state())
             ends[part][key.encode()] = key.end_ms
             snapshots.append(state.snapshot(key))
-        for part in touched_partitions:
+        for part, position in positions.items():
             store = stores.setdefault(part, _PartitionStore(self.windows, part))
             snapshots += self._finalise(part, store, ends[part])
+            # Kept with the windows, so a worker taking the partition over knows it too.
+            store.put(position_key(part), position)
         await self.sink.write(snapshots=snapshots)
         await _delivered([f for store in stores.values() for f in store.flush()])
+        await self._commit_seen({(r.topic, r.partition) for r in delivered})
         if items:
             self.metrics.freshness.set(max(i.ts_ms for i in items) / 1000)
-        self._batch_done("aggregate", len(events), began)
+        self._batch_done("aggregate", count, began)
 
     def _window_ends(self) -> dict[int, dict[str, int]]:
         """Window ends per partition, rebuilt from the table after every rebalance (a
@@ -382,6 +654,8 @@ class Worker:
             self._ends = defaultdict(dict)
             self._ends_rebalance = rebalances
             for encoded in list(self.windows.data.keys()):
+                if is_position_key(encoded):
+                    continue
                 key = parse_key(encoded)
                 part = partition_for(key.campaign_id.encode(), self.partitions)
                 self._ends[part][encoded] = key.end_ms

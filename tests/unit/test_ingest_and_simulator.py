@@ -329,3 +329,15 @@ def test_clock_resumes_from_the_checkpoint_before_a_replayed_batch() -> None:
     assert restored.max_before(30) == 4_000_000
     restored.checkpoint(19, 5_000)  # replay of the second batch drops later checkpoints
     assert restored.max_before(30) == 5_000
+
+
+def test_a_replay_starts_at_the_newest_batch_and_the_state_has_seen_up_to_its_end() -> None:
+    clock = PartitionClock()
+    assert (clock.replay_from(), clock.next_offset()) == (None, None)
+    clock.checkpoint(9, 1_000)
+    assert (clock.replay_from(), clock.next_offset()) == (None, 10)  # first batch: from start
+    clock.checkpoint(19, 5_000)
+    clock.checkpoint(29, 6_000)
+    assert (clock.replay_from(), clock.next_offset()) == (20, 30)
+    clock.checkpoint(24, 5_500)  # a replay that stopped early rewrites the newer checkpoint
+    assert (clock.replay_from(), clock.next_offset()) == (20, 25)

@@ -1,0 +1,150 @@
+"""Reading ranges of a partition straight from Kafka, beside Faust's consumer.
+
+The worker processes each partition as consecutive offsets. When Faust does not deliver
+some of them (it can drop fetched messages around a rebalance and then commit past them,
+or stop fetching a partition), the worker reads them here: an assign-only aiokafka consumer,
+with no group and no commits, that never moves Faust's positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+from pipeline.settings import KafkaSettings
+from streams.kafka_config import aiokafka_options
+
+__all__ = ["DirectReader", "Record", "record_of"]
+
+log = logging.getLogger(__name__)
+
+# Reading a range that exists gives up after this long without progress.
+_STUCK_SECONDS = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One consumed message, whichever consumer read it."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int
+
+
+def record_of(message: Any) -> Record:
+    """A ``Record`` of a Faust message (its timestamp is in seconds)."""
+    return Record(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        int(message.timestamp * 1000) if message.timestamp else 0,
+    )
+
+
+class DirectReader:
+    """Reads offset ranges and partition bounds; started on first use."""
+
+    def __init__(self, kafka: KafkaSettings, max_records: int, group_id: str) -> None:
+        self._kafka = kafka
+        self._group_id = group_id  # only to read its committed offsets; never joins it
+        self._admin: AIOKafkaAdminClient | None = None
+        self._max_records = max_records
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def _started(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                **aiokafka_options(self._kafka), client_id="socialroi-direct-reader"
+            )
+            await consumer.start()
+            self._consumer = consumer
+        return self._consumer
+
+    async def stop(self) -> None:
+        if self._admin is not None:
+            await self._admin.close()
+            self._admin = None
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None
+
+    async def beginning(self, topic: str, partition: int) -> int:
+        tp = TopicPartition(topic, partition)
+        async with self._lock:
+            consumer = await self._started()
+            return int((await consumer.beginning_offsets([tp]))[tp])
+
+    async def ends(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int]:
+        if not tps:
+            return {}
+        async with self._lock:
+            consumer = await self._started()
+            found = await consumer.end_offsets([TopicPartition(t, p) for t, p in tps])
+        return {(tp.topic, tp.partition): int(end) for tp, end in found.items()}
+
+    async def committed(self, tps: list[tuple[str, int]]) -> dict[tuple[str, int], int | None]:
+        """The group's committed offset of each partition (``None``: nothing committed)."""
+        async with self._lock:
+            if self._admin is None:
+                options = {
+                    k: v
+                    for k, v in aiokafka_options(self._kafka).items()
+                    if k not in {"enable_auto_commit", "auto_offset_reset"}
+                }
+                admin = AIOKafkaAdminClient(**options, client_id="socialroi-direct-reader")
+                await admin.start()
+                self._admin = admin
+            found = await self._admin.list_consumer_group_offsets(
+                self._group_id, partitions=[TopicPartition(t, p) for t, p in tps]
+            )
+        offsets = {(tp.topic, tp.partition): meta.offset for tp, meta in found.items()}
+        return {tp: o if (o := offsets.get(tp, -1)) >= 0 else None for tp in tps}
+
+    async def read(self, topic: str, partition: int, start: int, stop: int) -> list[Record]:
+        """Every message with ``start <= offset < stop`` that the partition still holds,
+        ascending. Raises ``TimeoutError`` if the range cannot be read."""
+        tp = TopicPartition(topic, partition)
+        records: list[Record] = []
+        async with self._lock:
+            consumer = await self._started()
+            consumer.assign([tp])
+            # Below the log start (retention) the consumer resets to the earliest offset.
+            consumer.seek(tp, start)
+            progress = time.monotonic()
+            while True:
+                position = await consumer.position(tp)
+                if position >= stop:
+                    break
+                if time.monotonic() - progress > _STUCK_SECONDS:
+                    raise TimeoutError(
+                        f"{topic}[{partition}]: could not read offsets {position}..{stop - 1}"
+                    )
+                batch = await consumer.getmany(tp, timeout_ms=1000, max_records=self._max_records)
+                for message in batch.get(tp, []):
+                    progress = time.monotonic()
+                    if message.offset >= stop:
+                        break
+                    records.append(
+                        Record(
+                            topic,
+                            partition,
+                            message.offset,
+                            message.key,
+                            message.value,
+                            message.timestamp or 0,
+                        )
+                    )
+            consumer.assign([])
+        return records
