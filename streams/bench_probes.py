@@ -22,6 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition as KafkaTopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
+from pipeline.aggregate import is_position_key
 from pipeline.partitioning import partition_for
 from pipeline.settings import Settings
 from streams.kafka_config import aiokafka_options, kafka_python_options
@@ -201,8 +202,8 @@ def table_state_size(settings: Settings, changelog: str, ends: dict[int, int]) -
     which is what recovery reads; Python objects in the worker's memory are larger."""
     latest = asyncio.run(_read_last_values(settings, changelog, ends))
     keys = value_bytes = core = reach = with_reach = 0
-    for value in latest.values():
-        if not value:
+    for key, value in latest.items():
+        if not value or is_position_key(orjson.loads(key)):
             continue
         state = orjson.loads(value)
         keys += 1
