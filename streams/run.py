@@ -150,9 +150,6 @@ async def worker_main(
     metrics_task: asyncio.Task[None] | None = None
     try:
         await app.start()
-        # Faust warns and stalls once 100 messages wait in its producer buffer; a batch
-        # queues one changelog message per touched key, so allow a few batches' worth.
-        app.producer.buffer.max_messages = 4 * settings.worker.batch_max_events
         # Lag is reported for what the agents consume, not for table changelogs.
         topics = [*topic_for_kind(settings).values(), by_campaign_topic(settings)]
         consumer_metrics = ConsumerMetrics(app, metrics, topics, worker.next_unseen)

@@ -16,10 +16,12 @@ Order within a batch, which gives the exactly-once effect (DESIGN.md section 3):
 3. then the changed state keys are written to the changelog, once per key, and awaited:
    persisted state never claims an output or a row that was lost, and a crash before this
    step replays the batch, which recomputes the same outputs and rows (idempotent);
-4. only then does the body return, ``take_events`` acks the batch and Faust may commit.
-Faust's own pre-commit flush gives up after 0.1 s with messages still buffered, so it is
-not relied on. Tables are written through the partition explicitly (``table.data`` plus
-``send_changelog``): inside a ``take_events`` batch there is no current event.
+4. then the first offset the state has not seen is committed, and ``take_events`` acks the
+   batch.
+Messages go straight to the aiokafka producer under Faust (``_deliver``), tables are
+written through ``table.data`` and their changelog topic explicitly: inside a
+``take_events`` batch there is no current event. Which offsets a batch covers is decided
+from the state, not from what Faust delivered (see "consecutive offsets" below).
 """
 
 from __future__ import annotations
@@ -72,12 +74,16 @@ from streams.producer import by_campaign_topic, topic_for_kind
 __all__ = ["Worker", "build_app"]
 
 log = logging.getLogger(__name__)
-Sent = list["asyncio.Future[Any]"]
+# A message to send: (topic, key, value, partition or None for the producer's choice).
+Out = tuple[str, bytes | None, bytes | None, int | None]
+Sent = list[Out]
 # How long without a batch, with messages waiting, before the worker reads them itself.
 _CATCH_UP_IDLE_SECONDS = 10.0
 # How long without a batch before watermarks not yet sent since a rebalance are sent.
 _BEAT_IDLE_SECONDS = 2.0
 _READ_ATTEMPTS = 5
+# Contributions per repartition message: a few hundred bytes each, well under Kafka's 1 MB.
+_PACK_RECORDS = 500
 
 
 class _GuardedSink:
@@ -153,15 +159,43 @@ class _PartitionStore:
         self._changed[key] = None
 
     def flush(self) -> Sent:
-        sent: Sent = []
-        for key, value in self._changed.items():
-            if value is None:
-                sent.append(
-                    self._table.send_changelog(self.partition, key, None, value_serializer="raw")
-                )
-            else:
-                sent.append(self._table.send_changelog(self.partition, key, value))
+        """The changelog messages for the changed keys (JSON, as Faust's table writes and
+        recovery reads them; ``None`` is a tombstone)."""
+        topic = self._table.changelog_topic.get_topic_name()
+        sent: Sent = [
+            (
+                topic,
+                orjson.dumps(key),
+                None if value is None else orjson.dumps(value),
+                self.partition,
+            )
+            for key, value in self._changed.items()
+        ]
         self._changed.clear()
+        return sent
+
+
+class _Packs:
+    """A batch's contributions, packed per stage-two partition into few messages
+    (``{"cs": [contribution, ...]}``): one Kafka message per contribution was what bounded
+    the worker's throughput."""
+
+    def __init__(self, topic: str, partitions: int) -> None:
+        self._topic = topic
+        self._partitions = partitions
+        self._by_target: dict[int, list[bytes]] = defaultdict(list)
+
+    def add(self, record: dict[str, Any]) -> None:
+        # Stage two finds a window's partition from its campaign alone.
+        target = partition_for(record["c"].encode(), self._partitions)
+        self._by_target[target].append(orjson.dumps(record))
+
+    def messages(self) -> Sent:
+        sent: Sent = []
+        for target, records in self._by_target.items():
+            for i in range(0, len(records), _PACK_RECORDS):
+                value = b'{"cs":[' + b",".join(records[i : i + _PACK_RECORDS]) + b"]}"
+                sent.append((self._topic, None, value, target))
         return sent
 
 
@@ -444,6 +478,8 @@ class Worker:
             by_partition[record.partition][record.topic].append(record)
         count = 0
         sent: Sent = []
+        beats: Sent = []
+        packs = _Packs(self.by_campaign.get_topic_name(), self.partitions)
         dead: list[DeadLetterRow] = []
         credits: list[CreditRow] = []
         raw: list[RawEventRow] = []
@@ -456,17 +492,18 @@ class Worker:
                 if not records:
                     continue
                 count += len(records)
-                dead += self._ingest_slice(topic, partition, records, store, now_ms, sent, raw)
+                dead += self._ingest_slice(
+                    topic, partition, records, store, now_ms, sent, packs, raw
+                )
             release = self.ingestor.release(partition, store)
             for offset, forward in release.forwards:
-                sent.append(
-                    self._send_contribution(as_record(forward, release.src, offset, NO_TIME))
-                )
+                packs.add(as_record(forward, release.src, offset, NO_TIME))
             credits += release.rows
-            sent += self._heartbeats(partition, store)
-        await _delivered(sent)
+            beats += self._heartbeats(partition, store)
+        # Every stage-two partition gets this batch's contributions before its heartbeats.
+        await self._deliver(sent + packs.messages() + beats)
         await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
-        await _delivered([f for store in stores for f in store.flush()])
+        await self._deliver([m for store in stores for m in store.flush()])
         await self._commit_seen({(r.topic, r.partition) for r in delivered})
         self._batch_done("ingest", count, began)
 
@@ -478,6 +515,7 @@ class Worker:
         store: _PartitionStore,
         now_ms: int,
         sent: Sent,
+        packs: _Packs,
         raw: list[RawEventRow],
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
@@ -503,26 +541,20 @@ class Worker:
             )
             dead.append(row)
             self.metrics.dead_letters.labels(rejection.reason.value).inc()
-            sent.append(self.dead_topic.send_soon(key=msg.key, value=_dead_letter_json(row)))
+            sent.append((self.dead_topic.get_topic_name(), msg.key, _dead_letter_json(row), None))
         for offset, event, watermark in result.late:
             msg = by_offset[offset]
             self.metrics.late.labels(topic).inc()
-            sent.append(
-                self.late_topic.send_soon(
-                    key=msg.key,
-                    value=orjson.dumps(
-                        {
-                            "topic": topic,
-                            "partition": partition,
-                            "offset": offset,
-                            "event_id": event.event_id,
-                            "event_time_ms": event.ts_ms,
-                            "watermark_ms": watermark,
-                            "payload_b64": base64.b64encode(msg.value or b"").decode(),
-                        }
-                    ),
-                )
-            )
+            late = {
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "event_id": event.event_id,
+                "event_time_ms": event.ts_ms,
+                "watermark_ms": watermark,
+                "payload_b64": base64.b64encode(msg.value or b"").decode(),
+            }
+            sent.append((self.late_topic.get_topic_name(), msg.key, orjson.dumps(late), None))
         self.metrics.duplicates.labels(topic).inc(result.duplicates)
         raw += [
             RawEventRow(
@@ -539,15 +571,8 @@ class Worker:
         ]
         src = f"{kind}:{partition}"
         for offset, forward in result.forwards:
-            sent.append(self._send_contribution(as_record(forward, src, offset, result.watermark)))
+            packs.add(as_record(forward, src, offset, result.watermark))
         return dead
-
-    def _send_contribution(self, record: dict[str, Any]) -> asyncio.Future[Any]:
-        # Explicit partition: stage two finds a window's partition from its campaign alone.
-        key = record["c"].encode()
-        return self.by_campaign.send_soon(
-            key=key, value=orjson.dumps(record), partition=partition_for(key, self.partitions)
-        )
 
     def _heartbeats(self, partition: int, store: _PartitionStore | None = None) -> Sent:
         """Tell every stage-two partition how far each source partition has got, after
@@ -566,7 +591,7 @@ class Worker:
             self._beaten[src] = watermark
             beat = orjson.dumps({"hb": 1, "src": src, "wm": watermark})
             for target in range(self.partitions):
-                sent.append(self.by_campaign.send_soon(key=None, value=beat, partition=target))
+                sent.append((self.by_campaign.get_topic_name(), None, beat, target))
         return sent
 
     async def beat(self) -> None:
@@ -592,7 +617,7 @@ class Worker:
                         stale = True
                 if stale or self._beaten_rebalance != self.app.rebalancing_count:
                     sent += self._heartbeats(partition)
-            await _delivered(sent)
+            await self._deliver(sent)
 
     # -- stage two ----------------------------------------------------------------------
     async def handle_aggregate(self, delivered: Sequence[Record]) -> None:
@@ -615,10 +640,10 @@ class Worker:
             heard = self._heard[partition]
             for message in records:
                 record: dict[str, Any] = orjson.loads(message.value or b"{}")
-                if "hb" in record:
+                if "cs" in record:
+                    items += [Contribution.from_record(c) for c in record["cs"]]
+                elif "hb" in record:
                     heard[record["src"]] = max(heard.get(record["src"], NO_TIME), record["wm"])
-                else:
-                    items.append(Contribution.from_record(record))
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(count)
         table = self.windows.data
         ends = self._window_ends()
@@ -640,7 +665,7 @@ class Worker:
             # Kept with the windows, so a worker taking the partition over knows it too.
             store.put(position_key(part), position)
         await self.sink.write(snapshots=snapshots)
-        await _delivered([f for store in stores.values() for f in store.flush()])
+        await self._deliver([m for store in stores.values() for m in store.flush()])
         await self._commit_seen({(r.topic, r.partition) for r in delivered})
         if items:
             self.metrics.freshness.set(max(i.ts_ms for i in items) / 1000)
@@ -684,18 +709,23 @@ class Worker:
                 del ends[encoded]
         return snapshots
 
+    async def _deliver(self, sent: Sent) -> None:
+        """Send, and wait until Kafka acknowledged every message; a failed send raises (the
+        batch is then not acknowledged and will be processed again). Straight to the
+        aiokafka producer under Faust: Faust's own buffer sends one message at a time with
+        bookkeeping around each, a few thousand per second, and stage two writes tens of
+        changelog messages per event."""
+        if not sent:
+            return
+        producer = self.app.producer
+        futures = [await producer.send(t, k, v, p, None, None) for t, k, v, p in sent]
+        await asyncio.gather(*futures)
+
     def _batch_done(self, stage: str, size: int, began: float) -> None:
         self.metrics.batch_size.labels(stage).observe(size)
         self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - began)
         self.last_batch_at = time.monotonic()
         self.batches += 1
-
-
-async def _delivered(futures: Sent) -> None:
-    """Wait until Kafka acknowledged every message; a failed send raises (the batch is
-    then not acknowledged and will be processed again)."""
-    if futures:
-        await asyncio.gather(*futures)
 
 
 def _dead_letter_json(row: DeadLetterRow) -> bytes:
@@ -729,5 +759,7 @@ def build_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         table_standby_replicas=0,
         stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max_events),
+        # A batch sends thousands of small messages at once: let them travel in few requests.
+        producer_max_batch_size=512 * 1024,
         autodiscover=False,
     )
