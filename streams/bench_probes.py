@@ -25,7 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pipeline.aggregate import is_position_key
 from pipeline.partitioning import partition_for
 from pipeline.settings import Settings
-from streams.kafka_config import aiokafka_options, kafka_python_options
+from streams.kafka_config import aiokafka_consumer_options, kafka_python_options
 from streams.producer import OutgoingMessage
 
 __all__ = [
@@ -123,7 +123,7 @@ async def _read_last_values(
     remaining = {p: end for p, end in ends.items() if end > 0}
     if not remaining:
         return latest
-    consumer = AIOKafkaConsumer(**aiokafka_options(settings.kafka))
+    consumer = AIOKafkaConsumer(**aiokafka_consumer_options(settings.kafka))
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in remaining]
@@ -151,7 +151,7 @@ async def _read_last_values(
 
 async def _raw_consume(settings: Settings, topics: list[str], expected: int) -> float:
     kafka = settings.kafka
-    consumer = AIOKafkaConsumer(**aiokafka_options(settings.kafka))
+    consumer = AIOKafkaConsumer(**aiokafka_consumer_options(settings.kafka))
     await consumer.start()
     try:
         tps = [TopicPartition(t, p) for t in topics for p in range(kafka.partitions)]

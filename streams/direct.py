@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from pipeline.settings import KafkaSettings
-from streams.kafka_config import aiokafka_options
+from streams.kafka_config import aiokafka_consumer_options, kafka_python_options
 
 __all__ = ["DirectReader", "Record", "record_of"]
 
@@ -66,7 +66,7 @@ class DirectReader:
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
             consumer = AIOKafkaConsumer(
-                **aiokafka_options(self._kafka), client_id="socialroi-direct-reader"
+                **aiokafka_consumer_options(self._kafka), client_id="socialroi-direct-reader"
             )
             await consumer.start()
             self._consumer = consumer
@@ -98,12 +98,9 @@ class DirectReader:
         """The group's committed offset of each partition (``None``: nothing committed)."""
         async with self._lock:
             if self._admin is None:
-                options = {
-                    k: v
-                    for k, v in aiokafka_options(self._kafka).items()
-                    if k not in {"enable_auto_commit", "auto_offset_reset"}
-                }
-                admin = AIOKafkaAdminClient(**options, client_id="socialroi-direct-reader")
+                admin = AIOKafkaAdminClient(
+                    **kafka_python_options(self._kafka), client_id="socialroi-direct-reader"
+                )
                 await admin.start()
                 self._admin = admin
             found = await self._admin.list_consumer_group_offsets(

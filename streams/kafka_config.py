@@ -14,7 +14,7 @@ import faust
 from pipeline.settings import KafkaSettings
 
 __all__ = [
-    "aiokafka_options",
+    "aiokafka_consumer_options",
     "faust_broker",
     "faust_credentials",
     "kafka_python_options",
@@ -34,7 +34,8 @@ def ssl_context(kafka: KafkaSettings) -> ssl.SSLContext | None:
 
 
 def kafka_python_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """Keyword arguments shared by kafka-python's producer, consumer and admin client."""
+    """Keyword arguments shared by kafka-python's producer, consumer and admin client, and by
+    aiokafka's clients, which name them the same way."""
     options: dict[str, Any] = {
         "bootstrap_servers": kafka.bootstrap_servers.split(","),
         "security_protocol": kafka.security_protocol,
@@ -51,24 +52,14 @@ def kafka_python_options(kafka: KafkaSettings) -> dict[str, Any]:
     return options
 
 
-def aiokafka_options(kafka: KafkaSettings) -> dict[str, Any]:
-    """Keyword arguments for a bare aiokafka consumer that never commits."""
-    options: dict[str, Any] = {
-        "bootstrap_servers": kafka.bootstrap_servers,
-        "security_protocol": kafka.security_protocol,
+def aiokafka_consumer_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Keyword arguments for a bare aiokafka consumer that never commits. aiokafka takes
+    the same connection arguments as kafka-python."""
+    return {
+        **kafka_python_options(kafka),
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
     }
-    context = ssl_context(kafka)
-    if context is not None:
-        options["ssl_context"] = context
-    if kafka.security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = kafka.sasl_mechanism or "PLAIN"
-        options["sasl_plain_username"] = kafka.sasl_username
-        options["sasl_plain_password"] = (
-            kafka.sasl_password.get_secret_value() if kafka.sasl_password else None
-        )
-    return options
 
 
 def faust_broker(kafka: KafkaSettings) -> list[str]:
