@@ -31,9 +31,7 @@ from streams.collector import build_collector
 from streams.metrics import Metrics, MetricsServer
 from streams.producer import (
     EventProducer,
-    by_campaign_topic,
     ensure_topics,
-    topic_for_kind,
 )
 from streams.worker import Worker
 
@@ -151,8 +149,7 @@ async def worker_main(
     try:
         await app.start()
         # Lag is reported for what the agents consume, not for table changelogs.
-        topics = [*topic_for_kind(settings).values(), by_campaign_topic(settings)]
-        consumer_metrics = ConsumerMetrics(app, metrics, topics, worker.next_unseen)
+        consumer_metrics = ConsumerMetrics(app, metrics, worker.consumed_topics, worker.next_unseen)
         metrics_task = asyncio.create_task(consumer_metrics.run(metrics_stop))
         drained_since: float | None = None
         while not stop.is_set():

@@ -235,7 +235,6 @@ class Worker:
         self._heard: dict[int, dict[str, int]] = defaultdict(dict)
         self._ends: dict[int, dict[str, int]] | None = None
         self._ends_rebalance = -1
-        self.last_batch_at = time.monotonic()
         self.last_delivered_at = time.monotonic()  # by Faust, as opposed to read directly
         self.last_progress_at = time.monotonic()  # a batch reached offsets the state had not seen
         self.batches = 0
@@ -245,12 +244,11 @@ class Worker:
         self.direct = DirectReader(
             settings.kafka, settings.worker.batch_max_events, settings.worker.app_id
         )
-        # (topic, partition) handled since rebalance number _handled_rebalance: _replaying
+        # Forgotten at every rebalance (_since_rebalance): the (topic, partition) pairs
+        # handled (_replaying), and per source partition the watermark last sent (beat).
         self._handled: set[tuple[str, int]] = set()
-        self._handled_rebalance = -1
-        # source partition -> watermark last sent in a heartbeat since _beaten_rebalance
         self._beaten: dict[str, int] = {}
-        self._beaten_rebalance = -1
+        self._rebalance_seen = -1
         self.app = build_app(settings)
         self._define(self.app)
 
@@ -261,6 +259,8 @@ class Worker:
         self.by_campaign = app.topic(
             by_campaign_topic(s), partitions=self.partitions, internal=True, **raw
         )
+        # what the agents consume (not the tables' changelogs)
+        self.consumed_topics = (*self.kinds, by_campaign_topic(s))
         self.dead_topic = app.topic(s.topics.dead_letters, **raw)
         self.late_topic = app.topic(s.topics.late, **raw)
         self.state = app.Table("ingest-state", partitions=self.partitions)
@@ -312,13 +312,18 @@ class Worker:
             start = await self.direct.beginning(topic, partition)
         return start
 
+    def _since_rebalance(self) -> None:
+        """Forget what this process did before the latest rebalance."""
+        if self._rebalance_seen != self.app.rebalancing_count:
+            self._rebalance_seen = self.app.rebalancing_count
+            self._handled.clear()
+            self._beaten.clear()
+
     def _replaying(self, topic: str, partition: int) -> bool:
         """True until this process has handled a batch of the partition since the last
         rebalance: until then its state came from the changelog and may hold only part of
         the last batch's changes, so that batch is processed again."""
-        if self._handled_rebalance != self.app.rebalancing_count:
-            self._handled_rebalance = self.app.rebalancing_count
-            self._handled.clear()
+        self._since_rebalance()
         return (topic, partition) not in self._handled
 
     async def _consecutive(self, records: list[Record]) -> list[Record]:
@@ -364,20 +369,24 @@ class Worker:
                 attempt += 1
                 await asyncio.sleep(1.0)
 
-    async def behind(self) -> list[tuple[str, int, int, int]]:
+    async def behind(
+        self, ends: dict[tuple[str, int], int] | None = None
+    ) -> list[tuple[str, int, int, int]]:
         """Assigned partitions holding messages beyond what their state has seen, as
-        (topic, partition, first unseen offset, end offset)."""
-        consumed = {*self.kinds, self.by_campaign.get_topic_name()}
+        (topic, partition, first unseen offset, end offset). ``ends``: end offsets already
+        read (at least of the assigned partitions), else they are read here."""
         assigned = sorted(
             (tp.topic, tp.partition)
             for tp in self.app.consumer.assignment()
-            if tp.topic in consumed
+            if tp.topic in self.consumed_topics
         )
+        if ends is None:
+            ends = await self.direct.ends(assigned)
         found = []
-        for (topic, partition), end in (await self.direct.ends(assigned)).items():
+        for topic, partition in assigned:
             start = await self._start(topic, partition)
-            if end > start:
-                found.append((topic, partition, start, end))
+            if ends[(topic, partition)] > start:
+                found.append((topic, partition, start, ends[(topic, partition)]))
         return found
 
     async def drained(self) -> bool:
@@ -387,12 +396,11 @@ class Worker:
         committed up to its end."""
         if not self.settled() or not self.app.consumer.assignment():
             return False
-        consumed = [*self.kinds, self.by_campaign.get_topic_name()]
-        every = [(t, p) for t in consumed for p in range(self.partitions)]
+        every = [(t, p) for t in self.consumed_topics for p in range(self.partitions)]
         try:
-            if await self.behind():
-                return False
             ends = await self.direct.ends(every)
+            if await self.behind(ends):
+                return False
             committed = await self.direct.committed(every)
         except (KafkaError, TimeoutError) as exc:  # asked again on the next round
             log.warning("could not compare committed and end offsets: %s", exc)
@@ -574,20 +582,23 @@ class Worker:
             packs.add(as_record(forward, src, offset, result.watermark))
         return dead
 
+    def _watermarks(self, partition: int, store: _PartitionStore | None = None) -> dict[str, int]:
+        """Watermark of each source partition ``partition`` that has seen an event."""
+        get = store.get if store else self.state.data.get
+        found = {}
+        for kind in WATERMARK_KINDS:
+            src = f"{kind}:{partition}"
+            latest = PartitionClock.from_state(get(clock_key(src))).latest()
+            if latest != NO_TIME:
+                found[src] = latest - self.lateness_ms
+        return found
+
     def _heartbeats(self, partition: int, store: _PartitionStore | None = None) -> Sent:
         """Tell every stage-two partition how far each source partition has got, after
         everything this batch sent for it (same producer, so in order)."""
-        if self._beaten_rebalance != self.app.rebalancing_count:
-            self._beaten_rebalance = self.app.rebalancing_count
-            self._beaten.clear()
+        self._since_rebalance()
         sent: Sent = []
-        for kind in WATERMARK_KINDS:
-            src = f"{kind}:{partition}"
-            state = store.get(clock_key(src)) if store else self.state.data.get(clock_key(src))
-            latest = PartitionClock.from_state(state).latest()
-            if latest == NO_TIME:
-                continue
-            watermark = latest - self.lateness_ms
+        for src, watermark in self._watermarks(partition, store).items():
             self._beaten[src] = watermark
             beat = orjson.dumps({"hb": 1, "src": src, "wm": watermark})
             for target in range(self.partitions):
@@ -601,21 +612,14 @@ class Worker:
         if time.monotonic() - self.last_delivered_at < _BEAT_IDLE_SECONDS or not self.settled():
             return
         async with self._ingest_lock:
+            self._since_rebalance()
             partitions = {
                 tp.partition for tp in self.app.consumer.assignment() if tp.topic in self.kinds
             }
             sent: Sent = []
             for partition in sorted(partitions):
-                stale = False
-                for kind in WATERMARK_KINDS:
-                    src = f"{kind}:{partition}"
-                    clock = PartitionClock.from_state(self.state.data.get(clock_key(src)))
-                    if (
-                        clock.latest() != NO_TIME
-                        and self._beaten.get(src) != clock.latest() - self.lateness_ms
-                    ):
-                        stale = True
-                if stale or self._beaten_rebalance != self.app.rebalancing_count:
+                marks = self._watermarks(partition).items()
+                if any(self._beaten.get(src) != watermark for src, watermark in marks):
                     sent += self._heartbeats(partition)
             await self._deliver(sent)
 
@@ -724,7 +728,6 @@ class Worker:
     def _batch_done(self, stage: str, size: int, began: float) -> None:
         self.metrics.batch_size.labels(stage).observe(size)
         self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - began)
-        self.last_batch_at = time.monotonic()
         self.batches += 1
 
 
