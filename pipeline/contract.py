@@ -9,6 +9,7 @@ it with the original bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -85,18 +86,44 @@ def parse_event_time(value: str) -> int:
     return int(parsed.timestamp() * 1000)
 
 
+def schema_per_event_type(schema: Mapping[str, Any], event_type: str) -> dict[str, Any]:
+    """``schema`` for messages of one ``event_type``: its ``allOf`` keeps only the
+    ``then`` of the ``if event_type is <event_type>`` entries.
+
+    The same verdict as the whole schema for a message whose ``event_type`` is that one,
+    at a fraction of the cost: the whole schema tries every ``if`` on every message (social
+    interactions: 20 us a message, 4.5 us this way). Raises ``ValueError`` for an ``allOf``
+    entry that is not such an ``if``/``then``, which would need the whole schema."""
+    kept = []
+    for entry in schema.get("allOf", ()):
+        condition = entry.get("if", {})
+        if set(entry) != {"if", "then"} or list(condition) != ["properties"] or list(
+            condition["properties"]
+        ) != ["event_type"]:
+            raise ValueError(f"allOf entry is not an 'if event_type' rule: {entry}")
+        if condition["properties"]["event_type"]["const"] == event_type:
+            kept.append(entry["then"])
+    return {**schema, "allOf": kept}
+
+
+@functools.cache
+def _validators(kind: str) -> dict[str, Callable[[Any], Any]]:
+    """A compiled validator per event type of topic ``kind`` (compiled once a process)."""
+    schema = load_schema(kind)
+    return {
+        event_type: fastjsonschema.compile(schema_per_event_type(schema, event_type))
+        for event_type in schema["properties"]["event_type"]["enum"]
+    }
+
+
 class Contract:
     """Compiled validators for every ingest topic. Thread-safe and reusable."""
 
     def __init__(self, *, max_message_bytes: int, max_future_skew_ms: int) -> None:
         self._max_bytes = max_message_bytes
         self._max_skew_ms = max_future_skew_ms
-        self._validators: dict[str, Callable[[Any], Any]] = {}
-        self._event_types: dict[str, frozenset[str]] = {}
-        for kind in TOPIC_KINDS:
-            schema = load_schema(kind)
-            self._validators[kind] = fastjsonschema.compile(schema)
-            self._event_types[kind] = frozenset(schema["properties"]["event_type"]["enum"])
+        self._validators = {kind: _validators(kind) for kind in TOPIC_KINDS}
+        self._event_types = {kind: frozenset(self._validators[kind]) for kind in TOPIC_KINDS}
 
     def event_types(self, kind: str) -> frozenset[str]:
         return self._event_types[kind]
@@ -127,7 +154,7 @@ class Contract:
                 RejectReason.UNKNOWN_EVENT_TYPE, f"{str(event_type)[:64]!r} is not a {kind} type"
             )
         try:
-            self._validators[kind](obj)
+            self._validators[kind][event_type](obj)
         except fastjsonschema.JsonSchemaValueException as exc:
             return Rejection(RejectReason.SCHEMA_VIOLATION, exc.message[:300])
         try:

@@ -1,11 +1,22 @@
 from __future__ import annotations
 
+import fastjsonschema
 import orjson
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.contract import TOPIC_KINDS, Contract, Event, Rejection, RejectReason, load_schema
+from pipeline.contract import (
+    TOPIC_KINDS,
+    Contract,
+    Event,
+    Rejection,
+    RejectReason,
+    _validators,
+    load_schema,
+    schema_per_event_type,
+)
+from pipeline.simulator import SimulationConfig, simulate
 
 NOW = 1_789_984_800_000  # 2026-09-21T10:00:00Z
 
@@ -118,3 +129,75 @@ def test_arbitrary_json_never_raises(value: object) -> None:
     contract = Contract(max_message_bytes=65536, max_future_skew_ms=0)
     for kind in TOPIC_KINDS:
         assert isinstance(contract.check(kind, value, NOW), Event | Rejection)
+
+
+def _verdict(validator: object, obj: dict[str, object]) -> str | None:
+    try:
+        validator(obj)  # type: ignore[operator]
+    except fastjsonschema.JsonSchemaValueException as exc:
+        return exc.message
+    return None
+
+
+_WHOLE = {kind: fastjsonschema.compile(load_schema(kind)) for kind in TOPIC_KINDS}
+
+
+def _simulated() -> list[tuple[str, dict[str, object]]]:
+    messages, _ = simulate(SimulationConfig(events=3_000, seed=11, campaigns=4, invalid_share=0.2))
+    found = []
+    for message in messages:
+        try:
+            obj = orjson.loads(message.value)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(obj, dict) and isinstance(obj.get("event_type"), str):
+            found.append((message.kind, obj))
+    return found
+
+
+def test_per_event_type_validators_agree_with_the_whole_schema_on_simulated_messages() -> None:
+    checked = rejected = 0
+    for kind, obj in _simulated():
+        schema = load_schema(kind)
+        if obj["event_type"] not in schema["properties"]["event_type"]["enum"]:
+            continue
+        split = fastjsonschema.compile(schema_per_event_type(schema, str(obj["event_type"])))
+        whole = _verdict(_WHOLE[kind], obj)
+        assert (whole is None) == (_verdict(split, obj) is None), (kind, obj, whole)
+        checked += 1
+        rejected += whole is not None
+    assert checked > 2_000 and rejected > 10  # both verdicts were compared
+
+
+@given(
+    st.sampled_from(
+        [(k, t) for k in TOPIC_KINDS for t in load_schema(k)["properties"]["event_type"]["enum"]]
+    ),
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "event_id",
+                "event_time",
+                "campaign_id",
+                "channel",
+                "user_id",
+                "count",
+                "sentiment",
+                "revenue",
+                "currency",
+                "amount",
+                "url",
+                "order_id",
+            ]
+        ),
+        st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+        max_size=8,
+    ),
+)
+def test_per_event_type_validators_agree_with_the_whole_schema_on_any_fields(
+    kind_type: tuple[str, str], fields: dict[str, object]
+) -> None:
+    kind, event_type = kind_type
+    obj = {**fields, "event_type": event_type}
+    split = _validators(kind)[event_type]
+    assert (_verdict(_WHOLE[kind], obj) is None) == (_verdict(split, obj) is None)
