@@ -108,6 +108,12 @@ class WindowState:
         return state
 
     @classmethod
+    def live(cls, stored: WindowState | Mapping[str, Any] | None) -> WindowState:
+        """The state for a value of the windows table: the live object kept there, or one
+        decoded from the JSON form that changelog recovery leaves."""
+        return stored if isinstance(stored, WindowState) else cls.from_state(stored)
+
+    @classmethod
     def from_state(cls, state: Mapping[str, Any] | None) -> WindowState:
         if not state:
             return cls()

@@ -136,6 +136,15 @@ class _GuardedSink:
                 return
 
 
+_LIVE = orjson.OPT_PASSTHROUGH_DATACLASS  # WindowState through _state_of, not as fields
+
+
+def _state_of(value: Any) -> Any:
+    if isinstance(value, WindowState):
+        return value.to_state()
+    raise TypeError(f"cannot write {type(value).__name__} to a changelog")
+
+
 class _PartitionStore:
     """``StateStore`` over one Faust table for one partition; changes are written to the
     changelog once per key by ``flush``."""
@@ -160,13 +169,14 @@ class _PartitionStore:
 
     def flush(self) -> Sent:
         """The changelog messages for the changed keys (JSON, as Faust's table writes and
-        recovery reads them; ``None`` is a tombstone)."""
+        recovery reads them; ``None`` is a tombstone; a live ``WindowState`` is written as
+        its ``to_state``)."""
         topic = self._table.changelog_topic.get_topic_name()
         sent: Sent = [
             (
                 topic,
                 orjson.dumps(key),
-                None if value is None else orjson.dumps(value),
+                None if value is None else orjson.dumps(value, default=_state_of, option=_LIVE),
                 self.partition,
             )
             for key, value in self._changed.items()
@@ -653,14 +663,21 @@ class Worker:
         ends = self._window_ends()
 
         def load(key: WindowKey) -> WindowState:
-            return WindowState.from_state(table.get(key.encode()))
+            # Live objects stay in the table between batches: decoded once after recovery,
+            # encoded only for the changelog. ``fold`` changes them in place and returns
+            # each one it changed, and every one it returns is written below.
+            encoded = key.encode()
+            state = table.get(encoded)
+            if not isinstance(state, WindowState):
+                state = table[encoded] = WindowState.live(state)
+            return state
 
         snapshots = []
         stores: dict[int, _PartitionStore] = {}
         for key, state in fold(items, self.specs, load).items():
             part = partition_for(key.campaign_id.encode(), self.partitions)
             store = stores.setdefault(part, _PartitionStore(self.windows, part))
-            store.put(key.encode(), state.to_state())
+            store.put(key.encode(), state)
             ends[part][key.encode()] = key.end_ms
             snapshots.append(state.snapshot(key))
         for part, position in positions.items():
@@ -703,10 +720,10 @@ class Worker:
         for encoded, end in list(ends.items()):
             if end > watermark:
                 continue
-            state = WindowState.from_state(store.get(encoded))
+            state = WindowState.live(store.get(encoded))
             if not state.final:
                 state.final = True
-                store.put(encoded, state.to_state())
+                store.put(encoded, state)
                 snapshots.append(state.snapshot(parse_key(encoded)))
             elif end + self.lateness_ms <= watermark:
                 store.delete(encoded)
@@ -715,14 +732,40 @@ class Worker:
 
     async def _deliver(self, sent: Sent) -> None:
         """Send, and wait until Kafka acknowledged every message; a failed send raises (the
-        batch is then not acknowledged and will be processed again). Straight to the
-        aiokafka producer under Faust: Faust's own buffer sends one message at a time with
-        bookkeeping around each, a few thousand per second, and stage two writes tens of
-        changelog messages per event."""
+        batch is then not acknowledged and will be processed again).
+
+        Straight to the aiokafka producer under Faust, in record batches built here per
+        partition (``create_batch``/``send_batch``): Faust's own buffer sends one message at
+        a time with bookkeeping around each, a few thousand per second, and even aiokafka's
+        ``send`` costs a future and a lookup per message, while stage two writes thousands
+        of changelog messages per batch. A message without a partition (the producer picks
+        it from the key) goes through ``send``. Messages keep their order per partition."""
         if not sent:
             return
-        producer = self.app.producer
-        futures = [await producer.send(t, k, v, p, None, None) for t, k, v, p in sent]
+        faust_producer = self.app.producer
+        producer = faust_producer._ensure_producer()  # the AIOKafkaProducer it wraps
+        by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
+        futures = []
+        for topic, key, value, partition in sent:
+            if partition is None:
+                futures.append(await faust_producer.send(topic, key, value, None, None, None))
+            else:
+                by_tp[(topic, partition)].append((key, value))
+        for (topic, partition), messages in by_tp.items():
+            batch = producer.create_batch()
+            for key, value in messages:
+                if batch.append(key=key, value=value, timestamp=None) is not None:
+                    continue
+                if batch.record_count():  # full: send it, go on in a new one
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if batch.append(key=key, value=value, timestamp=None) is not None:
+                        continue
+                # larger than a batch on its own: send() sends it or raises the size error
+                futures.append(await producer.send(topic, value, key=key, partition=partition))
+                batch = producer.create_batch()
+            if batch.record_count():
+                futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
 
     def _batch_done(self, stage: str, size: int, began: float) -> None:
