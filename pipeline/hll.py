@@ -55,13 +55,20 @@ def _tau(x: float) -> float:
 
 
 class Reach:
-    __slots__ = ("_exact", "_registers")
+    # _histogram[r]: how many registers hold r, kept as registers grow, so ``count`` (asked
+    # for every snapshot) reads 54 numbers rather than 4,096 registers.
+    __slots__ = ("_exact", "_histogram", "_registers")
 
     def __init__(self, exact: set[int] | None = None, registers: bytearray | None = None) -> None:
         self._exact = exact if registers is None else None
         if self._exact is None and registers is None:
             self._exact = set()
         self._registers = registers
+        self._histogram: list[int] | None = None
+        if registers is not None:
+            self._histogram = [0] * (_Q + 2)
+            for r in registers:
+                self._histogram[r] += 1
 
     @property
     def is_exact(self) -> bool:
@@ -72,6 +79,8 @@ class Reach:
             self._exact.add(value)
             if len(self._exact) > EXACT_LIMIT:
                 self._registers = bytearray(_M)
+                self._histogram = [0] * (_Q + 2)
+                self._histogram[0] = _M
                 for v in self._exact:
                     self._register(v)
                 self._exact = None
@@ -79,19 +88,20 @@ class Reach:
         self._register(value)
 
     def _register(self, value: int) -> None:
-        assert self._registers is not None
+        assert self._registers is not None and self._histogram is not None
         index = value >> _Q
         rank = _Q - (value & ((1 << _Q) - 1)).bit_length() + 1
-        if rank > self._registers[index]:
+        old = self._registers[index]
+        if rank > old:
             self._registers[index] = rank
+            self._histogram[old] -= 1
+            self._histogram[rank] += 1
 
     def count(self) -> int:
         if self._exact is not None:
             return len(self._exact)
-        assert self._registers is not None
-        histogram = [0] * (_Q + 2)
-        for r in self._registers:
-            histogram[r] += 1
+        assert self._histogram is not None
+        histogram = self._histogram
         z = _M * _tau(1.0 - histogram[_Q + 1] / _M)
         for k in range(_Q, 0, -1):
             z = 0.5 * (z + histogram[k])
