@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pipeline.settings import KafkaSettings
 from streams.kafka_config import aiokafka_consumer_options, kafka_python_options
 
-__all__ = ["DirectReader", "Record", "record_of"]
+__all__ = ["DirectReader", "PartitionFeed", "Record", "record_of"]
 
 log = logging.getLogger(__name__)
 
@@ -145,3 +145,46 @@ class DirectReader:
                     )
             consumer.assign([])
         return records
+
+
+class PartitionFeed:
+    """The messages of a set of partitions, read from given offsets onwards: one
+    assign-only aiokafka consumer, kept between calls, that fetches ahead in the background
+    while the worker processes what it returned. Started on first use."""
+
+    def __init__(self, kafka: KafkaSettings, max_records: int, name: str) -> None:
+        self._kafka = kafka
+        self._max_records = max_records
+        self._name = name
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def assign(self, starts: dict[tuple[str, int], int]) -> None:
+        """Read exactly these partitions, each from its offset (messages fetched before
+        and not yet returned are dropped)."""
+        if self._consumer is None:
+            consumer = AIOKafkaConsumer(
+                **aiokafka_consumer_options(self._kafka), client_id=f"socialroi-feed-{self._name}"
+            )
+            await consumer.start()
+            self._consumer = consumer
+        self._consumer.assign([TopicPartition(t, p) for t, p in starts])
+        for (topic, partition), offset in starts.items():
+            self._consumer.seek(TopicPartition(topic, partition), offset)
+
+    async def fetch(self, timeout_ms: int) -> list[Record]:
+        """Up to ``max_records`` messages of the assigned partitions, each partition's in
+        offset order; empty after ``timeout_ms`` without any."""
+        if self._consumer is None or not self._consumer.assignment():
+            await asyncio.sleep(timeout_ms / 1000)
+            return []
+        found = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
+        return [
+            Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp or 0)
+            for messages in found.values()
+            for m in messages
+        ]
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+            self._consumer = None

@@ -146,8 +146,10 @@ async def worker_main(
     app = worker.app
     metrics_stop = asyncio.Event()
     metrics_task: asyncio.Task[None] | None = None
+    feeds: list[asyncio.Task[None]] = []
     try:
         await app.start()
+        feeds = worker.start_feeds()
         # Lag is reported for what the agents consume, not for table changelogs.
         consumer_metrics = ConsumerMetrics(app, metrics, worker.consumed_topics, worker.next_unseen)
         metrics_task = asyncio.create_task(consumer_metrics.run(metrics_stop))
@@ -157,7 +159,6 @@ async def worker_main(
                 await asyncio.wait_for(stop.wait(), timeout=0.5)
             if app.should_stop or app.crash_reason is not None:
                 break
-            await worker.catch_up()
             await worker.beat()
             if stop_when_idle is None:
                 continue
@@ -183,6 +184,7 @@ async def worker_main(
         metrics_stop.set()
         if metrics_task is not None:
             await metrics_task
+        await worker.stop_feeds(feeds)
         await app.stop()
         await worker.direct.stop()
         await sink.close()

@@ -16,18 +16,20 @@ Order within a batch, which gives the exactly-once effect (DESIGN.md section 3):
 3. then the changed state keys are written to the changelog, once per key, and awaited:
    persisted state never claims an output or a row that was lost, and a crash before this
    step replays the batch, which recomputes the same outputs and rows (idempotent);
-4. then the first offset the state has not seen is committed, and ``take_events`` acks the
-   batch.
-Messages go straight to the aiokafka producer under Faust (``_deliver``), tables are
-written through ``table.data`` and their changelog topic explicitly: inside a
-``take_events`` batch there is no current event. Which offsets a batch covers is decided
-from the state, not from what Faust delivered (see "consecutive offsets" below).
+4. then the first offset the state has not seen is committed (and ``take_events`` acks a
+   batch Faust delivered).
+Faust assigns partitions and recovers tables; the worker reads its partitions itself, a
+batch at a time (see "reading the assigned partitions" below). Messages go straight to the
+aiokafka producer under Faust (``_deliver``), tables are written through ``table.data`` and
+their changelog topic explicitly: a batch has no current Faust event. Which offsets a batch
+covers is decided from the state, not from what was fetched (see "consecutive offsets").
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -66,7 +68,7 @@ from pipeline.ports import (
 from pipeline.settings import Settings
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
 from pipeline.windows import specs_from_settings
-from streams.direct import DirectReader, Record, record_of
+from streams.direct import DirectReader, PartitionFeed, Record, record_of
 from streams.kafka_config import faust_broker, faust_credentials
 from streams.metrics import Metrics
 from streams.producer import by_campaign_topic, topic_for_kind
@@ -77,8 +79,10 @@ log = logging.getLogger(__name__)
 # A message to send: (topic, key, value, partition or None for the producer's choice).
 Out = tuple[str, bytes | None, bytes | None, int | None]
 Sent = list[Out]
-# How long without a batch, with messages waiting, before the worker reads them itself.
-_CATCH_UP_IDLE_SECONDS = 10.0
+# How long a stage's feed waits for messages before it looks at the assignment again.
+_FEED_WAIT_MS = 200
+# How long stopping waits for a batch under way.
+_STOP_WAIT_SECONDS = 60.0
 # How long without a batch before watermarks not yet sent since a rebalance are sent.
 _BEAT_IDLE_SECONDS = 2.0
 _READ_ATTEMPTS = 5
@@ -245,10 +249,10 @@ class Worker:
         self._heard: dict[int, dict[str, int]] = defaultdict(dict)
         self._ends: dict[int, dict[str, int]] | None = None
         self._ends_rebalance = -1
-        self.last_delivered_at = time.monotonic()  # by Faust, as opposed to read directly
+        self.last_delivered_at = time.monotonic()  # a batch reached a stage
         self.last_progress_at = time.monotonic()  # a batch reached offsets the state had not seen
         self.batches = 0
-        # One batch at a time per stage, whether Faust delivered it or ``catch_up`` read it.
+        # One batch at a time per stage, whether its feed read it or Faust delivered it.
         self._ingest_lock = asyncio.Lock()
         self._aggregate_lock = asyncio.Lock()
         self.direct = DirectReader(
@@ -261,6 +265,7 @@ class Worker:
         self._rebalance_seen = -1
         self.app = build_app(settings)
         self._define(self.app)
+        self.app.on_partitions_revoked.connect(self._on_revoked)
 
     def _define(self, app: faust.App) -> None:
         s = self.settings
@@ -290,6 +295,99 @@ class Worker:
                 self.last_delivered_at = time.monotonic()
                 async with self._aggregate_lock:
                     await self.handle_aggregate([record_of(e.message) for e in events])
+
+    # -- reading the assigned partitions ------------------------------------------------
+    # Faust assigns the partitions (group membership) and recovers the tables; the worker
+    # reads the messages itself, a batch at a time (``_feed``): Faust hands messages over one
+    # by one, with an event, an acknowledgement and queue steps around each, which took a
+    # quarter of the worker's time. Its agents still take what Faust fetches before the feed
+    # pauses it, through the same handlers, so either path gives the same result.
+    def start_feeds(self) -> list[asyncio.Task[None]]:
+        """One task per stage reading its assigned partitions; stop them by cancelling."""
+        return [
+            asyncio.create_task(
+                self._feed("ingest", set(self.kinds), self.handle_ingest, self._ingest_lock)
+            ),
+            asyncio.create_task(
+                self._feed(
+                    "aggregate",
+                    {self.by_campaign.get_topic_name()},
+                    self.handle_aggregate,
+                    self._aggregate_lock,
+                )
+            ),
+        ]
+
+    async def stop_feeds(self, feeds: list[asyncio.Task[None]]) -> None:
+        """Stop the feeds between batches (a batch under way may take up to a minute to
+        finish, then it is cut off: the next owner processes it again)."""
+        async with contextlib.AsyncExitStack() as held:
+            for lock in (self._ingest_lock, self._aggregate_lock):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(lock.acquire(), timeout=_STOP_WAIT_SECONDS)
+                    held.callback(lock.release)
+            for feed in feeds:
+                feed.cancel()
+            await asyncio.gather(*feeds, return_exceptions=True)
+
+    async def _feed(
+        self,
+        stage: str,
+        topics: set[str],
+        handle: Any,
+        lock: asyncio.Lock,
+    ) -> None:
+        """Hand ``handle`` batches of the assigned partitions of ``topics``, each from where
+        its state says (``_start``), re-positioned after every rebalance. A batch fetched
+        before a rebalance is dropped; one under way holds the rebalance (``_on_revoked``).
+        A failure crashes the worker, which then processes the batch again on restart."""
+        feed = PartitionFeed(self.settings.kafka, self.settings.worker.batch_max_events, stage)
+        synced = -1
+        try:
+            while True:
+                if not self.settled():
+                    await asyncio.sleep(_FEED_WAIT_MS / 1000)
+                    continue
+                if synced != self.app.rebalancing_count:
+                    async with lock:
+                        synced = self.app.rebalancing_count
+                        await self._position(feed, topics)
+                    continue
+                records = await feed.fetch(_FEED_WAIT_MS)
+                if not records:
+                    continue
+                async with lock:
+                    if synced != self.app.rebalancing_count or not self.settled():
+                        continue  # fetched for an assignment that has changed since
+                    self.last_delivered_at = time.monotonic()
+                    await handle(records)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("%s: reading or processing a batch failed", stage)
+            await self.app.crash(exc)
+        finally:
+            await feed.stop()
+
+    async def _position(self, feed: PartitionFeed, topics: set[str]) -> None:
+        """Point ``feed`` at the assigned partitions of ``topics``, each at the first offset
+        to process (the replay start until a batch of it was handled since the rebalance),
+        and stop Faust fetching them: it resumes them after every recovery."""
+        tps = [(tp.topic, tp.partition) for tp in self.app.consumer.assignment()]
+        tps = sorted(tp for tp in tps if tp[0] in topics)
+        self.app.consumer.pause_partitions([TP(t, p) for t, p in tps])
+        await feed.assign(
+            {(t, p): await self._start(t, p, replay=self._replaying(t, p)) for t, p in tps}
+        )
+
+    async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
+        """A rebalance takes partitions away: it waits for the batch each stage is in the
+        middle of, so a partition's next owner never recovers state that this worker is
+        still writing (Faust waits by itself only for the messages it delivered)."""
+        async with self._ingest_lock:
+            pass
+        async with self._aggregate_lock:
+            pass
 
     # -- consecutive offsets ------------------------------------------------------------
     # Each stage processes a partition as consecutive offsets, from where its state says,
@@ -443,49 +541,6 @@ class Worker:
             or not app.tables.recovery.completed.is_set()
             or self.sink.outage
         )
-
-    async def catch_up(self) -> None:
-        """Process what an assigned partition holds beyond its state when Faust delivered
-        nothing for a while: it can stop fetching a partition, or skip its last messages
-        with no later message to show the gap. Called between batches, never during a
-        rebalance; stops as soon as Faust delivers again."""
-        idle_since = self.last_delivered_at
-        if time.monotonic() - idle_since < _CATCH_UP_IDLE_SECONDS or not self.settled():
-            return
-        try:
-            waiting = await self.behind()
-        except (KafkaError, TimeoutError) as exc:  # the next call tries again
-            log.warning("could not check partitions for waiting messages: %s", exc)
-            return
-        for topic, partition, _unseen, end in waiting:
-            # from the replay start if this process has not handled the partition yet
-            expected = await self._start(topic, partition, replay=self._replaying(topic, partition))
-            log.warning(
-                "%s[%d]: offsets %d..%d wait and none came for %.0fs; reading them directly",
-                topic,
-                partition,
-                expected,
-                end - 1,
-                time.monotonic() - idle_since,
-            )
-            while expected < end:
-                if not self.settled() or self.last_delivered_at != idle_since:
-                    return
-                self.metrics.gap_reads.inc()
-                stop = min(end, expected + self.settings.worker.batch_max_events)
-                try:
-                    records = await self.direct.read(topic, partition, expected, stop)
-                except (KafkaError, TimeoutError) as exc:  # nothing changed yet; try later
-                    log.warning("could not read %s[%d] directly: %s", topic, partition, exc)
-                    return
-                if records:
-                    if topic in self.kinds:
-                        async with self._ingest_lock:
-                            await self.handle_ingest(records)
-                    else:
-                        async with self._aggregate_lock:
-                            await self.handle_aggregate(records)
-                expected = stop
 
     # -- stage one ----------------------------------------------------------------------
     async def handle_ingest(self, delivered: Sequence[Record]) -> None:
