@@ -8,8 +8,9 @@ consumer group and a fresh ClickHouse store:
 2. raw ceiling: a bare aiokafka consumer (no group) reads and ``orjson``-decodes the same
    messages, timed from its first fetch request to the last message;
 3. worker drain: ``python -m streams.cli worker`` runs as a subprocess (its own memory and
-   interpreter) with ``/metrics`` on a free port, scraped every 50 ms. The drain runs from
-   the first scrape showing ingest consumption until the scrape where (a) the ingest
+   interpreter) with ``/metrics`` on a free port, scraped every 200 ms (every 50 ms, the
+   scrapes took a sixth of the worker's CPU). The drain runs from the first scrape showing
+   ingest consumption until the scrape where (a) the ingest
    stage's finished batches hold all N messages and (b) the aggregate stage's finished
    batches hold every message of the repartition topic. A batch counts as finished only
    after its ClickHouse write returned, so (b) means every KPI snapshot is in ClickHouse.
@@ -85,7 +86,10 @@ NOISE_NOTE = (
     "Figures are noisy (shared 2-core machine, other processes running): medians of "
     "--repeat runs; compare runs of the same command, not single numbers."
 )
-SCRAPE_SECONDS = 0.05
+# Scrape periods: freshness needs fine steps; the drain, long next to 200 ms, does not,
+# and every scrape costs the worker an HTTP request and a metrics page.
+FRESHNESS_SCRAPE_SECONDS = 0.05
+DRAIN_SCRAPE_SECONDS = 0.2
 DEFAULT_SERVER_URL = "clickhouse://default@127.0.0.1:19000"
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -236,10 +240,12 @@ def _worker_env(s: Settings, windows: WindowSet) -> dict[str, str]:
 
 
 class _Scraper:
-    """Scrapes the worker's /metrics every 50 ms in a thread, keeping every answer."""
+    """Scrapes the worker's /metrics every ``period`` seconds in a thread, keeping every
+    answer."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, period: float) -> None:
         self.port = port
+        self.period = period
         self.scrapes: list[Scrape] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -249,7 +255,7 @@ class _Scraper:
             s = scrape(self.port)
             if s is not None:
                 self.scrapes.append(s)
-            self._stop.wait(SCRAPE_SECONDS)
+            self._stop.wait(self.period)
 
     def start(self) -> None:
         self._thread.start()
@@ -285,7 +291,7 @@ class _WorkerProcess:
                 raise BenchError(f"worker exited ({self.proc.returncode}) while {what}: {tail}")
             if time.monotonic() > deadline:
                 raise BenchError(f"timed out after {timeout:.0f}s {what}")
-            time.sleep(SCRAPE_SECONDS / 2)
+            time.sleep(0.025)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -369,7 +375,7 @@ def one_run(
         result["raw_seconds"] = raw_consume(s, list(topics.values()), n)
 
         worker = _WorkerProcess(_worker_env(s, windows), run_dir)
-        scraper = _Scraper(s.metrics.port)
+        scraper = _Scraper(s.metrics.port, DRAIN_SCRAPE_SECONDS)
         scraper.start()
         try:
             result |= _drain(worker, scraper, s, n)
@@ -398,7 +404,7 @@ def freshness_run(
     once it holds its partitions: steady state, no backlog or history in front."""
     with _fresh_run(base, backend) as (s, run_dir):
         worker = _WorkerProcess(_worker_env(s, windows), run_dir)
-        scraper = _Scraper(s.metrics.port)
+        scraper = _Scraper(s.metrics.port, FRESHNESS_SCRAPE_SECONDS)
         scraper.start()
         try:
 
