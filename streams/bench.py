@@ -3,8 +3,9 @@
 For every setup (campaign count x window set) and every repeat, on fresh topics, a fresh
 consumer group and a fresh ClickHouse store:
 
-1. producer: the simulator's messages are generated first, then ``EventProducer.send_all``
-   plus the final flush are timed (the ``socialroi simulate`` path, generation excluded);
+1. producer: the simulator's messages are generated first and the producer learns the
+   topics' partitions, then ``EventProducer.send_all`` plus the final flush are timed (the
+   ``socialroi simulate`` path, generation and connection excluded);
 2. raw ceiling: a bare aiokafka consumer (no group) reads and ``orjson``-decodes the same
    messages, timed from its first fetch request to the last message;
 3. worker drain: ``python -m streams.cli worker`` runs as a subprocess (its own memory and
@@ -363,7 +364,7 @@ def one_run(
         n = len(outgoing)
 
         producer = EventProducer(s, client_id="socialroi-bench")
-        producer.start()
+        producer.start(topics.values())
         try:
             began = time.perf_counter()
             producer.send_all(outgoing)

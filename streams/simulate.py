@@ -50,7 +50,7 @@ def run_simulation(settings: Settings, args: argparse.Namespace) -> None:
     ensure_topics(settings)
     topics = topic_for_kind(settings)
     producer = EventProducer(settings, client_id="socialroi-simulator")
-    producer.start()
+    producer.start(topics.values())
     began = time.monotonic()
     try:
         producer.send_all(
