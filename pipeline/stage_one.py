@@ -17,6 +17,7 @@ ingest topics are co-partitioned by user), so the worker writes it to changelog 
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -236,11 +237,18 @@ class Ingestor:
             return
         key = f"user|{event.user_id}"
         touches = store.get(key) or []
-        if any(t[5] == src and t[6] == offset for t in touches):
+        # Kept sorted by (time, src, offset): a binary search finds the place, and a replay
+        # (the same message again, so the same time) right there. A busy user has hundreds
+        # of touches in the lookback; scanning and sorting them for every event made this
+        # stage quadratic in a user's activity.
+        place = (event.ts_ms, src, offset)
+        at = bisect.bisect_left(touches, place, key=_touch_order)
+        if at < len(touches) and _touch_order(touches[at]) == place:
             return  # replayed
-        touches.append([event.ts_ms, campaign, channel, touch_type, event.event_id, src, offset])
-        touches = [t for t in touches if t[0] >= horizon]
-        touches.sort(key=lambda t: (t[0], t[5], t[6]))
+        touch = [event.ts_ms, campaign, channel, touch_type, event.event_id, src, offset]
+        touches.insert(at, touch)
+        if touches[0][0] < horizon:
+            touches = [t for t in touches if t[0] >= horizon]
         store.put(key, touches)
 
     # -- per partition number ---------------------------------------------------------------
@@ -342,6 +350,11 @@ class Ingestor:
                 store.delete(key)
             elif len(kept) != len(touches):
                 store.put(key, kept)
+
+
+def _touch_order(touch: list[Any]) -> tuple[int, str, int]:
+    """A stored touch's place: event time, then source partition and offset."""
+    return touch[0], touch[5], touch[6]
 
 
 def _conversions_key(partition: int) -> str:
