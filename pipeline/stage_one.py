@@ -50,7 +50,10 @@ SOCIAL: Final = "social.interactions"
 WEB: Final = "web.events"
 # Topics whose watermarks decide when a KPI window is final.
 WATERMARK_KINDS: Final = (SOCIAL, WEB, "campaign.costs")
-_BUCKET_MS: Final = 60_000
+# Event ids seen are kept per second of event time: each batch rewrites the buckets it
+# touched, so a bucket must stay small at a high rate (a minute of 10,000 events/s made one
+# changelog message of megabytes, rewritten by every batch).
+_BUCKET_MS: Final = 1_000
 _ENGAGEMENTS: Final = frozenset({"like", "comment", "share", "save"})
 
 
@@ -371,7 +374,7 @@ def _conversions(store: StateStore, partition: int) -> tuple[int, list[list[Any]
 
 
 class _SeenIds:
-    """Event ids seen per one-minute bucket of event time, with the offset they came at."""
+    """Event ids seen per one-second bucket of event time, with the offset they came at."""
 
     def __init__(self, store: StateStore, src: str) -> None:
         self._store = store
