@@ -20,7 +20,7 @@ Order within a batch, which gives the exactly-once effect (DESIGN.md section 3):
    batch Faust delivered).
 Faust assigns partitions and recovers tables; the worker reads its partitions itself, a
 batch at a time (see "reading the assigned partitions" below). Messages go straight to the
-aiokafka producer under Faust (``_deliver``), tables are written through ``table.data`` and
+aiokafka producer under Faust (``_deliver``), tables are written through their store and
 their changelog topic explicitly: a batch has no current Faust event. Which offsets a batch
 covers is decided from the state, not from what was fetched (see "consecutive offsets").
 """
@@ -149,13 +149,22 @@ def _state_of(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} to a changelog")
 
 
+def table_dict(table: faust.Table) -> dict[Any, Any]:
+    """The dict under a table's in-memory store (``store="memory://"``). The store's own
+    mapping methods are Python code around every read and write (6% of the worker's main
+    thread, profiled); the dict is what they read and write, and what recovery fills."""
+    data = table.data.data  # type: ignore[attr-defined]
+    assert isinstance(data, dict), type(data)
+    return data
+
+
 class _PartitionStore:
     """``StateStore`` over one Faust table for one partition; changes are written to the
     changelog once per key by ``flush``."""
 
     def __init__(self, table: faust.Table, partition: int) -> None:
         self._table = table
-        self._data = table.data
+        self._data = table_dict(table)
         self.partition = partition
         self._changed: dict[str, Any] = {}
 
@@ -399,11 +408,11 @@ class Worker:
         partition; ``None`` for the start of the partition."""
         if topic in self.kinds:
             src = f"{self.kinds[topic]}:{partition}"
-            clock = PartitionClock.from_state(self.state.data.get(clock_key(src)))
+            clock = PartitionClock.from_state(table_dict(self.state).get(clock_key(src)))
             return clock.replay_from(), clock.next_offset()
         if topic != self.by_campaign.get_topic_name():
             return None, None
-        stored = self.windows.data.get(position_key(partition))
+        stored = table_dict(self.windows).get(position_key(partition))
         return (int(stored[0]), int(stored[1])) if stored is not None else (None, None)
 
     def next_unseen(self, topic: str, partition: int) -> int | None:
@@ -649,7 +658,7 @@ class Worker:
 
     def _watermarks(self, partition: int, store: _PartitionStore | None = None) -> dict[str, int]:
         """Watermark of each source partition ``partition`` that has seen an event."""
-        get = store.get if store else self.state.data.get
+        get = store.get if store else table_dict(self.state).get
         found = {}
         for kind in WATERMARK_KINDS:
             src = f"{kind}:{partition}"
@@ -714,7 +723,7 @@ class Worker:
                 elif "hb" in record:
                     heard[record["src"]] = max(heard.get(record["src"], NO_TIME), record["wm"])
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(count)
-        table = self.windows.data
+        table = table_dict(self.windows)
         ends = self._window_ends()
 
         def load(key: WindowKey) -> WindowState:
@@ -754,7 +763,7 @@ class Worker:
         if self._ends is None or rebalances != self._ends_rebalance:
             self._ends = defaultdict(dict)
             self._ends_rebalance = rebalances
-            for encoded in list(self.windows.data.keys()):
+            for encoded in list(table_dict(self.windows)):
                 if is_position_key(encoded):
                     continue
                 key = parse_key(encoded)

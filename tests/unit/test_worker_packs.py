@@ -34,11 +34,16 @@ class _Changelog:
         return "kpi-windows-changelog"
 
 
-class _Table:
-    """The two things ``_PartitionStore`` uses of a Faust table."""
-
+class _MemoryStore:
     def __init__(self) -> None:
         self.data: dict[str, object] = {}
+
+
+class _Table:
+    """The two things ``_PartitionStore`` uses of a Faust table with a memory store."""
+
+    def __init__(self) -> None:
+        self.data = _MemoryStore()
         self.changelog_topic = _Changelog()
 
 
@@ -55,7 +60,7 @@ def test_live_window_states_reach_the_changelog_as_their_json_state() -> None:
     store.put("next-offset|2", [10, 17])
     store.delete("gone")
     sent = store.flush()
-    assert table.data["c|instagram|tumbling|60000|0"] is state  # kept live in memory
+    assert table.data.data["c|instagram|tumbling|60000|0"] is state  # kept live in memory
     by_key = {orjson.loads(key): value for _topic, key, value, _part in sent}
     assert {(t, p) for t, _k, _v, p in sent} == {("kpi-windows-changelog", 2)}
     assert by_key["gone"] is None and orjson.loads(by_key["next-offset|2"]) == [10, 17]
