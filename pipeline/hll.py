@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import struct
 from typing import Final
 
 __all__ = ["EXACT_LIMIT", "HLL_RELATIVE_ERROR", "Reach", "user_hash"]
@@ -110,7 +111,7 @@ class Reach:
 
     def to_state(self) -> str:
         if self._exact is not None:
-            packed = b"".join(v.to_bytes(8, "big") for v in sorted(self._exact))
+            packed = struct.pack(f">{len(self._exact)}Q", *sorted(self._exact))
             return "x" + base64.b64encode(packed).decode()
         assert self._registers is not None
         return "h" + base64.b64encode(bytes(self._registers)).decode()
@@ -122,4 +123,4 @@ class Reach:
         raw = base64.b64decode(state[1:])
         if state[0] == "h":
             return cls(registers=bytearray(raw))
-        return cls(exact={int.from_bytes(raw[i:i + 8], "big") for i in range(0, len(raw), 8)})
+        return cls(exact=set(struct.unpack(f">{len(raw) // 8}Q", raw)))
