@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pipeline.hll import Reach, user_hash
 from pipeline.ingest import NO_TIME
@@ -32,8 +32,9 @@ __all__ = [
 _SOCIAL = "social.interactions:"
 
 
-@dataclass(frozen=True, slots=True)
-class WindowKey:
+class WindowKey(NamedTuple):
+    # A named tuple, not a frozen dataclass: a batch makes one per changed window, and a
+    # tuple is built and hashed in C.
     campaign_id: str
     channel: str
     kind: str
@@ -171,7 +172,8 @@ def fold(
                         state.reach = Reach()
                     state.reach.add(user)
                 changed[tkey] = None
-    return {WindowKey(*k): seen[k] for k in changed}
+    make = WindowKey._make
+    return {make(k): seen[k] for k in changed}
 
 
 def final_watermark(heard: Mapping[str, int], traffic: Iterable[str]) -> int:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import time
 from collections import defaultdict
@@ -158,6 +159,13 @@ def table_dict(table: faust.Table) -> dict[Any, Any]:
     return data
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def campaign_partition(campaign_id: str, partitions: int) -> int:
+    """The stage-two partition of a campaign's windows (Kafka's murmur2 of the id, which is
+    Python code: asked once per campaign rather than for every key and contribution)."""
+    return partition_for(campaign_id.encode(), partitions)
+
+
 class _PartitionStore:
     """``StateStore`` over one Faust table for one partition; changes are written to the
     changelog once per key by ``flush``."""
@@ -210,7 +218,7 @@ class _Packs:
 
     def add(self, record: dict[str, Any]) -> None:
         # Stage two finds a window's partition from its campaign alone.
-        target = partition_for(record["c"].encode(), self._partitions)
+        target = campaign_partition(record["c"], self._partitions)
         self._by_target[target].append(orjson.dumps(record))
 
     def messages(self) -> Sent:
@@ -739,10 +747,11 @@ class Worker:
         snapshots = []
         stores: dict[int, _PartitionStore] = {}
         for key, state in fold(items, self.specs, load).items():
-            part = partition_for(key.campaign_id.encode(), self.partitions)
-            store = stores.setdefault(part, _PartitionStore(self.windows, part))
-            store.put(key.encode(), state)
-            ends[part][key.encode()] = key.end_ms
+            part = campaign_partition(key.campaign_id, self.partitions)
+            store = stores.get(part) or stores.setdefault(part, _PartitionStore(self.windows, part))
+            encoded = key.encode()
+            store.put(encoded, state)
+            ends[part][encoded] = key.end_ms
             snapshots.append(state.snapshot(key))
         for part, position in positions.items():
             store = stores.setdefault(part, _PartitionStore(self.windows, part))
@@ -767,7 +776,7 @@ class Worker:
                 if is_position_key(encoded):
                     continue
                 key = parse_key(encoded)
-                part = partition_for(key.campaign_id.encode(), self.partitions)
+                part = campaign_partition(key.campaign_id, self.partitions)
                 self._ends[part][encoded] = key.end_ms
         return self._ends
 
