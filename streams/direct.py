@@ -11,8 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -28,9 +27,9 @@ log = logging.getLogger(__name__)
 _STUCK_SECONDS = 60.0
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    """One consumed message, whichever consumer read it."""
+class Record(NamedTuple):
+    """One consumed message, whichever consumer read it (a named tuple: one is made per
+    message, and a tuple is made in C)."""
 
     topic: str
     partition: int
