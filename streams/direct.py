@@ -51,6 +51,18 @@ def record_of(message: Any) -> Record:
     )
 
 
+def _record(message: Any) -> Record:
+    """A ``Record`` of an aiokafka message (its timestamp is in ms)."""
+    return Record(
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        message.timestamp or 0,
+    )
+
+
 class DirectReader:
     """Reads offset ranges and partition bounds; started on first use."""
 
@@ -132,16 +144,7 @@ class DirectReader:
                     progress = time.monotonic()
                     if message.offset >= stop:
                         break
-                    records.append(
-                        Record(
-                            topic,
-                            partition,
-                            message.offset,
-                            message.key,
-                            message.value,
-                            message.timestamp or 0,
-                        )
-                    )
+                    records.append(_record(message))
             consumer.assign([])
         return records
 
@@ -177,11 +180,7 @@ class PartitionFeed:
             await asyncio.sleep(timeout_ms / 1000)
             return []
         found = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=self._max_records)
-        return [
-            Record(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp or 0)
-            for messages in found.values()
-            for m in messages
-        ]
+        return [_record(m) for messages in found.values() for m in messages]
 
     async def stop(self) -> None:
         if self._consumer is not None:
