@@ -11,7 +11,8 @@ consumer group and a fresh ClickHouse store:
 3. worker drain: ``python -m streams.cli worker`` runs as a subprocess (its own memory and
    interpreter) with ``/metrics`` on a free port, scraped every 200 ms (every 50 ms, the
    scrapes took a sixth of the worker's CPU). The drain runs from the first scrape showing
-   ingest consumption until the scrape where (a) the ingest
+   ingest consumption (the one before, if that scrape already shows the end) until the
+   scrape where (a) the ingest
    stage's finished batches hold all N messages and (b) the aggregate stage's finished
    batches hold every message of the repartition topic. A batch counts as finished only
    after its ClickHouse write returned, so (b) means every KPI snapshot is in ClickHouse.
@@ -443,9 +444,15 @@ def _drain(worker: _WorkerProcess, scraper: _Scraper, s: Settings, n: int) -> di
     worker.wait_for(aggregated, f"waiting for {repartitioned} repartitioned messages", 600)
     done = scraper.last()
     assert done is not None
+    began = first.at
+    if done is first:
+        # The whole drain fell between two scrapes: counted from the scrape before (an
+        # upper bound), not as zero seconds.
+        index = scraper.scrapes.index(first)
+        began = scraper.scrapes[index - 1].at if index else worker.spawned
     return {
         "startup_seconds": first.at - worker.spawned,
-        "drain_seconds": done.at - first.at,
+        "drain_seconds": done.at - began,
         "repartitioned": repartitioned,
     }
 

@@ -10,7 +10,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 import faust
@@ -46,14 +46,15 @@ CONSUMER_METRICS_INTERVAL_SECONDS = 1.0
 class ConsumerMetrics:
     """Lag per assigned partition and the rebalance count, read from the Faust app.
 
-    Lag is the partition's log end offset (the consumer's high-water mark) minus the first
-    offset whose effect the worker's state has not recorded (``done``), i.e. messages not
-    yet processed for good. Faust's committed offset is not used: it can stay behind a
-    message Faust skipped long after the worker processed it. Until the state has seen a
-    partition, the consumer's fetch position stands in. Only ``topics`` (the ones the
-    agents consume: ingest topics and the repartition topic) are reported; table changelogs
-    and the assignor's topic are not consumer lag. Partitions that are revoked lose their
-    series, so a gauge never reports stale lag.
+    Lag is the partition's log end offset (``ends``, asked of the broker: Faust's consumer
+    does not fetch the partitions the worker reads itself, so its high-water marks stand
+    still) minus the first offset whose effect the worker's state has not recorded
+    (``done``), i.e. messages not yet processed for good. Faust's committed offset is not
+    used: it can stay behind a message Faust skipped long after the worker processed it.
+    Until the state has seen a partition, the consumer's fetch position stands in. Only
+    ``topics`` (the ones the agents consume: ingest topics and the repartition topic) are
+    reported; table changelogs and the assignor's topic are not consumer lag. Partitions
+    that are revoked lose their series, so a gauge never reports stale lag.
     """
 
     def __init__(
@@ -62,11 +63,13 @@ class ConsumerMetrics:
         metrics: Metrics,
         topics: Iterable[str],
         done: Callable[[str, int], int | None],
+        ends: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]],
     ) -> None:
         self._app = app
         self._metrics = metrics
         self._topics = frozenset(topics)
         self._done = done
+        self._ends = ends
         self._rebalances_seen = 0
         self._labelled: set[tuple[str, str]] = set()
 
@@ -80,12 +83,10 @@ class ConsumerMetrics:
             return  # the assignment is changing; keep the last values until it settles
         consumer = app.consumer
         labelled: set[tuple[str, str]] = set()
-        assigned = {tp for tp in consumer.assignment() if tp.topic in self._topics}
+        assigned = sorted(tp for tp in consumer.assignment() if tp.topic in self._topics)
+        ends = await self._ends([(tp.topic, tp.partition) for tp in assigned])
         for tp in assigned:
-            try:
-                end = consumer.highwater(tp)
-            except Exception:  # no fetch answered for this partition yet
-                continue
+            end = ends.get((tp.topic, tp.partition))
             done = self._done(tp.topic, tp.partition)
             if done is None:
                 done = await consumer.position(tp)
@@ -151,7 +152,9 @@ async def worker_main(
         await app.start()
         feeds = worker.start_feeds()
         # Lag is reported for what the agents consume, not for table changelogs.
-        consumer_metrics = ConsumerMetrics(app, metrics, worker.consumed_topics, worker.next_unseen)
+        consumer_metrics = ConsumerMetrics(
+            app, metrics, worker.consumed_topics, worker.next_unseen, worker.direct.ends
+        )
         metrics_task = asyncio.create_task(consumer_metrics.run(metrics_stop))
         drained_since: float | None = None
         while not stop.is_set():

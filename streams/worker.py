@@ -359,23 +359,37 @@ class Worker:
         before a rebalance is dropped; one under way holds the rebalance (``_on_revoked``).
         A failure crashes the worker, which then processes the batch again on restart."""
         feed = PartitionFeed(self.settings.kafka, self.settings.worker.batch_max_events, stage)
-        synced = -1
+        synced = -1  # the rebalance the feed is positioned for; -1: position it again
         try:
             while True:
-                if not self.settled():
-                    await asyncio.sleep(_FEED_WAIT_MS / 1000)
-                    continue
-                if synced != self.app.rebalancing_count:
+                if synced != self.app.rebalancing_count or not self.settled():
                     async with lock:
-                        synced = self.app.rebalancing_count
-                        await self._position(feed, topics)
+                        # The count first: Faust flags a rebalance before it counts it, so
+                        # a rebalance starting between the two reads is seen next round.
+                        count = self.app.rebalancing_count
+                        if self.settled():
+                            try:
+                                await self._position(feed, topics)
+                                synced = count
+                            except (KafkaError, TimeoutError) as exc:
+                                log.warning("%s: could not position the feed: %s", stage, exc)
+                    if synced != count:
+                        await asyncio.sleep(_FEED_WAIT_MS / 1000)
                     continue
-                records = await feed.fetch(_FEED_WAIT_MS)
+                try:
+                    records = await feed.fetch(_FEED_WAIT_MS)
+                except (KafkaError, TimeoutError) as exc:
+                    log.warning("%s: could not fetch, positioning again: %s", stage, exc)
+                    synced = -1
+                    continue
                 if not records:
                     continue
                 async with lock:
                     if synced != self.app.rebalancing_count or not self.settled():
-                        continue  # fetched for an assignment that has changed since
+                        # Fetched before the assignment changed or while ClickHouse is
+                        # down: dropped, and read again from where the state says.
+                        synced = -1
+                        continue
                     self.last_delivered_at = time.monotonic()
                     await handle(records)
         except asyncio.CancelledError:
@@ -827,16 +841,12 @@ class Worker:
         for (topic, partition), messages in by_tp.items():
             batch = producer.create_batch()
             for key, value in messages:
-                if batch.append(key=key, value=value, timestamp=None) is not None:
-                    continue
-                if batch.record_count():  # full: send it, go on in a new one
+                if batch.append(key=key, value=value, timestamp=None) is None:
+                    # Full: send it, go on in a new one, which takes any first message (one
+                    # too large for the broker fails there, and the batch with it).
                     futures.append(await producer.send_batch(batch, topic, partition=partition))
                     batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is not None:
-                        continue
-                # larger than a batch on its own: send() sends it or raises the size error
-                futures.append(await producer.send(topic, value, key=key, partition=partition))
-                batch = producer.create_batch()
+                    batch.append(key=key, value=value, timestamp=None)
             if batch.record_count():
                 futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
