@@ -41,14 +41,8 @@ class Record(NamedTuple):
 
 def record_of(message: Any) -> Record:
     """A ``Record`` of a Faust message (its timestamp is in seconds)."""
-    return Record(
-        message.topic,
-        message.partition,
-        message.offset,
-        message.key,
-        message.value,
-        int(message.timestamp * 1000) if message.timestamp else 0,
-    )
+    seconds = message.timestamp
+    return _record(message)._replace(timestamp_ms=int(seconds * 1000) if seconds else 0)
 
 
 def _record(message: Any) -> Record:
