@@ -57,6 +57,13 @@ def _record(message: Any) -> Record:
     )
 
 
+async def _consumer(kafka: KafkaSettings, client_id: str) -> AIOKafkaConsumer:
+    """A started assign-only aiokafka consumer that never commits."""
+    consumer = AIOKafkaConsumer(**aiokafka_consumer_options(kafka), client_id=client_id)
+    await consumer.start()
+    return consumer
+
+
 class DirectReader:
     """Reads offset ranges and partition bounds; started on first use."""
 
@@ -70,11 +77,7 @@ class DirectReader:
 
     async def _started(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                **aiokafka_consumer_options(self._kafka), client_id="socialroi-direct-reader"
-            )
-            await consumer.start()
-            self._consumer = consumer
+            self._consumer = await _consumer(self._kafka, "socialroi-direct-reader")
         return self._consumer
 
     async def stop(self) -> None:
@@ -158,11 +161,7 @@ class PartitionFeed:
         """Read exactly these partitions, each from its offset (messages fetched before
         and not yet returned are dropped)."""
         if self._consumer is None:
-            consumer = AIOKafkaConsumer(
-                **aiokafka_consumer_options(self._kafka), client_id=f"socialroi-feed-{self._name}"
-            )
-            await consumer.start()
-            self._consumer = consumer
+            self._consumer = await _consumer(self._kafka, f"socialroi-feed-{self._name}")
         self._consumer.assign([TopicPartition(t, p) for t, p in starts])
         for (topic, partition), offset in starts.items():
             self._consumer.seek(TopicPartition(topic, partition), offset)

@@ -29,10 +29,7 @@ from pipeline.verify import (
 from sinks import ClickHouseSink, credited_rows, dead_letter_counts, kpi_rows, open_backend
 from streams.collector import build_collector
 from streams.metrics import Metrics, MetricsServer
-from streams.producer import (
-    EventProducer,
-    ensure_topics,
-)
+from streams.producer import EventProducer, ensure_topics
 from streams.worker import Worker
 
 __all__ = ["ConsumerMetrics", "run_collector", "run_worker", "verify", "worker_main"]

@@ -34,7 +34,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -351,7 +351,7 @@ class Worker:
         self,
         stage: str,
         topics: set[str],
-        handle: Any,
+        handle: Callable[[Sequence[Record]], Awaitable[None]],
         lock: asyncio.Lock,
     ) -> None:
         """Hand ``handle`` batches of the assigned partitions of ``topics``, each from where
@@ -760,15 +760,22 @@ class Worker:
 
         snapshots = []
         stores: dict[int, _PartitionStore] = {}
+
+        def store_for(part: int) -> _PartitionStore:
+            store = stores.get(part)
+            if store is None:
+                store = stores[part] = _PartitionStore(self.windows, part)
+            return store
+
         for key, state in fold(items, self.specs, load).items():
             part = campaign_partition(key.campaign_id, self.partitions)
-            store = stores.get(part) or stores.setdefault(part, _PartitionStore(self.windows, part))
+            store = store_for(part)
             encoded = key.encode()
             store.put(encoded, state)
             ends[part][encoded] = key.end_ms
             snapshots.append(state.snapshot(key))
         for part, position in positions.items():
-            store = stores.setdefault(part, _PartitionStore(self.windows, part))
+            store = store_for(part)
             snapshots += self._finalise(part, store, ends[part])
             # Kept with the windows, so a worker taking the partition over knows it too.
             store.put(position_key(part), position)
