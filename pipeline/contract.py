@@ -97,11 +97,11 @@ def schema_per_event_type(schema: Mapping[str, Any], event_type: str) -> dict[st
     kept = []
     for entry in schema.get("allOf", ()):
         condition = entry.get("if", {})
-        if set(entry) != {"if", "then"} or list(condition) != ["properties"] or list(
-            condition["properties"]
-        ) != ["event_type"]:
+        tested = condition.get("properties", {})
+        on_type = condition.keys() == {"properties"} and tested.keys() == {"event_type"}
+        if entry.keys() != {"if", "then"} or not on_type:
             raise ValueError(f"allOf entry is not an 'if event_type' rule: {entry}")
-        if condition["properties"]["event_type"]["const"] == event_type:
+        if tested["event_type"]["const"] == event_type:
             kept.append(entry["then"])
     return {**schema, "allOf": kept}
 

@@ -92,6 +92,8 @@ NOISE_NOTE = (
 # and every scrape costs the worker an HTTP request and a metrics page.
 FRESHNESS_SCRAPE_SECONDS = 0.05
 DRAIN_SCRAPE_SECONDS = 0.2
+# How often a wait on the scrapes looks at the newest one.
+_POLL_SECONDS = 0.025
 DEFAULT_SERVER_URL = "clickhouse://default@127.0.0.1:19000"
 _REPO = Path(__file__).resolve().parents[1]
 
@@ -293,7 +295,7 @@ class _WorkerProcess:
                 raise BenchError(f"worker exited ({self.proc.returncode}) while {what}: {tail}")
             if time.monotonic() > deadline:
                 raise BenchError(f"timed out after {timeout:.0f}s {what}")
-            time.sleep(0.025)
+            time.sleep(_POLL_SECONDS)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
