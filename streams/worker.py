@@ -363,6 +363,7 @@ class Worker:
         try:
             while True:
                 if synced != self.app.rebalancing_count or not self.settled():
+                    positioned = False
                     async with lock:
                         # The count first: Faust flags a rebalance before it counts it, so
                         # a rebalance starting between the two reads is seen next round.
@@ -370,10 +371,13 @@ class Worker:
                         if self.settled():
                             try:
                                 await self._position(feed, topics)
-                                synced = count
+                                synced, positioned = count, True
                             except (KafkaError, TimeoutError) as exc:
                                 log.warning("%s: could not position the feed: %s", stage, exc)
-                    if synced != count:
+                    if not positioned:
+                        # Always a real wait: taking a free asyncio lock does not yield, so
+                        # looping straight back would starve the loop, and with it the
+                        # other stage's ClickHouse retry that would end the outage.
                         await asyncio.sleep(_FEED_WAIT_MS / 1000)
                     continue
                 try:

@@ -61,13 +61,16 @@ def _readyz(port: int) -> int | None:
         return None
 
 
-def _wait(condition: Callable[[], bool], timeout: float, what: str) -> None:
+def _wait(condition: Callable[[], bool], timeout: float, what: str, log: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
             return
         time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    raise AssertionError(
+        f"timed out after {timeout}s waiting for {what}; the worker's log ends:\n"
+        + log.read_text()[-3000:]
+    )
 
 
 def test_worker_survives_a_one_minute_clickhouse_outage(
@@ -104,8 +107,13 @@ def test_worker_survives_a_one_minute_clickhouse_outage(
     )
     statuses: list[int | None] = []
     try:
-        _wait(lambda: _readyz(metrics_port) == 200, 120, "the worker's /readyz to answer 200")
-        _wait(lambda: _kpi_rows_written(private_clickhouse) > 0, 180, "first KPI rows")
+        _wait(
+            lambda: _readyz(metrics_port) == 200,
+            120,
+            "the worker's /readyz to answer 200",
+            worker_log,
+        )
+        _wait(lambda: _kpi_rows_written(private_clickhouse) > 0, 180, "first KPI rows", worker_log)
         assert worker.poll() is None, worker_log.read_text()[-3000:]
 
         private_clickhouse.kill()
@@ -122,7 +130,7 @@ def test_worker_survives_a_one_minute_clickhouse_outage(
         sim_out, _ = simulator.communicate(timeout=600)
         assert simulator.returncode == 0, sim_out
         assert "sent 100000 messages" in sim_out
-        _wait(lambda: _readyz(metrics_port) == 200, 120, "/readyz to answer 200 again")
+        _wait(lambda: _readyz(metrics_port) == 200, 120, "/readyz to answer 200 again", worker_log)
         resumed_after = time.monotonic() - restarted
         assert worker.wait(timeout=900) == 0, worker_log.read_text()[-3000:]
     finally:
