@@ -86,6 +86,15 @@ broker_answers() {
             --command-config "$LOCAL_DIR/kafka/admin.properties" --list >/dev/null 2>&1
 }
 
+# True once consumer groups can be coordinated: asking for a group's coordinator creates
+# __consumer_offsets on a fresh broker, and until it is up every consumer group's first
+# join fails (aiokafka logs that as an ERROR). The tool exits 0 either way, so read it.
+groups_coordinated() {
+    timeout 60 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+        --bootstrap-server "$BOOTSTRAP" --command-config "$LOCAL_DIR/kafka/admin.properties" \
+        --describe --group socialroi-readiness 2>&1 | grep -q "does not exist"
+}
+
 configure() {
     mkdir -p "$DATA_DIR" "$LOG_DIR"
     render "$LOCAL_DIR/kafka/server.properties.in" "$CONF" \
@@ -136,6 +145,7 @@ cmd_start() {
             else
                 log kafka "WARNING: no SASL listener on $SASL_PORT (started with an older config); the SASL tests need: ${0##*/} stop, then start"
             fi
+            wait_ready "$PIDFILE" 90 groups_coordinated || fail_start "broker cannot coordinate consumer groups after 90s"
             return 0
         fi
         log kafka "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
@@ -159,6 +169,7 @@ cmd_start() {
         die "broker answers on $BOOTSTRAP but not on its SASL port $SASL_PORT (started with an older config?): ${0##*/} stop, then start"
     fi
     ensure_scram
+    wait_ready "$PIDFILE" 90 groups_coordinated || fail_start "broker cannot coordinate consumer groups after 90s"
     log kafka "ready on $BOOTSTRAP, SASL/SCRAM on 127.0.0.1:$SASL_PORT (pid $(<"$PIDFILE"))"
 }
 
