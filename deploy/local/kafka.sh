@@ -12,7 +12,7 @@ set -euo pipefail
 USAGE="usage: ${0##*/} {fetch|start|stop|status|reset|topics [ARGS...]|scram-password}
 
   fetch   resolve the Kafka 3.9.1 jars with Maven into the cache (skipped when cached)
-  start   fetch if needed, format storage once, start the broker, wait until it answers
+  start   fetch if needed, format storage once, start the broker, wait until it answers and coordinates consumer groups
   stop    SIGTERM, wait up to 30s, then SIGKILL (fine if not running)
   status  exit 0 if the broker answers a real API call
   reset   stop and delete the broker's state (topics, offsets, logs, cluster id)
