@@ -88,11 +88,14 @@ broker_answers() {
 
 # True once consumer groups can be coordinated: asking for a group's coordinator creates
 # __consumer_offsets on a fresh broker, and until it is up every consumer group's first
-# join fails (aiokafka logs that as an ERROR). The tool exits 0 either way, so read it.
+# join fails (aiokafka logs that as an ERROR). The tool exits 0 either way, so read it
+# (whole: an early-exiting grep on a pipe would fail the pipeline under pipefail).
 groups_coordinated() {
-    timeout 60 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
+    local out
+    out=$(timeout 60 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.consumer.group.ConsumerGroupCommand \
         --bootstrap-server "$BOOTSTRAP" --command-config "$LOCAL_DIR/kafka/admin.properties" \
-        --describe --group socialroi-readiness 2>&1 | grep -q "does not exist"
+        --describe --group socialroi-readiness 2>&1) || return 1
+    [[ $out == *"does not exist"* ]]
 }
 
 configure() {
