@@ -69,12 +69,12 @@ from pipeline.ports import (
 from pipeline.settings import Settings
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
 from pipeline.windows import specs_from_settings
+from streams.app import build_app
 from streams.direct import DirectReader, PartitionFeed, Record, record_of
-from streams.kafka_config import faust_broker, faust_credentials
 from streams.metrics import Metrics
 from streams.producer import by_campaign_topic, topic_for_kind
 
-__all__ = ["Worker", "build_app"]
+__all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
 # A message to send: (topic, key, value, partition or None for the producer's choice).
@@ -879,27 +879,4 @@ def _dead_letter_json(row: DeadLetterRow) -> bytes:
             "kafka_ts_ms": row.kafka_ts_ms,
             "payload_b64": base64.b64encode(row.payload).decode(),
         }
-    )
-
-
-def build_app(settings: Settings) -> faust.App:
-    """A Faust app for these settings; no broker connection until the worker starts."""
-    s = settings
-    return faust.App(
-        s.worker.app_id,
-        broker=faust_broker(s.kafka),
-        broker_credentials=faust_credentials(s.kafka),
-        store="memory://",
-        datadir=str(s.worker.data_dir),
-        web_enabled=False,
-        topic_partitions=s.kafka.partitions,
-        topic_replication_factor=s.kafka.replication_factor,
-        consumer_auto_offset_reset="earliest",
-        processing_guarantee="at_least_once",
-        broker_commit_interval=1.0,
-        table_standby_replicas=0,
-        stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max_events),
-        # A batch sends thousands of small messages at once: let them travel in few requests.
-        producer_max_batch_size=512 * 1024,
-        autodiscover=False,
     )
