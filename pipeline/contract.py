@@ -1,10 +1,11 @@
 """The event contract: decode one Kafka message into an ``Event`` or a typed ``Rejection``.
 
 The JSON Schema files in ``pipeline/schemas/`` are the contract any producer can follow; this
-module compiles them once and adds the checks a schema cannot express (size before parsing,
-finite numbers, clock skew against the caller's clock). Decoding never raises on bad input:
-every failure is a ``Rejection`` with a reason from a closed set, so the caller can dead-letter
-it with the original bytes.
+module compiles them once (into fastjsonschema validators, and into msgspec types for the
+one-pass fast path of ``pipeline.contract_fast``) and adds the checks a schema cannot express
+(size before parsing, finite numbers, clock skew against the caller's clock). Decoding never
+raises on bad input: every failure is a ``Rejection`` with a reason from a closed set, so the
+caller can dead-letter it with the original bytes.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, Final
 import fastjsonschema
 import orjson
 
+from pipeline.contract_fast import FastDecoder
 from pipeline.normalize import normalise_channel
 
 __all__ = [
@@ -58,7 +60,8 @@ class Rejection:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """A valid event. ``data`` is the validated JSON object, unchanged."""
+    """A valid event. ``data`` is the validated JSON object, unchanged (values, types and
+    nested order; its top-level keys can be in schema order rather than the message's)."""
 
     kind: str
     event_type: str
@@ -107,6 +110,12 @@ def schema_per_event_type(schema: Mapping[str, Any], event_type: str) -> dict[st
 
 
 @functools.cache
+def _fast_decoder(kind: str) -> FastDecoder:
+    """The one-pass decoder of topic ``kind`` (built once a process)."""
+    return FastDecoder(load_schema(kind))
+
+
+@functools.cache
 def _validators(kind: str) -> dict[str, Callable[[Any], Any]]:
     """A compiled validator per event type of topic ``kind`` (compiled once a process)."""
     schema = load_schema(kind)
@@ -124,12 +133,18 @@ class Contract:
         self._max_skew_ms = max_future_skew_ms
         self._validators = {kind: _validators(kind) for kind in TOPIC_KINDS}
         self._event_types = {kind: frozenset(self._validators[kind]) for kind in TOPIC_KINDS}
+        self._fast = {kind: _fast_decoder(kind) for kind in TOPIC_KINDS}
 
     def event_types(self, kind: str) -> frozenset[str]:
         return self._event_types[kind]
 
     def decode(self, kind: str, raw: bytes | None, now_ms: int) -> Event | Rejection:
-        """Decode and validate one message of topic ``kind`` received at ``now_ms``."""
+        """Decode and validate one message of topic ``kind`` received at ``now_ms``.
+
+        A valid message is decoded and validated in one pass by msgspec; any other goes on
+        to orjson and fastjsonschema, so the verdict and the rejection's reason and detail
+        are those of that exact path whichever way a message went. Never raises.
+        """
         validator = self._validators.get(kind)
         if validator is None:
             return Rejection(RejectReason.UNKNOWN_TOPIC, f"no contract for topic kind {kind!r}")
@@ -137,6 +152,17 @@ class Contract:
             return Rejection(RejectReason.BAD_JSON, "empty message (tombstone)")
         if len(raw) > self._max_bytes:
             return Rejection(RejectReason.OVERSIZE, f"{len(raw)} bytes, limit {self._max_bytes}")
+        data = self._fast[kind].decode(raw)
+        if data is not None:
+            # The schema accepts it (see pipeline.contract_fast): only the checks after the
+            # schema's remain. Every other message, valid or not, takes the exact path, which
+            # alone words rejections.
+            return self._accept(kind, data, now_ms)
+        return self._decode_exact(kind, raw, now_ms)
+
+    def _decode_exact(self, kind: str, raw: bytes, now_ms: int) -> Event | Rejection:
+        """``decode`` after the size check, by orjson and the fastjsonschema validators:
+        slower, and the reference the fast path is tested against."""
         try:
             # orjson rejects NaN and Infinity, which JSON does not have either.
             obj = orjson.loads(raw)
@@ -157,6 +183,10 @@ class Contract:
             self._validators[kind][event_type](obj)
         except fastjsonschema.JsonSchemaValueException as exc:
             return Rejection(RejectReason.SCHEMA_VIOLATION, exc.message[:300])
+        return self._accept(kind, obj, now_ms)
+
+    def _accept(self, kind: str, obj: Mapping[str, Any], now_ms: int) -> Event | Rejection:
+        """The checks after the schema's, on an object the schema accepts."""
         try:
             ts_ms = parse_event_time(obj["event_time"])
         except (ValueError, OverflowError) as exc:
@@ -168,7 +198,7 @@ class Contract:
             )
         return Event(
             kind=kind,
-            event_type=event_type,
+            event_type=obj["event_type"],
             event_id=obj["event_id"],
             ts_ms=ts_ms,
             channel=normalise_channel(obj.get("channel", "")),
