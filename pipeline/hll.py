@@ -16,13 +16,17 @@ import math
 import struct
 from typing import Final
 
-__all__ = ["EXACT_LIMIT", "HLL_RELATIVE_ERROR", "Reach", "user_hash"]
+__all__ = ["EXACT_LIMIT", "HLL_RELATIVE_ERROR", "RANK_BITS", "Reach", "estimate", "user_hash"]
 
 EXACT_LIMIT: Final = 128
 _P: Final = 12
 _M: Final = 1 << _P
 _Q: Final = 64 - _P
 HLL_RELATIVE_ERROR: Final = 1.04 / math.sqrt(_M)
+# A register code is ``index << RANK_BITS | rank``: ranks are at most _Q + 1 = 53 < 64.
+RANK_BITS: Final = 6
+_RANK_MASK: Final = (1 << RANK_BITS) - 1
+_EXACT_ITEM = struct.Struct("<Q")
 
 
 def user_hash(user_id: str) -> int:
@@ -98,6 +102,40 @@ class Reach:
             self._histogram[old] -= 1
             self._histogram[rank] += 1
 
+    def users(self) -> tuple[int, ...]:
+        """The users' hashes while the reach is exact, else ``()``."""
+        return tuple(sorted(self._exact)) if self._exact is not None else ()
+
+    def codes(self) -> list[int]:
+        """The registers this sketch sets, as codes (``index << RANK_BITS | rank``, one per
+        non-zero register, ascending). An exact set gives the registers its users would set,
+        so panes compose by taking, per register index, the highest rank (:func:`estimate`)."""
+        if self._exact is not None:
+            best: dict[int, int] = {}
+            for value in self._exact:
+                index, rank = value >> _Q, _rank(value)
+                if rank > best.get(index, 0):
+                    best[index] = rank
+            return [index << RANK_BITS | rank for index, rank in sorted(best.items())]
+        assert self._registers is not None
+        return [i << RANK_BITS | r for i, r in enumerate(self._registers) if r]
+
+    def to_bytes(self) -> bytes:
+        """Binary form for the changelog: ``x`` + 8-byte hashes, or ``h`` + 4,096 registers."""
+        if self._exact is not None:
+            return b"x" + struct.pack(f"<{len(self._exact)}Q", *self._exact)
+        assert self._registers is not None
+        return b"h" + bytes(self._registers)
+
+    @classmethod
+    def from_bytes(cls, data: bytes | memoryview) -> Reach:
+        if not data:
+            return cls()
+        body = bytes(data[1:])
+        if data[0] == ord("h"):
+            return cls(registers=bytearray(body))
+        return cls(exact={v for (v,) in _EXACT_ITEM.iter_unpack(body)})
+
     def count(self) -> int:
         if self._exact is not None:
             return len(self._exact)
@@ -124,3 +162,27 @@ class Reach:
         if state[0] == "h":
             return cls(registers=bytearray(raw))
         return cls(exact=set(struct.unpack(f">{len(raw) // 8}Q", raw)))
+
+
+def _rank(value: int) -> int:
+    return _Q - (value & ((1 << _Q) - 1)).bit_length() + 1
+
+
+def estimate(codes: list[int]) -> int:
+    """Distinct users of a union of sketches given all their register codes (repeats and
+    lower ranks of an index allowed): Ertl's estimator over the merged registers, the same
+    figure :meth:`Reach.count` gives for one sketch. The reader views compute exactly this
+    in SQL to compose rolling windows from panes (``sinks/migrations/0008``):
+    ``m^2 / (2 ln 2 * (sum over set registers of 2^-rank + m * sigma(unset / m)))``.
+    (Ertl's tau term is left out there and here: it needs a register at rank 53, which
+    takes a 2^-53 chance per user.)"""
+    best: dict[int, int] = {}
+    for code in codes:
+        index, rank = code >> RANK_BITS, code & _RANK_MASK
+        if rank > best.get(index, 0):
+            best[index] = rank
+    unset = _M - len(best)
+    if unset == _M:
+        return 0
+    z = sum(2.0**-rank for rank in best.values()) + _M * _sigma(unset / _M)
+    return round(_M * _M / (2.0 * math.log(2.0)) / z)

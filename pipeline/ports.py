@@ -16,16 +16,23 @@ __all__ = [
     "RawEventRow",
     "SinkUnavailable",
     "SnapshotSink",
+    "WatermarkRow",
 ]
 
 
 @dataclass(frozen=True, slots=True)
 class KpiSnapshot:
-    """The whole state of one (campaign, channel, window) at one version.
+    """The whole state of one (campaign, channel, pane or window) at one version.
 
     ``version`` grows with the events the snapshot includes (and once more when the window
     turns final), so writing the same snapshot twice, or an older one after a newer, changes
     nothing in a ReplacingMergeTree.
+
+    The worker writes panes (``pipeline.panes``): ``window_kind`` is ``tumbling`` for a pane
+    that is a configured tumbling window, ``pane`` for one that is only a hopping window's
+    step. A pane that hopping windows are composed of names their sizes
+    (``hopping_seconds``) and carries its reach sketch: its users' hashes while exact
+    (``reach_users``) and the registers it sets (``reach_codes``, see ``pipeline.hll``).
     """
 
     campaign_id: str
@@ -37,6 +44,21 @@ class KpiSnapshot:
     is_final: bool
     version: int
     counters: Mapping[str, int]
+    hopping_seconds: tuple[int, ...] = ()
+    reach_users: tuple[int, ...] = ()
+    reach_codes: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class WatermarkRow:
+    """How far one stage-two partition has finalised: every pane of it that ends at or
+    before ``watermark_ms`` has been written as final. Readers take the lowest over the
+    ``partitions`` stage-two partitions, once each has written one, to decide which
+    composed (hopping) windows are final."""
+
+    partition: int
+    partitions: int
+    watermark_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +125,8 @@ class SnapshotSink(Protocol):
     def add_credits(self, rows: Sequence[CreditRow]) -> None: ...
 
     def add_raw_events(self, rows: Sequence[RawEventRow]) -> None: ...
+
+    def add_watermarks(self, rows: Sequence[WatermarkRow]) -> None: ...
 
     async def flush(self) -> None: ...
 

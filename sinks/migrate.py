@@ -93,6 +93,7 @@ _CREATE_TABLE = re.compile(
 )
 _CREATE_VIEW = re.compile(r"^\s*CREATE VIEW IF NOT EXISTS (\w+) AS\b(.*)$", re.DOTALL)
 _CREATED = re.compile(r"^\s*CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)", re.MULTILINE)
+_DROP_IF_EXISTS = re.compile(r"^\s*DROP TABLE IF EXISTS (\w+)\s*$")
 _READS = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b(?!\.)", re.IGNORECASE)
 _SORT_KEY = re.compile(r"ORDER BY\s*(?:\(([^)]*)\)|(\w+))")
 
@@ -128,6 +129,10 @@ def cluster_ddl(
             lambda m: f"{m[1]} {database}.{m[2]}" if m[2] in objects else m[0], select
         )
         return [f"CREATE VIEW IF NOT EXISTS {database}.{name} ON CLUSTER {cluster} AS{select}"]
+    drop = _DROP_IF_EXISTS.match(statement)
+    if drop:
+        # Migrations drop only views (to define them anew): one per server, no local table.
+        return [f"DROP TABLE IF EXISTS {database}.{drop[1]} ON CLUSTER {cluster}"]
     return [statement]
 
 

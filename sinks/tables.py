@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Final
 
 from pipeline.kpi import KPI_COUNTERS
-from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow
+from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow, WatermarkRow
 from sinks.errors import SinkError
 
 __all__ = [
@@ -23,16 +23,27 @@ __all__ = [
     "KPI_VIEW",
     "RAW_COLUMNS",
     "RAW_TABLE",
+    "WATERMARK_COLUMNS",
+    "WATERMARK_TABLE",
     "WINDOW_KINDS",
     "RowError",
     "credit_row",
     "dead_letter_row",
     "raw_row",
     "snapshot_row",
+    "watermark_row",
 ]
 
-KPI_TABLE: Final = "kpi_windows"
+# The worker writes panes; the view composes the windows readers see (migration 0008).
+KPI_TABLE: Final = "kpi_panes"
 KPI_VIEW: Final = "kpi_current"
+WATERMARK_TABLE: Final = "kpi_watermarks"
+WATERMARK_COLUMNS: Final[tuple[str, ...]] = (
+    "partition",
+    "partitions",
+    "watermark_ms",
+    "updated_at",
+)
 DEAD_LETTER_TABLE: Final = "dead_letters"
 CREDIT_TABLE: Final = "credited_conversions"
 RAW_TABLE: Final = "raw_events"
@@ -47,7 +58,8 @@ RAW_COLUMNS: Final[tuple[str, ...]] = (
     "payload",
     "ingested_at",
 )
-WINDOW_KINDS: Final = frozenset({"tumbling", "hopping"})
+# Hopping windows are never written: the view composes them from their panes.
+WINDOW_KINDS: Final = frozenset({"tumbling", "pane"})
 
 KPI_COLUMNS: Final[tuple[str, ...]] = (
     "campaign_id",
@@ -59,6 +71,9 @@ KPI_COLUMNS: Final[tuple[str, ...]] = (
     "is_final",
     "version",
     *KPI_COUNTERS,
+    "hopping_seconds",
+    "reach_users",
+    "reach_codes",
     "updated_at",
 )
 DEAD_LETTER_COLUMNS: Final[tuple[str, ...]] = (
@@ -116,7 +131,7 @@ def _window_second(name: str, millis: int) -> int:
 
 
 def snapshot_row(snapshot: KpiSnapshot, updated_at: int) -> tuple[object, ...]:
-    """``snapshot`` as a ``kpi_windows`` row in :data:`KPI_COLUMNS` order.
+    """``snapshot`` (a pane) as a ``kpi_panes`` row in :data:`KPI_COLUMNS` order.
 
     Counters missing from the snapshot are 0; an unknown counter name is a :class:`RowError`
     (it would otherwise be dropped silently). Window bounds go from epoch ms to DateTime
@@ -126,7 +141,10 @@ def snapshot_row(snapshot: KpiSnapshot, updated_at: int) -> tuple[object, ...]:
         unknown = sorted(set(snapshot.counters) - _KNOWN_COUNTERS)
         raise RowError(f"unknown KPI counter(s): {', '.join(unknown)}")
     if snapshot.window_kind not in WINDOW_KINDS:
-        raise RowError(f"window_kind must be tumbling or hopping, not {snapshot.window_kind!r}")
+        raise RowError(
+            f"window_kind must be tumbling or pane, not {snapshot.window_kind!r} "
+            "(hopping windows are composed from panes by the views)"
+        )
     get = snapshot.counters.get
     values = [get(name, 0) for name in KPI_COUNTERS]
     low, high = _INT64
@@ -143,6 +161,19 @@ def snapshot_row(snapshot: KpiSnapshot, updated_at: int) -> tuple[object, ...]:
         1 if snapshot.is_final else 0,
         _checked("version", snapshot.version, _UINT64),
         *values,
+        snapshot.hopping_seconds,
+        snapshot.reach_users,
+        snapshot.reach_codes,
+        updated_at,
+    )
+
+
+def watermark_row(mark: WatermarkRow, updated_at: int) -> tuple[object, ...]:
+    """``mark`` as a ``kpi_watermarks`` row in :data:`WATERMARK_COLUMNS` order."""
+    return (
+        _checked("partition", mark.partition, (0, 2**16 - 1)),
+        _checked("partitions", mark.partitions, (1, 2**16 - 1)),
+        _checked("watermark_ms", mark.watermark_ms, _UINT64),
         updated_at,
     )
 

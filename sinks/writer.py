@@ -16,7 +16,7 @@ Contract (:class:`pipeline.ports.SnapshotSink`):
   (a statement the store rejects) raises the :class:`~sinks.errors.SinkError` itself, buffer
   still intact: retrying cannot help, so the caller should stop without committing offsets.
 * Idempotent by construction: a snapshot maps to the same row every time (except
-  ``updated_at``, the write time), and ``kpi_windows`` keeps the highest version per key, so
+  ``updated_at``, the write time), and ``kpi_panes`` keeps the highest version per key, so
   writing a snapshot twice, or an older version after a newer, leaves ``kpi_current`` as is.
 
 Blocking driver calls run in a worker thread (``asyncio.to_thread``), so the event loop keeps
@@ -31,7 +31,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow, SinkUnavailable
+from pipeline.ports import (
+    CreditRow,
+    DeadLetterRow,
+    KpiSnapshot,
+    RawEventRow,
+    SinkUnavailable,
+    WatermarkRow,
+)
 from pipeline.settings import ClickHouseSettings
 from sinks.backends import Backend, open_backend
 from sinks.errors import BackendUnavailable, SinkError
@@ -45,10 +52,13 @@ from sinks.tables import (
     KPI_TABLE,
     RAW_COLUMNS,
     RAW_TABLE,
+    WATERMARK_COLUMNS,
+    WATERMARK_TABLE,
     credit_row,
     dead_letter_row,
     raw_row,
     snapshot_row,
+    watermark_row,
 )
 
 __all__ = ["Backoff", "ClickHouseSink", "FlushEvent", "FlushObserver"]
@@ -134,6 +144,9 @@ class ClickHouseSink:
             DEAD_LETTER_TABLE: DEAD_LETTER_COLUMNS,
             CREDIT_TABLE: CREDIT_COLUMNS,
             RAW_TABLE: RAW_COLUMNS,
+            # Last: a watermark says that partition's final panes are written, so it is
+            # written after them (tables are flushed in this order).
+            WATERMARK_TABLE: WATERMARK_COLUMNS,
         }
         self._buffers: dict[str, list[tuple[object, ...]]] = {t: [] for t in self._columns}
         self._oldest: float | None = None
@@ -199,6 +212,11 @@ class ClickHouseSink:
         """Buffer accepted events for the raw archive (deduplicated by topic and event id)."""
         now = int(self._wall_clock())
         self._buffer(RAW_TABLE, [raw_row(event, now) for event in rows])
+
+    def add_watermarks(self, rows: Sequence[WatermarkRow]) -> None:
+        """Buffer stage-two partitions' watermarks; written after the tables above."""
+        now = int(self._wall_clock())
+        self._buffer(WATERMARK_TABLE, [watermark_row(mark, now) for mark in rows])
 
     def should_flush(self) -> bool:
         """True when ``batch_rows`` rows are buffered or the oldest waits longer than

@@ -22,7 +22,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.structs import TopicPartition as KafkaTopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
-from pipeline.aggregate import is_position_key
+from pipeline.panes import PaneState, is_pane_key
 from pipeline.partitioning import partition_for
 from pipeline.settings import Settings
 from streams.kafka_config import aiokafka_consumer_options, kafka_python_options
@@ -188,8 +188,8 @@ class StateSize:
 
     keys: int
     value_bytes: int
-    counters_offsets_bytes: int  # {"k": counters, "o": offsets, "f": final} alone
-    reach_bytes: int  # the reach sketch ("r") alone
+    counters_offsets_bytes: int  # counters, offsets and the final flag alone
+    reach_bytes: int  # the reach sketch alone
     keys_with_reach: int
 
 
@@ -198,20 +198,21 @@ def table_state_size(settings: Settings, changelog: str, ends: dict[int, int]) -
     state was of interest): every key the table held, at the last value written for it.
     Tombstones are skipped: a window that left the state once it was final still counts,
     at its final size, so the figure depends on the events alone and not on how far the
-    watermark had got when the drain ended. Sizes are of the JSON the changelog holds,
-    which is what recovery reads; Python objects in the worker's memory are larger."""
+    watermark had got when the drain ended. Sizes are of the binary panes the changelog
+    holds, which is what recovery reads; Python objects in the worker's memory are larger."""
     latest = asyncio.run(_read_last_values(settings, changelog, ends))
     keys = value_bytes = core = reach = with_reach = 0
     for key, value in latest.items():
-        if not value or is_position_key(orjson.loads(key)):
+        if not value or not is_pane_key(orjson.loads(key)):
             continue
-        state = orjson.loads(value)
+        state = PaneState.decode(value)
         keys += 1
         value_bytes += len(value)
-        core += len(orjson.dumps({"k": state["k"], "o": state["o"], "f": state.get("f", False)}))
-        if "r" in state:
+        sketch = len(state.reach.to_bytes()) if state.reach is not None else 0
+        core += len(value) - sketch
+        if state.reach is not None:
             with_reach += 1
-            reach += len(orjson.dumps(state["r"]))
+            reach += sketch
     return StateSize(keys, value_bytes, core, reach, with_reach)
 
 

@@ -5,9 +5,10 @@ dead-letters, decides lateness, drops duplicates, keeps touchpoints and credits 
 the agent repartitions contributions by campaign and, after each batch, sends every stage-two
 partition a heartbeat with each source partition's watermark.
 
-``aggregate`` (keyed by campaign): ``pipeline.aggregate`` folds contributions into window
-states that record the source offsets they include; a window whose end every source
-watermark has passed is written once more as final and dropped from state.
+``aggregate`` (keyed by campaign): ``pipeline.stage_two`` folds contributions into panes
+that record the source offsets they include (one pane per pane size per event; the reader
+views compose hopping windows from them); a pane whose end every source watermark has passed
+is written once more as final, and leaves the state an allowed lateness later.
 
 Order within a batch, which gives the exactly-once effect (DESIGN.md section 3):
 1. messages derived from the batch (repartition, heartbeats, dead letters, late events) are
@@ -42,21 +43,13 @@ import orjson
 from aiokafka.errors import KafkaError
 from faust.types import TP
 
-from pipeline.aggregate import (
-    Contribution,
-    WindowKey,
-    WindowState,
-    final_watermark,
-    fold,
-    is_position_key,
-    parse_key,
-    position_key,
-)
+from pipeline.aggregate import Contribution
 from pipeline.contract import Contract
 from pipeline.gaps import missing_ranges
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts, as_record
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
+from pipeline.panes import PaneState
 from pipeline.partitioning import partition_for
 from pipeline.ports import (
     CreditRow,
@@ -65,9 +58,11 @@ from pipeline.ports import (
     RawEventRow,
     SinkUnavailable,
     SnapshotSink,
+    WatermarkRow,
 )
 from pipeline.settings import Settings
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
+from pipeline.stage_two import Aggregator, decode_position, encode_position, position_key
 from pipeline.windows import specs_from_settings
 from streams.app import build_app
 from streams.direct import DirectReader, PartitionFeed, Record, record_of
@@ -106,14 +101,16 @@ class _GuardedSink:
         dead_letters: Sequence[DeadLetterRow] = (),
         credits: Sequence[CreditRow] = (),
         raw: Sequence[RawEventRow] = (),
+        watermarks: Sequence[WatermarkRow] = (),
     ) -> None:
-        if not (snapshots or dead_letters or credits or raw):
+        if not (snapshots or dead_letters or credits or raw or watermarks):
             return
         async with self._lock:
             self._sink.add_snapshots(snapshots)
             self._sink.add_dead_letters(dead_letters)
             self._sink.add_credits(credits)
             self._sink.add_raw_events(raw)
+            self._sink.add_watermarks(watermarks)
             while True:
                 began = time.perf_counter()
                 try:
@@ -134,20 +131,22 @@ class _GuardedSink:
                     log.info("ClickHouse writes resumed")
                 self.outage = False
                 self._metrics.sink_outage.set(0)
-                self._metrics.sink_rows.labels("kpi_windows").inc(len(snapshots))
+                self._metrics.sink_rows.labels("kpi_panes").inc(len(snapshots))
                 self._metrics.sink_rows.labels("dead_letters").inc(len(dead_letters))
                 self._metrics.sink_rows.labels("credited_conversions").inc(len(credits))
                 self._metrics.sink_rows.labels("raw_events").inc(len(raw))
                 return
 
 
-_LIVE = orjson.OPT_PASSTHROUGH_DATACLASS  # WindowState through _state_of, not as fields
-
-
-def _state_of(value: Any) -> Any:
-    if isinstance(value, WindowState):
-        return value.to_state()
-    raise TypeError(f"cannot write {type(value).__name__} to a changelog")
+def _changelog_value(value: Any) -> bytes | None:
+    """A table value as its changelog message: a pane in its binary form, bytes as they
+    are (the windows table is ``raw``), anything else as JSON (the ingest table is JSON, as
+    Faust's recovery reads it); ``None`` is a tombstone."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, PaneState):
+        return value.encode()
+    return orjson.dumps(value)
 
 
 def table_dict(table: faust.Table) -> dict[Any, Any]:
@@ -189,17 +188,11 @@ class _PartitionStore:
         self._changed[key] = None
 
     def flush(self) -> Sent:
-        """The changelog messages for the changed keys (JSON, as Faust's table writes and
-        recovery reads them; ``None`` is a tombstone; a live ``WindowState`` is written as
-        its ``to_state``)."""
+        """The changelog messages for the changed keys (keys as JSON, values as
+        :func:`_changelog_value` makes them)."""
         topic = self._table.changelog_topic.get_topic_name()
         sent: Sent = [
-            (
-                topic,
-                orjson.dumps(key),
-                None if value is None else orjson.dumps(value, default=_state_of, option=_LIVE),
-                self.partition,
-            )
+            (topic, orjson.dumps(key), _changelog_value(value), self.partition)
             for key, value in self._changed.items()
         ]
         self._changed.clear()
@@ -262,10 +255,18 @@ class Worker:
             settings.windows.tumbling_seconds, settings.windows.hopping
         )
         self.traffic = [f"{k}:{p}" for k in WATERMARK_KINDS[:2] for p in range(self.partitions)]
-        # stage two, in memory: watermarks heard per partition, and window ends per partition
+        self.stage_two = Aggregator(
+            self.specs,
+            self.lateness_ms,
+            self.traffic,
+            functools.partial(campaign_partition, partitions=self.partitions),
+        )
+        # stage two, in memory: watermarks heard per partition; the partitions whose panes
+        # are indexed since the last rebalance; the watermark last written per partition
         self._heard: dict[int, dict[str, int]] = defaultdict(dict)
-        self._ends: dict[int, dict[str, int]] | None = None
-        self._ends_rebalance = -1
+        self._indexed: set[int] = set()
+        self._indexed_rebalance = -1
+        self._marked: dict[int, int] = {}
         self.last_delivered_at = time.monotonic()  # a batch reached a stage
         self.last_progress_at = time.monotonic()  # a batch reached offsets the state had not seen
         self.batches = 0
@@ -296,7 +297,8 @@ class Worker:
         self.dead_topic = app.topic(s.topics.dead_letters, **raw)
         self.late_topic = app.topic(s.topics.late, **raw)
         self.state = app.Table("ingest-state", partitions=self.partitions)
-        self.windows = app.Table("kpi-windows", partitions=self.partitions)
+        # Values are panes in their binary form (``PaneState.encode``): raw bytes to Faust.
+        self.windows = app.Table("kpi-windows", partitions=self.partitions, value_type=bytes)
         batch, within = s.worker.batch_max_events, s.worker.batch_within_seconds
 
         @app.agent(self.source, name="ingest")
@@ -439,7 +441,7 @@ class Worker:
         if topic != self.by_campaign.get_topic_name():
             return None, None
         stored = table_dict(self.windows).get(position_key(partition))
-        return (int(stored[0]), int(stored[1])) if stored is not None else (None, None)
+        return decode_position(stored) if stored is not None else (None, None)
 
     def next_unseen(self, topic: str, partition: int) -> int | None:
         """The first offset of a consumed partition its state has not seen (``None``: the
@@ -730,7 +732,7 @@ class Worker:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for message in delivered:
             by_partition[message.partition].append(message)
-        positions: dict[int, list[int]] = {}
+        positions: dict[int, tuple[int, int]] = {}
         count = 0
         for partition, part_records in by_partition.items():
             records = await self._consecutive(part_records)
@@ -740,7 +742,7 @@ class Worker:
             # [first offset of this batch, first offset not seen]: the first is where a
             # replay starts if this batch's changes persist only in part.
             unseen = self.next_unseen(self.by_campaign.get_topic_name(), partition) or 0
-            positions[partition] = [records[0].offset, max(records[-1].offset + 1, unseen)]
+            positions[partition] = (records[0].offset, max(records[-1].offset + 1, unseen))
             heard = self._heard[partition]
             for message in records:
                 record: dict[str, Any] = orjson.loads(message.value or b"{}")
@@ -749,20 +751,7 @@ class Worker:
                 elif "hb" in record:
                     heard[record["src"]] = max(heard.get(record["src"], NO_TIME), record["wm"])
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(count)
-        table = table_dict(self.windows)
-        ends = self._window_ends()
-
-        def load(key: WindowKey) -> WindowState:
-            # Live objects stay in the table between batches: decoded once after recovery,
-            # encoded only for the changelog. ``fold`` changes them in place and returns
-            # each one it changed, and every one it returns is written below.
-            encoded = key.encode()
-            state = table.get(encoded)
-            if not isinstance(state, WindowState):
-                state = table[encoded] = WindowState.live(state)
-            return state
-
-        snapshots = []
+        self._index_panes(positions)
         stores: dict[int, _PartitionStore] = {}
 
         def store_for(part: int) -> _PartitionStore:
@@ -771,62 +760,41 @@ class Worker:
                 store = stores[part] = _PartitionStore(self.windows, part)
             return store
 
-        for key, state in fold(items, self.specs, load).items():
-            part = campaign_partition(key.campaign_id, self.partitions)
+        snapshots = self.stage_two.fold(items, store_for)
+        marks = []
+        for part, (first, unseen) in positions.items():
             store = store_for(part)
-            encoded = key.encode()
-            store.put(encoded, state)
-            ends[part][encoded] = key.end_ms
-            snapshots.append(state.snapshot(key))
-        for part, position in positions.items():
-            store = store_for(part)
-            snapshots += self._finalise(part, store, ends[part])
-            # Kept with the windows, so a worker taking the partition over knows it too.
-            store.put(position_key(part), position)
-        await self.sink.write(snapshots=snapshots)
+            watermark, final = self.stage_two.finalise(part, self._heard[part], store)
+            snapshots += final
+            if watermark != NO_TIME:
+                self.metrics.watermark.set(watermark / 1000)
+                if watermark > self._marked.get(part, NO_TIME):
+                    marks.append(WatermarkRow(part, self.partitions, watermark))
+            # Kept with the panes, so a worker taking the partition over knows it too.
+            store.put(position_key(part), encode_position(first, unseen))
+        # Panes, then watermarks (the sink writes them in that order), then the changelog.
+        await self.sink.write(snapshots=snapshots, watermarks=marks)
+        for mark in marks:
+            self._marked[mark.partition] = mark.watermark_ms
         await self._deliver([m for store in stores.values() for m in store.flush()])
         await self._commit_seen({(r.topic, r.partition) for r in delivered})
         if items:
             self.metrics.freshness.set(max(i.ts_ms for i in items) / 1000)
         self._batch_done("aggregate", count, began)
 
-    def _window_ends(self) -> dict[int, dict[str, int]]:
-        """Window ends per partition, rebuilt from the table after every rebalance (a
-        partition taken over from another worker arrives with its recovered windows)."""
+    def _index_panes(self, partitions: Iterable[int]) -> None:
+        """Index the panes of each partition once after every rebalance (a partition taken
+        over from another worker arrives with its recovered panes)."""
         rebalances = self.app.rebalancing_count
-        if self._ends is None or rebalances != self._ends_rebalance:
-            self._ends = defaultdict(dict)
-            self._ends_rebalance = rebalances
-            for encoded in list(table_dict(self.windows)):
-                if is_position_key(encoded):
-                    continue
-                key = parse_key(encoded)
-                part = campaign_partition(key.campaign_id, self.partitions)
-                self._ends[part][encoded] = key.end_ms
-        return self._ends
-
-    def _finalise(
-        self, partition: int, store: _PartitionStore, ends: dict[str, int]
-    ) -> list[KpiSnapshot]:
-        """Windows every source has passed are written once more, as final; once the
-        watermark is a further allowed lateness past them they leave the state."""
-        watermark = final_watermark(self._heard[partition], self.traffic)
-        if watermark == NO_TIME:
-            return []
-        self.metrics.watermark.set(watermark / 1000)
-        snapshots = []
-        for encoded, end in list(ends.items()):
-            if end > watermark:
-                continue
-            state = WindowState.live(store.get(encoded))
-            if not state.final:
-                state.final = True
-                store.put(encoded, state)
-                snapshots.append(state.snapshot(parse_key(encoded)))
-            elif end + self.lateness_ms <= watermark:
-                store.delete(encoded)
-                del ends[encoded]
-        return snapshots
+        if rebalances != self._indexed_rebalance:
+            self.stage_two.forget()
+            self._indexed.clear()
+            self._marked.clear()
+            self._indexed_rebalance = rebalances
+        for part in partitions:
+            if part not in self._indexed:
+                self.stage_two.index(part, table_dict(self.windows))
+                self._indexed.add(part)
 
     async def _deliver(self, sent: Sent) -> None:
         """Send, and wait until Kafka acknowledged every message; a failed send raises (the

@@ -65,7 +65,7 @@ def test_simulated_run_equals_the_truth_and_verify_catches_an_altered_row(
             return datetime.fromtimestamp(ms / 1000, UTC)
 
         backend.insert(
-            "kpi_windows",
+            "kpi_panes",
             [
                 "campaign_id",
                 "channel",

@@ -12,15 +12,17 @@ import orjson
 import pytest
 
 from pipeline import ingest as ingest_module
-from pipeline.aggregate import Contribution, WindowKey, WindowState, final_watermark, fold
+from pipeline.aggregate import Contribution, final_watermark
 from pipeline.contract import Contract
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
+from pipeline.panes import PaneState, compose
 from pipeline.ports import KpiSnapshot
 from pipeline.settings import AttributionModel, AttributionSettings, WindowSettings
 from pipeline.simulator import SimMessage, SimulationConfig, simulate, truth_config
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
+from pipeline.stage_two import Aggregator
 from pipeline.verify import compare_credits, compare_dead_letters, compare_windows
 
 NOW = 1_900_000_000_000
@@ -97,8 +99,8 @@ def run_core(
     t = cfg.truth
     ingestor = make_ingestor(cfg)
     stage_one = DictStore()
-    windows: dict[WindowKey, WindowState] = {}
-    stored: dict[WindowKey, KpiSnapshot] = {}  # ReplacingMergeTree: highest version wins
+    panes: dict[str, Any] = {}  # the windows table: live panes, or bytes as recovered
+    stored: dict[tuple[Any, ...], KpiSnapshot] = {}  # ReplacingMergeTree: highest version wins
     heard: dict[str, int] = {}
     dead: dict[str, int] = defaultdict(int)
     credits: dict[tuple[str, str, str], Any] = {}
@@ -109,7 +111,20 @@ def run_core(
         positioned.append((m, offsets[(m.kind, m.partition)]))
         offsets[(m.kind, m.partition)] += 1
 
-    def write(snapshot: KpiSnapshot, key: WindowKey) -> None:
+    class PaneStore:
+        get, put = panes.get, panes.__setitem__
+
+        @staticmethod
+        def delete(key: str) -> None:
+            panes.pop(key, None)
+
+    store = PaneStore()
+    # one stage-two partition: the composed windows' watermark is its own
+    aggregator = Aggregator(t.specs, t.allowed_lateness_ms, traffic, lambda campaign: 0)
+
+    def write(snapshot: KpiSnapshot) -> None:
+        key = (snapshot.campaign_id, snapshot.channel, snapshot.window_seconds)
+        key += (snapshot.window_start_ms,)
         if key not in stored or stored[key].version <= snapshot.version:
             stored[key] = snapshot
 
@@ -141,20 +156,15 @@ def run_core(
                 latest = PartitionClock.from_state(stage_one.get(clock_key(f"{kind}:{part}")))
                 if latest.latest() != NO_TIME:
                     heard[f"{kind}:{part}"] = latest.latest() - t.allowed_lateness_ms
-        for key, state in fold(
-            items,
-            t.specs,
-            lambda k: WindowState.from_state(windows[k].to_state() if k in windows else None),
-        ).items():
-            windows[key] = state
-            write(state.snapshot(key), key)
-        watermark = final_watermark(heard, traffic)
-        for key in [k for k in windows if k.end_ms <= watermark]:
-            if not windows[key].final:
-                windows[key].final = True
-                write(windows[key].snapshot(key), key)
-            elif key.end_ms + t.allowed_lateness_ms <= watermark:
-                del windows[key]
+        for snapshot in aggregator.fold(items, lambda partition: store):
+            write(snapshot)
+        _, final = aggregator.finalise(0, heard, store)
+        for snapshot in final:
+            write(snapshot)
+        # what the changelog keeps, and a restart recovers
+        for key, value in panes.items():
+            if isinstance(value, PaneState):
+                panes[key] = value.encode()
 
     for start in range(0, len(positioned), batch):
         chunk = positioned[start : start + batch]
@@ -163,15 +173,15 @@ def run_core(
             process(chunk, count_dead=False)  # a crash before the commit: replayed
     rows = [
         {
-            "campaign_id": k.campaign_id,
-            "channel": k.channel,
-            "window_kind": k.kind,
-            "window_seconds": k.size_ms // 1000,
-            "window_start_ms": k.start_ms,
+            "campaign_id": s.campaign_id,
+            "channel": s.channel,
+            "window_kind": s.window_kind,
+            "window_seconds": s.window_seconds,
+            "window_start_ms": s.window_start_ms,
             "is_final": s.is_final,
             **s.counters,
         }
-        for k, s in stored.items()
+        for s in compose(stored.values(), final_watermark(heard, traffic)).values()
     ]
     credit_rows = [
         {

@@ -78,23 +78,30 @@ def test_every_migration_is_released_or_newer_than_the_last_release() -> None:
     assert released == list(range(1, len(released) + 1))
 
 
-def test_kpi_windows_has_exactly_the_kpi_counters() -> None:
-    columns = table_columns("kpi_windows")
+def test_kpi_panes_has_exactly_the_kpi_counters_and_the_sketch() -> None:
+    columns = table_columns("kpi_panes")
     fixed = {"campaign_id", "channel", "window_kind", "window_seconds", "window_start"}
     fixed |= {"window_end", "is_final", "version", "updated_at"}
-    counters = set(columns) - fixed
+    sketch = {"hopping_seconds": "Array(UInt32)", "reach_users": "Array(UInt64)"}
+    sketch["reach_codes"] = "Array(UInt32)"
+    counters = set(columns) - fixed - set(sketch)
     assert counters == set(KPI_COUNTERS)
     assert all(columns[name] == "Int64" for name in KPI_COUNTERS)
+    assert all(columns[name] == kind for name, kind in sketch.items())
     assert tuple(columns) == KPI_COLUMNS
 
 
-def test_kpi_current_selects_every_counter_at_the_latest_version() -> None:
-    (view,) = [
-        s for m in load_migrations() for s in m.statements if "VIEW IF NOT EXISTS kpi_current" in s
-    ]
+def test_kpi_current_reads_every_counter_of_the_newest_pane_row() -> None:
+    statements = [s for m in load_migrations() for s in m.statements]
+    (panes,) = [s for s in statements if "VIEW IF NOT EXISTS kpi_pane_current" in s]
     for name in KPI_COUNTERS:
-        assert f"argMax({name}, version) AS {name}" in view, name
-    assert re.search(r"\bFINAL\b", view, re.IGNORECASE) is None
+        assert f"argMax({name}, version) AS {name}" in panes, name
+    current = [s for s in statements if "VIEW IF NOT EXISTS kpi_current" in s][-1]
+    assert "FROM kpi_pane_current" in current
+    for name in KPI_COUNTERS:
+        assert re.search(rf"^\s+{name},$", current, re.MULTILINE), name
+    for view in (panes, current):
+        assert re.search(r"\bFINAL\b", view, re.IGNORECASE) is None
 
 
 def test_dead_letters_columns_match_the_writer() -> None:
@@ -135,15 +142,20 @@ def test_cluster_ddl_replicates_every_table_behind_a_distributed_one() -> None:
             f"CREATE TABLE IF NOT EXISTS db.{name} ON CLUSTER c1 AS db.{name}_local\n"
             f"ENGINE = Distributed(c1, db, {name}_local, cityHash64({sort_key}))"
         )
-    kpi = next(s for s in tables if "kpi_windows" in s)
-    assert "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/kpi_windows_local', "\
+    kpi = next(s for s in tables if "kpi_panes" in s)
+    assert (
+        "ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/db/kpi_panes_local', "
         "'{replica}', version)" in cluster_ddl(kpi, "c1", "db")[0]
+    )
+    objects = {re.search(r"EXISTS (\w+)", s).group(1) for s in tables + views}  # type: ignore[union-attr]
     for statement in views:
-        (created,) = cluster_ddl(statement, "c1", "db", {"kpi_windows", "kpi_current"})
+        (created,) = cluster_ddl(statement, "c1", "db", objects)
         assert re.match(r"CREATE VIEW IF NOT EXISTS db\.\w+ ON CLUSTER c1 AS\s+SELECT", created)
         # every read of our own tables names the database: ON CLUSTER runs in "default"
         assert re.findall(r"FROM (\w+)\b(?!\.)", created) == []
         assert re.findall(r"FROM db\.(\w+)", created)
+    (drop,) = [s for s in statements if s.lstrip().startswith("DROP")]
+    assert cluster_ddl(drop, "c1", "db") == ["DROP TABLE IF EXISTS db.kpi_current ON CLUSTER c1"]
     grant = "GRANT SELECT ON * TO socialroi_reader_role"
     assert cluster_ddl(grant, "c1", "db") == [grant]
 

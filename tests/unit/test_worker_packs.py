@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import orjson
 
-from pipeline.aggregate import WindowState
 from pipeline.hll import Reach, user_hash
+from pipeline.panes import PaneState
 from pipeline.partitioning import partition_for
+from pipeline.stage_two import decode_position, encode_position, live
 from streams.worker import _PACK_RECORDS, _Packs, _PartitionStore
 
 
@@ -47,28 +48,33 @@ class _Table:
         self.changelog_topic = _Changelog()
 
 
-def test_live_window_states_reach_the_changelog_as_their_json_state() -> None:
-    state = WindowState()
-    state.counters.update(events=3, likes=2)
+def test_live_panes_reach_the_changelog_in_their_binary_form() -> None:
+    state = PaneState()
+    state.counters[0] = 3
     state.offsets["social.interactions:1"] = 41
     state.reach = Reach()
     for user in range(200):  # past the exact limit: a sketch
         state.reach.add(user_hash(f"u{user}"))
     table = _Table()
     store = _PartitionStore(table, 2)  # type: ignore[arg-type]
-    store.put("c|instagram|tumbling|60000|0", state)
-    store.put("next-offset|2", [10, 17])
+    store.put("c|instagram|60000|0", state)
+    store.put("next-offset|2", encode_position(10, 17))
+    store.put("clock|social.interactions:2", [[1, 2]])  # the ingest table's JSON values
     store.delete("gone")
     sent = store.flush()
-    assert table.data.data["c|instagram|tumbling|60000|0"] is state  # kept live in memory
+    assert table.data.data["c|instagram|60000|0"] is state  # kept live in memory
     by_key = {orjson.loads(key): value for _topic, key, value, _part in sent}
     assert {(t, p) for t, _k, _v, p in sent} == {("kpi-windows-changelog", 2)}
-    assert by_key["gone"] is None and orjson.loads(by_key["next-offset|2"]) == [10, 17]
-    written = by_key["c|instagram|tumbling|60000|0"]
-    assert written == orjson.dumps(state.to_state())
-    # what recovery puts in the table decodes to the same state
-    recovered = WindowState.live(orjson.loads(written))
-    assert recovered.counters == state.counters and recovered.offsets == state.offsets
-    assert recovered.reach is not None and recovered.reach.count() == state.reach.count()
-    assert WindowState.live(state) is state
+    assert by_key["gone"] is None and decode_position(by_key["next-offset|2"]) == (10, 17)
+    assert orjson.loads(by_key["clock|social.interactions:2"]) == [[1, 2]]
+    written = by_key["c|instagram|60000|0"]
+    assert written == state.encode()
+    # what recovery puts in the table (the raw bytes) decodes to the same state, once
+    table.data.data["c|instagram|60000|0"] = written
+    recovered = live(store, "c|instagram|60000|0")
+    assert recovered is not None and recovered.counters == state.counters
+    assert recovered.offsets == state.offsets and recovered.reach is not None
+    assert recovered.reach.count() == state.reach.count()
+    assert live(store, "c|instagram|60000|0") is recovered
+    store.flush()
     assert store.flush() == []  # written once
