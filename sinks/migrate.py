@@ -93,6 +93,8 @@ _CREATE_TABLE = re.compile(
 )
 _CREATE_VIEW = re.compile(r"^\s*CREATE VIEW IF NOT EXISTS (\w+) AS\b(.*)$", re.DOTALL)
 _CREATED = re.compile(r"^\s*CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)", re.MULTILINE)
+_UNKNOWN_TABLE = 60
+_VIEW_GAP_ATTEMPTS = 25
 _DROP_IF_EXISTS = re.compile(r"^\s*DROP TABLE IF EXISTS (\w+)\s*$")
 _READS = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b(?!\.)", re.IGNORECASE)
 _SORT_KEY = re.compile(r"ORDER BY\s*(?:\(([^)]*)\)|(\w+))")
@@ -360,12 +362,27 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
     cluster = backend.cluster
     objects = {name for m in migrations for s in m.statements for name in _CREATED.findall(s)}
 
+    def execute(statement: str) -> None:
+        # A migration that defines a view anew drops it first; a migrator starting at the
+        # same moment can meet the gap when it creates a view that reads that one (current
+        # engines check a view's tables when creating it). The other one re-creates it
+        # at once, so the statement is tried again.
+        for attempt in range(_VIEW_GAP_ATTEMPTS):
+            try:
+                backend.execute(statement)
+                return
+            except QueryError as exc:
+                gap = exc.code == _UNKNOWN_TABLE and _CREATE_VIEW.match(statement) is not None
+                if not gap or attempt == _VIEW_GAP_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2)
+
     def run(statement: str) -> None:
         if not cluster:
-            backend.execute(statement)
+            execute(statement)
             return
         for each in cluster_ddl(statement, cluster, backend.database, objects):
-            backend.execute(each)
+            execute(each)
 
     ddl_refused: QueryError | None = None
     try:

@@ -103,11 +103,11 @@ def test_ingest_user_writes_through_the_sink_but_cannot_change_the_schema(
     ingest = client(migrated, INGEST)
     try:
         for sql in (
-            "DROP TABLE kpi_windows",
+            "DROP TABLE kpi_panes",
             "DROP TABLE IF EXISTS kpi_campaign_windows",
-            "TRUNCATE TABLE kpi_windows",
-            "ALTER TABLE kpi_windows DELETE WHERE 1",
-            "ALTER TABLE kpi_windows ADD COLUMN x UInt8",
+            "TRUNCATE TABLE kpi_panes",
+            "ALTER TABLE kpi_panes DELETE WHERE 1",
+            "ALTER TABLE kpi_panes ADD COLUMN x UInt8",
             "CREATE TABLE t (a UInt8) ENGINE = Memory",
             "DROP DATABASE socialroi",
         ):
@@ -115,7 +115,7 @@ def test_ingest_user_writes_through_the_sink_but_cannot_change_the_schema(
         assert "allow_ddl" in refused(ingest, "SET allow_ddl = 1")
         # Other databases are out of reach.
         refused(ingest, "INSERT INTO default.elsewhere VALUES (1)")
-        assert ingest.execute("SELECT count() FROM kpi_windows") == [(1,)]
+        assert ingest.execute("SELECT count() FROM kpi_panes") == [(1,)]
     finally:
         ingest.disconnect()
 
@@ -165,7 +165,7 @@ def test_reader_user_reads_views_with_settings_but_cannot_write(
     admin.start()
     try:
         admin.insert(
-            "kpi_windows",
+            "kpi_panes",
             ("campaign_id", "channel", "window_kind", "window_seconds", "window_start",
              "window_end", "is_final", "version", "impressions", "likes"),
             [("spring", "x", "tumbling", 60, 1_790_812_800, 1_790_812_860, 1, 1, 100, 7)],
@@ -190,10 +190,10 @@ def test_reader_user_reads_views_with_settings_but_cannot_write(
         reader.execute("SET max_threads = 2")
         assert "readonly" in refused(reader, "SET readonly = 0")
         for sql in (
-            "INSERT INTO kpi_windows (campaign_id) VALUES ('x')",
-            "ALTER TABLE kpi_windows DELETE WHERE 1",
-            "DROP TABLE kpi_windows",
-            "TRUNCATE TABLE kpi_windows",
+            "INSERT INTO kpi_panes (campaign_id) VALUES ('x')",
+            "ALTER TABLE kpi_panes DELETE WHERE 1",
+            "DROP TABLE kpi_panes",
+            "TRUNCATE TABLE kpi_panes",
             "CREATE TABLE t (a UInt8) ENGINE = Memory",
         ):
             assert "readonly" in refused(reader, sql).lower(), sql

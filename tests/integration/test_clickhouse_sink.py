@@ -53,6 +53,7 @@ def snapshot(
     kind: str = "tumbling",
     seconds: int = 3600,
     final: bool = False,
+    hopping: tuple[int, ...] = (),
 ) -> KpiSnapshot:
     counters = {name: version * 1000 + i for i, name in enumerate(KPI_COUNTERS)}
     counters["revenue_micros"] = version * 2**40  # beyond 32 bits
@@ -66,6 +67,7 @@ def snapshot(
         is_final=final,
         version=version,
         counters=counters,
+        hopping_seconds=hopping,
     )
 
 
@@ -87,7 +89,8 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
     assert [m.version for m in first] == ungated
     assert apply_migrations(engine_backend) == []
     expected = {"schema_migrations", "kpi_windows", "kpi_current", "dead_letters"}
-    expected |= {"credited_conversions", "raw_events"}
+    expected |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
+    expected |= {"kpi_pane_current"}
     expected |= set(VIEW_READERS)
     if engine_backend.cluster:  # each table is Distributed over a replicated local one
         engines = dict(
@@ -96,7 +99,7 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
             ).rows
         )
         stored = {"schema_migrations", "kpi_windows", "dead_letters"}
-        stored |= {"credited_conversions", "raw_events"}
+        stored |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
         for name in stored:
             assert engines[name] == "Distributed", name
             assert engines[f"{name}_local"].startswith("Replicated"), name
@@ -148,7 +151,7 @@ def test_kpi_current_holds_the_newest_version(engine_url: str) -> None:
                 [snapshot(2)],  # an older version after the newer one
                 [snapshot(2), snapshot(1)],  # and both old ones again, in one batch
             )
-            raw = sink.backend.query("SELECT count() FROM kpi_windows").rows[0][0]
+            raw = sink.backend.query("SELECT count() FROM kpi_panes").rows[0][0]
             assert raw >= 2  # collapsing happens when reading, whatever merges have done
             return kpi_rows(sink.backend)
         finally:
@@ -173,7 +176,8 @@ def test_reader_filters_and_orders(engine_url: str) -> None:
         snapshot(1, campaign="a", channel="tiktok"),
         snapshot(1, campaign="a", channel="facebook"),
         snapshot(2, campaign="a", channel="facebook", start_ms=BASE_MS + HOUR_MS),
-        snapshot(1, campaign="a", kind="hopping", seconds=86400),
+        # a pane no tumbling window reads, of which two-day hopping windows are composed
+        snapshot(1, campaign="a", kind="pane", seconds=86400, hopping=(2 * 86400,)),
         snapshot(1, campaign="a", seconds=60, start_ms=BASE_MS + 60_000),
     ]
 
@@ -204,13 +208,17 @@ def test_reader_filters_and_orders(engine_url: str) -> None:
     assert got["all"] == [
         ("a", "facebook", "tumbling", 3600, BASE_MS),
         ("a", "facebook", "tumbling", 3600, BASE_MS + HOUR_MS),
-        ("a", "instagram", "hopping", 86400, BASE_MS),
+        ("a", "instagram", "hopping", 2 * 86400, BASE_MS - 86_400_000),
+        ("a", "instagram", "hopping", 2 * 86400, BASE_MS),
         ("a", "instagram", "tumbling", 60, BASE_MS + 60_000),
         ("a", "tiktok", "tumbling", 3600, BASE_MS),
         ("b", "tiktok", "tumbling", 3600, BASE_MS),
     ]
     assert len(got["hourly"]) == 4
-    assert got["hopping"] == [("a", "instagram", "hopping", 86400, BASE_MS)]
+    assert got["hopping"] == [
+        ("a", "instagram", "hopping", 2 * 86400, BASE_MS - 86_400_000),
+        ("a", "instagram", "hopping", 2 * 86400, BASE_MS),
+    ]
     assert got["b"] == [("b", "tiktok", "tumbling", 3600, BASE_MS)]
     assert got["quote"] == []
 
