@@ -7,18 +7,23 @@ plus organic site traffic, a share of invalid messages and of events delivered l
 
 It knows each message's partition (Kafka's default partitioner on its key), so it can apply
 the pipeline's own lateness rule per partition and say exactly what must land where. The
-truth is computed here from the simulator's own knowledge of each event, independently of
-the worker's code path.
+truth is computed by ``pipeline.truth`` from the messages as they are made, independently
+of the worker's code path.
+
+It streams: ``Simulation.messages()`` makes each message when it is asked for and folds it
+into the truth at once, so the first message is out at once and memory follows the
+event-time horizon (events waiting to be sent, the truth's open state), not ``events``.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import IO, Any, Final
 
 import orjson
 
@@ -26,10 +31,10 @@ from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.partitioning import partition_for
 from pipeline.settings import AttributionSettings, CostSettings, WindowSettings
-from pipeline.truth import TruthConfig, compute_truth
+from pipeline.truth import Truth, TruthConfig
 from pipeline.windows import specs_from_settings
 
-__all__ = ["SimMessage", "SimulationConfig", "simulate", "truth_config"]
+__all__ = ["SimMessage", "Simulation", "SimulationConfig", "simulate", "truth_config"]
 
 DEFAULT_START: Final = "2026-10-01T00:00:00+00:00"
 _CHANNELS: Final = ("facebook", "instagram", "linkedin", "x", "tiktok")
@@ -61,6 +66,8 @@ _MIX: Final = (
     ("service_contact", 2),
     ("organic_visit", 6),
 )
+_KINDS: Final = tuple(k for k, _ in _MIX)
+_WEIGHTS: Final = tuple(w for _, w in _MIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,27 +132,41 @@ class _Campaign:
     weight: int
 
 
-@dataclass
-class _Planned:
-    ts_ms: int
-    kind: str
-    key: str
-    body: dict[str, Any]
-    delay_ms: int = 0
+# A planned event waiting in the send queue: (send time, event number, topic kind, key,
+# body; or None for an order whose body is made when it is sent, with its time and user).
+_Entry = tuple[int, int, str, str, dict[str, Any] | None, int, str]
+_HOUR_MS: Final = 3_600_000
+_DAY_MS: Final = 86_400_000
 
 
 def _iso(ms: int) -> str:
     return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds")
 
 
+def _rhythm(hour_of_day: int) -> float:
+    """Relative traffic in this hour (UTC): more in the afternoon and evening."""
+    return 0.55 + 0.45 * math.sin(math.pi * (hour_of_day - 6) / 24) ** 2
+
+
 class _Generator:
+    """Plans events in time order and hands them out in send order, one at a time.
+
+    Campaign traffic starts from ``budget`` seed times: sorted uniform draws made one after
+    the other (each the minimum of the draws still to come), mapped through the daily
+    rhythm's cumulative distribution, so they come out in time order with nothing stored.
+    A click's follow-ups (a visit seconds later, sometimes an order up to a day later) take
+    the place of seed times still to come, so traffic is exactly ``budget`` events. Events
+    wait in a queue ordered by (send time, event number) until no event still to be made
+    can be sent before them; the queue holds only events whose send time is ahead of the
+    current seed: follow-ups, and the share delivered late.
+    """
+
     def __init__(self, cfg: SimulationConfig) -> None:
         self.cfg = cfg
         self.rng = random.Random(cfg.seed)
         self.start_ms = int(datetime.fromisoformat(cfg.start).timestamp() * 1000)
-        self.span_ms = cfg.days * 86_400_000
         self.seq = 0
-        self.users = [f"u{cfg.seed}-{i:06d}" for i in range(max(50, cfg.events // 8))]
+        self.n_users = max(50, cfg.events // 8)
         self.currencies = sorted(cfg.truth.rates.as_table())
         self.campaigns = [
             _Campaign(
@@ -155,20 +176,54 @@ class _Generator:
             )
             for i in range(cfg.campaigns)
         ]
+        self.queue: list[_Entry] = []
+
+    @property
+    def n_costs(self) -> int:
+        return self.cfg.days * sum(len(c.channels) for c in self.campaigns)
 
     def event_id(self) -> str:
         self.seq += 1
         return f"ev-{self.cfg.seed}-{self.seq:08d}"
 
-    def when(self) -> int:
-        # daily rhythm: more traffic in the afternoon and evening (UTC)
-        while True:
-            t = self.rng.randrange(self.span_ms)
-            hour = (t // 3_600_000) % 24
-            if self.rng.random() < 0.55 + 0.45 * math.sin(math.pi * (hour - 6) / 24) ** 2:
-                return self.start_ms + t
+    def user(self) -> str:
+        return f"u{self.cfg.seed}-{self.rng.randrange(self.n_users):06d}"
 
-    def social(self, etype: str, ts: int, camp: _Campaign, channel: str, user: str) -> _Planned:
+    def plan(self, ts: int, kind: str, key: str, body: dict[str, Any]) -> None:
+        """Queue the event just made (numbered ``self.seq``), late by chance."""
+        heapq.heappush(self.queue, (ts + self.delay(kind), self.seq, kind, key, body, ts, key))
+
+    def delay(self, kind: str) -> int:
+        if kind == "campaign.meta" or self.rng.random() >= self.cfg.late_share:
+            return 0
+        # half arrive a little late (counted), half far too late (sent to the late topic)
+        lateness = self.cfg.allowed_lateness_ms
+        if self.rng.random() < 0.5:
+            return self.rng.randint(1, max(1, lateness // 2))
+        return self.rng.randint(3 * lateness, 6 * lateness) + _HOUR_MS
+
+    def plan_order(self, ts: int, user: str) -> None:
+        self.seq += 1  # numbered now, made when sent: nothing per order waits but this
+        heapq.heappush(
+            self.queue, (ts + self.delay("web.events"), self.seq, "", "", None, ts, user)
+        )
+
+    def meta(self) -> None:
+        for i, c in enumerate(self.campaigns):
+            body = {
+                "event_id": self.event_id(),
+                "event_type": "campaign",
+                "event_time": _iso(self.start_ms),
+                "campaign_id": c.id,
+                "name": f"Campaign {i + 1}",
+                "channels": list(c.channels),
+                "utm_campaign": c.id,
+                "currency": "EUR",
+                "margin": 0.3,
+            }
+            self.plan(self.start_ms, "campaign.meta", c.id, body)
+
+    def social(self, etype: str, ts: int, camp: _Campaign, channel: str, user: str) -> None:
         body: dict[str, Any] = {
             "event_id": self.event_id(),
             "event_type": etype,
@@ -186,9 +241,9 @@ class _Generator:
             body["resolved"] = self.rng.random() < 0.8
             body["handle_seconds"] = self.rng.randint(30, 900)
         key = user if "user_id" in body else camp.id
-        return _Planned(ts, "social.interactions", key, body)
+        self.plan(ts, "social.interactions", key, body)
 
-    def visit(self, ts: int, user: str, camp: _Campaign | None, channel: str) -> _Planned:
+    def visit(self, ts: int, user: str, camp: _Campaign | None, channel: str) -> None:
         body: dict[str, Any] = {
             "event_id": self.event_id(),
             "event_type": "page_view",
@@ -206,63 +261,101 @@ class _Generator:
                 body["utm_campaign"] = camp.id
             body["click_ids"] = {_CLICK_ID[channel]: f"c{self.seq}"}
             body["url"] += f"?utm_campaign={camp.id}"
-        return _Planned(ts, "web.events", user, body)
+        self.plan(ts, "web.events", user, body)
 
-    def order(self, ts: int, user: str) -> _Planned:
+    def order(self, seq: int, ts: int, user: str) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "event_id": self.event_id(),
+            "event_id": f"ev-{self.cfg.seed}-{seq:08d}",
             "event_type": "conversion",
             "event_time": _iso(ts),
             "user_id": user,
-            "order_id": f"o-{self.seq}",
+            "order_id": f"o-{seq}",
             "revenue": round(self.rng.uniform(15, 400), 2),
             "currency": self.rng.choice(self.currencies),
         }
         if self.rng.random() < 0.7:
             body["margin"] = self.rng.choice((0.2, 0.3, 0.35))
-        return _Planned(ts, "web.events", user, body)
+        return body
 
-    def costs(self) -> list[_Planned]:
-        out = []
-        for day in range(self.cfg.days):
-            for camp in self.campaigns:
-                for channel in camp.channels:
-                    ts = self.start_ms + day * 86_400_000 + 8 * 3_600_000
-                    body: dict[str, Any] = {
-                        "event_id": self.event_id(),
-                        "event_type": "cost",
-                        "event_time": _iso(ts),
-                        "campaign_id": camp.id,
-                        "channel": channel,
-                        "media_spend": round(self.rng.uniform(50, 500) * camp.weight, 2),
-                        "currency": self.cfg.truth.rates.base,
-                        "staff_hours": self.rng.choice((0.5, 1, 2, 4)),
-                        "tools_cost": round(self.rng.uniform(0, 30), 2),
-                    }
-                    out.append(_Planned(ts, "campaign.costs", camp.id, body))
-        return out
+    def costs(self, day: int) -> None:
+        ts = self.start_ms + day * _DAY_MS + 8 * _HOUR_MS
+        for camp in self.campaigns:
+            for channel in camp.channels:
+                body: dict[str, Any] = {
+                    "event_id": self.event_id(),
+                    "event_type": "cost",
+                    "event_time": _iso(ts),
+                    "campaign_id": camp.id,
+                    "channel": channel,
+                    "media_spend": round(self.rng.uniform(50, 500) * camp.weight, 2),
+                    "currency": self.cfg.truth.rates.base,
+                    "staff_hours": self.rng.choice((0.5, 1, 2, 4)),
+                    "tools_cost": round(self.rng.uniform(0, 30), 2),
+                }
+                self.plan(ts, "campaign.costs", camp.id, body)
 
-    def traffic(self, budget: int) -> list[_Planned]:
-        out: list[_Planned] = []
-        weights = [c.weight for c in self.campaigns]
-        kinds = [k for k, _ in _MIX]
-        mix = [w for _, w in _MIX]
-        while len(out) < budget:
-            ts = self.when()
-            user = self.rng.choice(self.users)
-            etype = self.rng.choices(kinds, mix)[0]
-            if etype == "organic_visit":
-                out.append(self.visit(ts, user, None, "direct"))
+    def seed(self, ts: int, room: int) -> int:
+        """One campaign or organic event at ``ts`` and at most ``room`` follow-ups; returns
+        how many follow-ups were planned."""
+        user = self.user()
+        etype = self.rng.choices(_KINDS, _WEIGHTS)[0]
+        if etype == "organic_visit":
+            self.visit(ts, user, None, "direct")
+            return 0
+        camp = self.rng.choices(self.campaigns, [c.weight for c in self.campaigns])[0]
+        channel = self.rng.choice(camp.channels)
+        self.social(etype, ts, camp, channel, user)
+        if room < 1 or etype != "click" or self.rng.random() >= 0.7:
+            return 0
+        landed = ts + self.rng.randint(1_000, 30_000)
+        self.visit(landed, user, camp, channel)
+        if room < 2 or self.rng.random() >= 0.15:
+            return 1
+        self.plan_order(landed + self.rng.randint(60_000, _DAY_MS), user)
+        return 2
+
+    def due(self, until: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Queued events sent at or before ``until``, in send order."""
+        queue = self.queue
+        while queue and queue[0][0] <= until:
+            _, seq, kind, key, body, ts, user = heapq.heappop(queue)
+            if body is None:
+                yield "web.events", user, self.order(seq, ts, user)
+            else:
+                yield kind, key, body
+
+    def planned(self, budget: int) -> Iterator[tuple[str, str, dict[str, Any]]]:
+        """Campaign metadata, daily costs and ``budget`` traffic events, in send order."""
+        hours = [_rhythm(h % 24) for h in range(self.cfg.days * 24)]
+        total = math.fsum(hours)
+        self.meta()
+        hour, below, day, x, debt = 0, 0.0, 0, 0.0, 0
+        left = budget
+        for i in range(budget):
+            if not left:
+                break
+            # the smallest of the (budget - i) uniform draws still to come
+            x += (1.0 - x) * -math.expm1(math.log(1.0 - self.rng.random()) / (budget - i))
+            target = x * total
+            while hour < len(hours) - 1 and below + hours[hour] <= target:
+                below += hours[hour]
+                hour += 1
+            offset = int((target - below) / hours[hour] * _HOUR_MS)
+            ts = self.start_ms + hour * _HOUR_MS + min(_HOUR_MS - 1, offset)
+            while day < self.cfg.days and self.start_ms + day * _DAY_MS <= ts:
+                self.costs(day)
+                day += 1
+            yield from self.due(ts)
+            if debt:  # this seed time went to an earlier click's follow-up
+                debt -= 1
                 continue
-            camp = self.rng.choices(self.campaigns, weights)[0]
-            channel = self.rng.choice(camp.channels)
-            out.append(self.social(etype, ts, camp, channel, user))
-            if etype == "click" and self.rng.random() < 0.7:
-                landed = ts + self.rng.randint(1_000, 30_000)
-                out.append(self.visit(landed, user, camp, channel))
-                if self.rng.random() < 0.15:
-                    out.append(self.order(landed + self.rng.randint(60_000, 86_400_000), user))
-        return out[:budget]
+            follow_ups = self.seed(ts, left - 1)
+            left -= 1 + follow_ups
+            debt += follow_ups
+        while day < self.cfg.days:
+            self.costs(day)
+            day += 1
+        yield from self.due(2**62)
 
     def invalid(self, ts: int) -> tuple[str, bytes, str]:
         """A hostile message: (topic kind, raw bytes, the reason the pipeline must give)."""
@@ -321,78 +414,101 @@ class _Generator:
         return "social.interactions", orjson.dumps({**good, "padding": "x" * 70_000}), "oversize"
 
 
-def simulate(cfg: SimulationConfig) -> tuple[list[SimMessage], dict[str, Any]]:
-    """All messages in production order, and the truth they must produce."""
-    gen = _Generator(cfg)
-    meta = [
-        _Planned(
-            gen.start_ms,
-            "campaign.meta",
-            c.id,
-            {
-                "event_id": gen.event_id(),
-                "event_type": "campaign",
-                "event_time": _iso(gen.start_ms),
-                "campaign_id": c.id,
-                "name": f"Campaign {i + 1}",
-                "channels": list(c.channels),
-                "utm_campaign": c.id,
-                "currency": "EUR",
-                "margin": 0.3,
-            },
-        )
-        for i, c in enumerate(gen.campaigns)
-    ]
-    costs = gen.costs()
-    n_invalid = int(cfg.events * cfg.invalid_share)
-    room = max(0, cfg.events - len(meta) - len(costs) - n_invalid)
-    traffic = gen.traffic(round(room / (1 + cfg.duplicate_share)))
-    n_duplicates = room - len(traffic)
-    planned = meta + costs + traffic
-    for item in planned:
-        if item.kind != "campaign.meta" and gen.rng.random() < cfg.late_share:
-            # half arrive a little late (counted), half far too late (sent to the late topic)
-            lateness = cfg.allowed_lateness_ms
-            item.delay_ms = (
-                gen.rng.randint(1, max(1, lateness // 2))
-                if gen.rng.random() < 0.5
-                else gen.rng.randint(3 * lateness, 6 * lateness) + 3_600_000
+class Simulation:
+    """One run of the simulator, made as it is consumed.
+
+    ``messages()`` yields the messages in production order, each made just before it is
+    yielded and fed to ``truth`` at the same time; memory stays within the event-time
+    horizon (the send queue, the truth's open state), whatever the number of events. After
+    the last message, ``truth_dict()`` or ``write_truth()`` give the truth. Deterministic
+    for a configuration. ``messages()`` runs once.
+    """
+
+    def __init__(self, cfg: SimulationConfig) -> None:
+        self.cfg = cfg
+        self.truth = Truth(cfg.truth)
+        self.sent = 0
+        self._gen = _Generator(cfg)
+        self._ran = False
+
+    def messages(self) -> Iterator[SimMessage]:
+        if self._ran:
+            raise RuntimeError("a simulation runs once")
+        self._ran = True
+        cfg, gen, rng = self.cfg, self._gen, self._gen.rng
+        n_invalid = int(cfg.events * cfg.invalid_share)
+        room = max(0, cfg.events - cfg.campaigns - gen.n_costs - n_invalid)
+        budget = round(room / (1 + cfg.duplicate_share))
+        valid = self._with_copies(budget, cfg.campaigns + gen.n_costs + budget, room - budget)
+        total = cfg.campaigns + gen.n_costs + room + n_invalid
+        for position in range(total):
+            # exactly n_invalid of the positions, each equally likely (selection sampling)
+            if n_invalid and rng.random() * (total - position) < n_invalid:
+                n_invalid -= 1
+                kind, raw, reason = gen.invalid(gen.start_ms)
+                part = partition_for(b"u-bad", cfg.partitions)
+                self.truth.add(kind, part, None, reason)
+                message = SimMessage(kind, b"u-bad", part, raw)
+            else:
+                message, body = next(valid)
+                self.truth.add(message.kind, message.partition, body, None)
+            self.sent += 1
+            yield message
+
+    def _with_copies(
+        self, budget: int, originals: int, copies: int
+    ) -> Iterator[tuple[SimMessage, dict[str, Any]]]:
+        """The planned events, and ``copies`` of them sent again 1 to 50 messages later
+        (producers retry: same id, same key)."""
+        rng = self._gen.rng
+        later: dict[int, list[tuple[SimMessage, dict[str, Any]]]] = {}
+        for index, (kind, key, body) in enumerate(self._gen.planned(budget)):
+            raw_key = key.encode()
+            sent = (
+                SimMessage(
+                    kind, raw_key, partition_for(raw_key, self.cfg.partitions), orjson.dumps(body)
+                ),
+                body,
             )
-    planned.sort(key=lambda p: (p.ts_ms + p.delay_ms, p.body["event_id"]))
+            yield sent
+            if copies and rng.random() * (originals - index) < copies:
+                copies -= 1
+                later.setdefault(index + rng.randint(1, 50), []).append(sent)
+            yield from later.pop(index, ())
+        for index in sorted(later):
+            yield from later[index]
 
-    # producers retry: a share of events is sent again a little later, same id and key
-    for index in sorted(gen.rng.sample(range(len(planned)), n_duplicates), reverse=True):
-        copy = planned[index]
-        planned.insert(min(len(planned), index + gen.rng.randint(1, 50)), copy)
+    def truth_extra(self) -> dict[str, Any]:
+        """What the truth says about the run itself: its configuration and size."""
+        cfg = self.cfg
+        return {
+            "config": {
+                "seed": cfg.seed,
+                "events": cfg.events,
+                "campaigns": cfg.campaigns,
+                "days": cfg.days,
+                "start": cfg.start,
+                "partitions": cfg.partitions,
+                "allowed_lateness_ms": cfg.allowed_lateness_ms,
+                "model": cfg.truth.model.value,
+                "currencies": self._gen.currencies,
+            },
+            "sent": self.sent,
+        }
 
-    messages: list[SimMessage] = []
-    entries: list[tuple[str, int, dict[str, Any] | None, str | None]] = []
-    invalid_at = set(gen.rng.sample(range(len(planned) + n_invalid), n_invalid))
-    it: Iterator[_Planned] = iter(planned)
-    for position in range(len(planned) + n_invalid):
-        if position in invalid_at:
-            kind, raw, reason = gen.invalid(gen.start_ms)
-            key = b"u-bad"
-            part = partition_for(key, cfg.partitions)
-            messages.append(SimMessage(kind, key, part, raw))
-            entries.append((kind, part, None, reason))
-            continue
-        item = next(it)
-        key = item.key.encode()
-        part = partition_for(key, cfg.partitions)
-        messages.append(SimMessage(item.kind, key, part, orjson.dumps(item.body)))
-        entries.append((item.kind, part, item.body, None))
-    truth = compute_truth(entries, cfg.truth)
-    truth["config"] = {
-        "seed": cfg.seed,
-        "events": cfg.events,
-        "campaigns": cfg.campaigns,
-        "days": cfg.days,
-        "start": cfg.start,
-        "partitions": cfg.partitions,
-        "allowed_lateness_ms": cfg.allowed_lateness_ms,
-        "model": cfg.truth.model.value,
-        "currencies": gen.currencies,
-    }
-    truth["sent"] = len(messages)
-    return messages, truth
+    def truth_dict(self) -> dict[str, Any]:
+        """The whole truth as a JSON-able dict (ends the truth's stream)."""
+        return {**self.truth.as_dict(), **self.truth_extra()}
+
+    def write_truth(self, out: IO[bytes]) -> None:
+        """The truth as JSON, written piece by piece: the same bytes as
+        ``orjson.dumps(self.truth_dict())``."""
+        self.truth.write(out, self.truth_extra())
+
+
+def simulate(cfg: SimulationConfig) -> tuple[list[SimMessage], dict[str, Any]]:
+    """All messages in production order, and the truth they must produce: the whole run in
+    memory, for tests and small runs (``Simulation`` streams)."""
+    run = Simulation(cfg)
+    messages = list(run.messages())
+    return messages, run.truth_dict()

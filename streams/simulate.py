@@ -6,11 +6,9 @@ import argparse
 import logging
 import time
 
-import orjson
-
 from pipeline.money import Rates
 from pipeline.settings import Settings
-from pipeline.simulator import DEFAULT_START, SimulationConfig, simulate, truth_config
+from pipeline.simulator import DEFAULT_START, Simulation, SimulationConfig, truth_config
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
 
 __all__ = ["config_from", "run_simulation"]
@@ -45,8 +43,11 @@ def config_from(
 
 
 def run_simulation(settings: Settings, args: argparse.Namespace) -> None:
+    """Produce the messages as the simulator makes them (memory does not grow with
+    ``--events``), then write the truth it accumulated. Nothing is written if sending
+    fails: a truth for messages that did not all arrive would be wrong."""
     cfg = config_from(settings, args.events, args.seed, args.campaigns, args.days, args.start)
-    messages, truth = simulate(cfg)
+    run = Simulation(cfg)
     ensure_topics(settings)
     topics = topic_for_kind(settings)
     producer = EventProducer(settings, client_id="socialroi-simulator")
@@ -54,16 +55,18 @@ def run_simulation(settings: Settings, args: argparse.Namespace) -> None:
     began = time.monotonic()
     try:
         producer.send_all(
-            (OutgoingMessage(topics[m.kind], m.key, m.value, m.partition) for m in messages),
+            (OutgoingMessage(topics[m.kind], m.key, m.value, m.partition) for m in run.messages()),
             rate=args.rate,
         )
     finally:
         producer.close()
     elapsed = time.monotonic() - began
-    args.truth.write_bytes(orjson.dumps(truth))
+    with args.truth.open("wb") as out:
+        run.write_truth(out)
+    truth = run.truth
     print(
-        f"simulate: sent {len(messages)} messages in {elapsed:.1f}s "
-        f"({len(messages) / max(elapsed, 1e-9):,.0f}/s); {sum(truth['dead_letters'].values())} "
-        f"invalid, {truth['late']} late, {truth['duplicates']} duplicates; "
+        f"simulate: sent {run.sent} messages in {elapsed:.1f}s "
+        f"({run.sent / max(elapsed, 1e-9):,.0f}/s); {truth.dead_letters} "
+        f"invalid, {truth.late} late, {truth.duplicates} duplicates; "
         f"truth written to {args.truth}"
     )
