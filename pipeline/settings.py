@@ -176,6 +176,13 @@ class WorkerSettings(_Section):
     batch_max_events: int = Field(2000, ge=1, description="Events handled in one batch.")
     batch_within_seconds: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
     data_dir: Path = Field(Path(".local/worker"), description="Worker's local state directory.")
+    instance_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,200}$",
+        description="Static consumer group membership id: stable across this worker's "
+        "restarts, unique in the group (a restart within the session timeout keeps the "
+        "partitions, no rebalance). Default: host name + a hash of the data dir.",
+    )
 
 
 class CollectorSettings(_Section):

@@ -398,9 +398,9 @@ def _expected_failure(exc: Exception) -> str | None:
     """One line for failures a user can act on; ``None`` for bugs (traceback shown)."""
     from pipeline.money import RatesError
     from sinks import SinkError
-    from streams.producer import KafkaUnavailable
+    from streams.producer import KafkaUnavailable, TopicMisconfigured
 
-    if isinstance(exc, KafkaUnavailable | SinkError | RatesError):
+    if isinstance(exc, KafkaUnavailable | TopicMisconfigured | SinkError | RatesError):
         return str(exc)
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror}: {exc.filename}"

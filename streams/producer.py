@@ -1,5 +1,10 @@
 """kafka-python producers: topic set-up, and sending events to the ingest topics.
 
+Every topic the pipeline creates says how it is kept (``topic_configs``: streams are
+deleted by age, the repartition topic after seven days); table changelogs, which Faust
+creates, are compacted (``streams.app``), and ``check_changelogs`` refuses existing ones
+that are not.
+
 Sends are idempotent and ordered per partition (``enable_idempotence``, ``acks=all``): the
 worker's lateness rule depends on each partition's order, and a retried batch must not be
 written twice.
@@ -15,18 +20,25 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.settings import Settings
-from streams.kafka_config import kafka_python_options
+from streams.kafka_config import (
+    REPARTITION_TOPIC_CONFIG,
+    STREAM_TOPIC_CONFIG,
+    kafka_python_options,
+)
 
 __all__ = [
     "EventProducer",
     "KafkaUnavailable",
     "OutgoingMessage",
+    "TopicMisconfigured",
     "by_campaign_topic",
+    "check_changelogs",
     "ensure_topics",
+    "topic_configs",
     "topic_for_kind",
 ]
 
@@ -35,6 +47,11 @@ log = logging.getLogger(__name__)
 
 class KafkaUnavailable(RuntimeError):
     """The brokers cannot be reached; the message says what to check."""
+
+
+class TopicMisconfigured(RuntimeError):
+    """An existing topic does not match what the pipeline needs; the message says how to
+    fix it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,32 +112,52 @@ def _probe(settings: Settings) -> None:
     raise _unreachable(settings, last)
 
 
-def ensure_topics(settings: Settings) -> None:
-    """Create every topic the pipeline uses, with the configured partitions, if missing.
-
-    Raises ``KafkaUnavailable`` when the brokers cannot be reached, and ``RuntimeError`` if
-    an existing ingest topic has a different partition count than configured (lateness and
-    the simulator's truth depend on it).
-    """
-    _probe(settings)
-    names = [
+def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+    """Every topic ``ensure_topics`` creates -> the topic configs it is created with. Table
+    changelogs are created by Faust when the worker starts (``streams.app``)."""
+    streams = [
         *topic_for_kind(settings).values(),
         settings.topics.dead_letters,
         settings.topics.late,
-        by_campaign_topic(settings),
     ]
+    configs = {name: dict(STREAM_TOPIC_CONFIG) for name in streams}
+    configs[by_campaign_topic(settings)] = dict(REPARTITION_TOPIC_CONFIG)
+    return configs
+
+
+def _admin(settings: Settings) -> KafkaAdminClient:
     try:
-        admin = KafkaAdminClient(
+        return KafkaAdminClient(
             client_id="socialroi-admin",
             request_timeout_ms=15000,
             **kafka_python_options(settings.kafka),
         )
     except KafkaError as exc:
         raise _unreachable(settings, exc) from exc
+
+
+def ensure_topics(settings: Settings) -> None:
+    """Create every topic the pipeline uses, with the configured partitions and the configs
+    of ``topic_configs``, if missing. Topics that exist keep their configs (an operator may
+    have changed a retention).
+
+    Raises ``KafkaUnavailable`` when the brokers cannot be reached, and
+    ``TopicMisconfigured`` if an existing topic has a different partition count than
+    configured (lateness and the simulator's truth depend on it).
+    """
+    _probe(settings)
+    configs = topic_configs(settings)
+    names = list(configs)
+    admin = _admin(settings)
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name, settings.kafka.partitions, settings.kafka.replication_factor)
+            NewTopic(
+                name,
+                settings.kafka.partitions,
+                settings.kafka.replication_factor,
+                topic_configs=configs[name],
+            )
             for name in names
             if name not in existing
         ]
@@ -141,12 +178,43 @@ def ensure_topics(settings: Settings) -> None:
             count = len(info["partitions"])
             if count != settings.kafka.partitions:
                 name = info.get("topic") or info.get("name")
-                raise RuntimeError(
+                raise TopicMisconfigured(
                     f"topic {name} has {count} partitions, settings say "
                     f"{settings.kafka.partitions}; set SOCIALROI_KAFKA__PARTITIONS={count}"
                 )
     finally:
         admin.close()
+
+
+def check_changelogs(settings: Settings, changelogs: Iterable[str]) -> None:
+    """Raise ``TopicMisconfigured`` if one of the table changelogs exists but is not
+    compacted (created by hand, or by a broker that creates topics on first use): its
+    state would be deleted by age, and a restart would recover only part of it. Faust
+    creates missing ones itself, compacted, and never changes an existing one."""
+    names = sorted(changelogs)
+    if not names:
+        return
+    admin = _admin(settings)
+    try:
+        topics = set(admin.list_topics())
+        existing = [name for name in names if name in topics]
+        if not existing:
+            return
+        wanted = {"cleanup.policy": None}
+        described = admin.describe_configs(
+            [ConfigResource(ConfigResourceType.TOPIC, name, configs=wanted) for name in existing],
+            config_filter="all",
+        )
+    finally:
+        admin.close()
+    for name, found in described["topic"].items():
+        policy = found.get("cleanup.policy", {}).get("value")
+        if policy != "compact":
+            raise TopicMisconfigured(
+                f"table changelog {name} has cleanup.policy={policy}, not compact: its state "
+                "would be deleted by age; fix it with `kafka-configs.sh --alter "
+                f"--entity-type topics --entity-name {name} --add-config cleanup.policy=compact`"
+            )
 
 
 class EventProducer:

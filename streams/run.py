@@ -29,7 +29,7 @@ from pipeline.verify import (
 from sinks import ClickHouseSink, credited_rows, dead_letter_counts, kpi_rows, open_backend
 from streams.collector import build_collector
 from streams.metrics import Metrics, MetricsServer
-from streams.producer import EventProducer, ensure_topics
+from streams.producer import EventProducer, check_changelogs, ensure_topics
 from streams.worker import Worker
 
 __all__ = ["ConsumerMetrics", "run_collector", "run_worker", "verify", "worker_main"]
@@ -132,6 +132,12 @@ async def worker_main(
     sink = sink if sink is not None else ClickHouseSink(settings.clickhouse)
     await sink.start()
     worker = Worker(settings, sink, metrics)
+    try:
+        # Faust creates missing changelogs compacted, but keeps an existing one as it is.
+        await asyncio.to_thread(check_changelogs, settings, worker.app.tables.changelog_topics)
+    except BaseException:
+        await sink.close()
+        raise
     server = None
     if settings.metrics.port:
         server = MetricsServer(
