@@ -7,6 +7,7 @@ deploy/prometheus/alerts.yml and the dashboards in deploy/grafana/dashboards/ us
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -117,13 +118,30 @@ class Metrics:
         )
 
 
-class MetricsServer:
-    """``/metrics``, ``/healthz`` (alive) and ``/readyz`` on a background thread."""
+class _QuietServer(ThreadingHTTPServer):
+    daemon_threads = True
 
-    def __init__(self, metrics: Metrics, host: str, port: int, ready: Callable[[], bool]) -> None:
+    def handle_error(self, request: object, client_address: object) -> None:
+        # A scraper that gave up before the answer was written (a timeout while the
+        # worker is busy) is not an error of ours; anything else is still reported.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)  # type: ignore[arg-type]
+
+
+class MetricsServer:
+    """``/metrics``, ``/healthz`` (alive) and ``/readyz`` on a background thread.
+
+    ``not_ready`` says why the process is not ready, or ``None`` when it is: ``/readyz``
+    answers 200, or 503 with the reason. It is called on the server's thread, so it should
+    only read a value the process keeps up to date."""
+
+    def __init__(
+        self, metrics: Metrics, host: str, port: int, not_ready: Callable[[], str | None]
+    ) -> None:
         self._metrics = metrics
         self._address = (host, port)
-        self._ready = ready
+        self._not_ready = not_ready
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -131,7 +149,7 @@ class MetricsServer:
         return self._server.server_address[1] if self._server else self._address[1]
 
     def start(self) -> None:
-        registry, ready = self._metrics.registry, self._ready
+        registry, not_ready = self._metrics.registry, self._not_ready
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
@@ -140,8 +158,11 @@ class MetricsServer:
                 elif self.path == "/healthz":
                     self._send(200, b"ok\n")
                 elif self.path == "/readyz":
-                    ok = ready()
-                    self._send(200 if ok else 503, b"ready\n" if ok else b"not ready\n")
+                    reason = not_ready()
+                    if reason is None:
+                        self._send(200, b"ready\n")
+                    else:
+                        self._send(503, f"not ready: {reason}\n".encode())
                 else:
                     self._send(404, b"not found\n")
 
@@ -155,7 +176,7 @@ class MetricsServer:
             def log_message(self, format: str, *args: object) -> None:
                 return  # scrapes every second would flood the log
 
-        self._server = ThreadingHTTPServer(self._address, Handler)
+        self._server = _QuietServer(self._address, Handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 

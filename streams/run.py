@@ -12,6 +12,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
+from typing import Protocol
 
 import faust
 import orjson
@@ -32,12 +33,105 @@ from streams.metrics import Metrics, MetricsServer
 from streams.producer import EventProducer, check_changelogs, ensure_topics
 from streams.worker import Worker
 
-__all__ = ["ConsumerMetrics", "run_collector", "run_worker", "verify", "worker_main"]
+__all__ = [
+    "ConsumerMetrics",
+    "Progress",
+    "Readiness",
+    "run_collector",
+    "run_worker",
+    "verify",
+    "worker_main",
+]
 
 log = logging.getLogger(__name__)
 
 # How often the worker's consumer position is turned into lag and rebalance metrics.
 CONSUMER_METRICS_INTERVAL_SECONDS = 1.0
+# How long messages may wait in a worker's partitions with no batch taking any before it
+# is not ready: a batch is taken every ``batch_within_seconds`` while there is lag, so
+# this is a stall, not a slow batch.
+STALL_SECONDS = 30.0
+
+
+class _Outage(Protocol):
+    @property
+    def outage(self) -> bool: ...
+
+
+class Progress(Protocol):
+    """What readiness asks of the worker (``streams.worker.Worker`` is one)."""
+
+    @property
+    def sink(self) -> _Outage: ...
+
+    @property
+    def last_progress_at(self) -> float:
+        """``time.monotonic()`` when a batch last reached offsets the state had not seen."""
+        ...
+
+    def settled(self) -> bool:
+        """No rebalance or table recovery under way, and ClickHouse takes writes."""
+        ...
+
+
+class Readiness:
+    """The worker's ``/readyz``: ready means making progress. Not ready while starting or
+    stopping, while ClickHouse refuses writes, while a rebalance or table recovery runs,
+    while no partition is assigned, and while messages have waited in the assigned
+    partitions for ``stall_seconds`` with no batch taking any.
+
+    ``observe`` runs on the event loop (each consumer metrics round); ``__call__`` only
+    reads the last answer, from the metrics server's thread."""
+
+    def __init__(
+        self,
+        worker: Progress,
+        stall_seconds: float = STALL_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._worker = worker
+        self._stall_seconds = stall_seconds
+        self._clock = clock
+        self._lagging_since: float | None = None
+        self._reason: str | None = "starting"
+
+    def __call__(self) -> str | None:
+        """Why the worker is not ready, or ``None`` when it is."""
+        return self._reason
+
+    def stopping(self) -> None:
+        self._reason = "stopping"
+
+    def observe(self, assigned: int | None, lag: int | None) -> None:
+        """Decide readiness from the assigned consumed partitions and their total lag
+        (``None``: not known, e.g. while the assignment changes)."""
+        now = self._clock()
+        if not lag:
+            self._lagging_since = None
+        elif self._lagging_since is None:
+            self._lagging_since = now
+        worker = self._worker
+        if worker.sink.outage:
+            reason: str | None = "ClickHouse refuses writes"
+        elif not worker.settled():
+            reason = "rebalance or table recovery under way"
+        elif assigned is None or lag is None:
+            reason = "assignment not known yet"
+        elif assigned == 0:
+            reason = "no partition assigned"
+        elif (
+            self._lagging_since is not None
+            and now - max(self._lagging_since, worker.last_progress_at) > self._stall_seconds
+        ):
+            reason = (
+                f"{lag} messages waiting, none consumed for "
+                f"{now - max(self._lagging_since, worker.last_progress_at):.0f}s"
+            )
+        else:
+            reason = None
+        if reason != self._reason:
+            log.info("readiness: %s", "ready" if reason is None else f"not ready: {reason}")
+        self._reason = reason
 
 
 class ConsumerMetrics:
@@ -61,12 +155,14 @@ class ConsumerMetrics:
         topics: Iterable[str],
         done: Callable[[str, int], int | None],
         ends: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]],
+        readiness: Readiness | None = None,
     ) -> None:
         self._app = app
         self._metrics = metrics
         self._topics = frozenset(topics)
         self._done = done
         self._ends = ends
+        self._readiness = readiness
         self._rebalances_seen = 0
         self._labelled: set[tuple[str, str]] = set()
 
@@ -77,11 +173,14 @@ class ConsumerMetrics:
             metrics.rebalances.inc(count - self._rebalances_seen)
             self._rebalances_seen = count
         if app.rebalancing:
-            return  # the assignment is changing; keep the last values until it settles
+            # The assignment is changing; keep the last values until it settles.
+            self._observe(None, None)
+            return
         consumer = app.consumer
         labelled: set[tuple[str, str]] = set()
         assigned = sorted(tp for tp in consumer.assignment() if tp.topic in self._topics)
         ends = await self._ends([(tp.topic, tp.partition) for tp in assigned])
+        total = 0
         for tp in assigned:
             end = ends.get((tp.topic, tp.partition))
             done = self._done(tp.topic, tp.partition)
@@ -91,12 +190,18 @@ class ConsumerMetrics:
                 continue
             labels = (tp.topic, str(tp.partition))
             metrics.consumer_lag.labels(*labels).set(max(end - done, 0))
+            total += max(end - done, 0)
             labelled.add(labels)
         for labels in self._labelled - labelled:
             with contextlib.suppress(KeyError):
                 metrics.consumer_lag.remove(*labels)
         self._labelled = labelled
         metrics.assigned_partitions.set(len(assigned))
+        self._observe(len(assigned), total)
+
+    def _observe(self, assigned: int | None, lag: int | None) -> None:
+        if self._readiness is not None:
+            self._readiness.observe(assigned, lag)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Update every interval until ``stop`` is set; errors are logged, never raised."""
@@ -105,6 +210,7 @@ class ConsumerMetrics:
                 await self.update()
             except Exception:
                 log.warning("could not read consumer lag", exc_info=True)
+                self._observe(None, None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=CONSUMER_METRICS_INTERVAL_SECONDS)
 
@@ -138,13 +244,11 @@ async def worker_main(
     except BaseException:
         await sink.close()
         raise
+    readiness = Readiness(worker)
     server = None
     if settings.metrics.port:
         server = MetricsServer(
-            metrics,
-            settings.metrics.host,
-            settings.metrics.port,
-            ready=lambda: not worker.sink.outage,
+            metrics, settings.metrics.host, settings.metrics.port, not_ready=readiness
         )
         server.start()
     app = worker.app
@@ -156,7 +260,12 @@ async def worker_main(
         feeds = worker.start_feeds()
         # Lag is reported for what the agents consume, not for table changelogs.
         consumer_metrics = ConsumerMetrics(
-            app, metrics, worker.consumed_topics, worker.next_unseen, worker.direct.ends
+            app,
+            metrics,
+            worker.consumed_topics,
+            worker.next_unseen,
+            worker.direct.ends,
+            readiness,
         )
         metrics_task = asyncio.create_task(consumer_metrics.run(metrics_stop))
         drained_since: float | None = None
@@ -190,6 +299,7 @@ async def worker_main(
         metrics_stop.set()
         if metrics_task is not None:
             await metrics_task
+        readiness.stopping()
         await worker.stop_feeds(feeds)
         await app.stop()
         await worker.direct.stop()
@@ -220,7 +330,7 @@ def run_collector(settings: Settings) -> None:
     server = None
     if settings.metrics.port:
         server = MetricsServer(
-            metrics, settings.metrics.host, settings.metrics.port, ready=lambda: True
+            metrics, settings.metrics.host, settings.metrics.port, not_ready=lambda: None
         )
         server.start()
     try:
