@@ -35,7 +35,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -86,14 +86,33 @@ _READ_ATTEMPTS = 5
 _PACK_RECORDS = 500
 
 
+class BatchAbandoned(Exception):
+    """A batch gave up waiting for ClickHouse because its partitions are being taken away:
+    nothing of it was acknowledged, committed or written to the changelog, so the
+    partitions' next owner processes it again."""
+
+
 class _GuardedSink:
-    """Serialises the two agents' writes and retries until the store takes the rows."""
+    """Serialises the two agents' writes and retries until the store takes the rows, or
+    until :meth:`abandon` (a rebalance) tells a waiting batch to give up."""
 
     def __init__(self, sink: SnapshotSink, metrics: Metrics) -> None:
         self._sink = sink
         self._metrics = metrics
         self._lock = asyncio.Lock()
+        self._abandoning = asyncio.Event()
         self.outage = False
+
+    @contextlib.asynccontextmanager
+    async def abandoning(self) -> AsyncIterator[None]:
+        """While inside, a batch waiting to retry a refused write raises
+        :class:`BatchAbandoned` instead (its rows stay buffered: writing them again later is
+        harmless, each row is idempotent). A rebalance must not wait for ClickHouse."""
+        self._abandoning.set()
+        try:
+            yield
+        finally:
+            self._abandoning.clear()
 
     async def write(
         self,
@@ -124,7 +143,12 @@ class _GuardedSink:
                     log.warning(
                         "ClickHouse unavailable, retrying in %.1fs: %s", exc.retry_after, exc
                     )
-                    await asyncio.sleep(exc.retry_after)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._abandoning.wait(), exc.retry_after)
+                    if self._abandoning.is_set():
+                        # The next batch, after the rebalance, tries the store again.
+                        self.outage = False
+                        raise BatchAbandoned("partitions revoked while ClickHouse is down") from exc
                     continue
                 self._metrics.sink_flush_seconds.observe(time.perf_counter() - began)
                 if self.outage:
@@ -169,11 +193,18 @@ class _PartitionStore:
     """``StateStore`` over one Faust table for one partition; changes are written to the
     changelog once per key by ``flush``."""
 
-    def __init__(self, table: faust.Table, partition: int) -> None:
+    def __init__(
+        self, table: faust.Table, partition: int, unwritten: dict[str, Any] | None = None
+    ) -> None:
         self._table = table
         self._data = table_dict(table)
         self.partition = partition
-        self._changed: dict[str, Any] = {}
+        # ``unwritten``: changes of an abandoned batch, still to reach the changelog
+        self._changed: dict[str, Any] = unwritten or {}
+
+    def unwritten(self) -> dict[str, Any]:
+        """The changes not yet handed to :meth:`flush`."""
+        return self._changed
 
     def get(self, key: str) -> Any | None:
         return self._data.get(key)
@@ -267,6 +298,8 @@ class Worker:
         self._indexed: set[int] = set()
         self._indexed_rebalance = -1
         self._marked: dict[int, int] = {}
+        # Per (table, partition): changes of an abandoned batch (see ``_store``).
+        self._unwritten: dict[tuple[str, int], dict[str, Any]] = {}
         self.last_delivered_at = time.monotonic()  # a batch reached a stage
         self.last_progress_at = time.monotonic()  # a batch reached offsets the state had not seen
         self.batches = 0
@@ -284,6 +317,7 @@ class Worker:
         self.app = build_app(settings)
         self._define(self.app)
         self.app.on_partitions_revoked.connect(self._on_revoked)
+        self.app.on_partitions_assigned.connect(self._on_assigned)
 
     def _define(self, app: faust.App) -> None:
         s = self.settings
@@ -306,14 +340,16 @@ class Worker:
             async for events in stream.take_events(batch, within=within):
                 self.last_delivered_at = time.monotonic()
                 async with self._ingest_lock:
-                    await self.handle_ingest([record_of(e.message) for e in events])
+                    with contextlib.suppress(BatchAbandoned):
+                        await self.handle_ingest([record_of(e.message) for e in events])
 
         @app.agent(self.by_campaign, name="aggregate")
         async def aggregate(stream: faust.StreamT[bytes]) -> None:
             async for events in stream.take_events(batch, within=within):
                 self.last_delivered_at = time.monotonic()
                 async with self._aggregate_lock:
-                    await self.handle_aggregate([record_of(e.message) for e in events])
+                    with contextlib.suppress(BatchAbandoned):
+                        await self.handle_aggregate([record_of(e.message) for e in events])
 
     # -- reading the assigned partitions ------------------------------------------------
     # Faust assigns the partitions (group membership) and recovers the tables; the worker
@@ -397,7 +433,10 @@ class Worker:
                         synced = -1
                         continue
                     self.last_delivered_at = time.monotonic()
-                    await handle(records)
+                    try:
+                        await handle(records)
+                    except BatchAbandoned:
+                        synced = -1  # read again from where the state says, if still ours
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -417,14 +456,52 @@ class Worker:
             {(t, p): await self._start(t, p, replay=self._replaying(t, p)) for t, p in tps}
         )
 
+    def _store(self, table: faust.Table, partition: int) -> _PartitionStore:
+        """A batch's store for one partition of ``table``, holding the changes an abandoned
+        batch of it left unwritten, if the partition is still this worker's."""
+        unwritten = self._unwritten.pop((table.name, partition), None)
+        return _PartitionStore(table, partition, unwritten)
+
+    @contextlib.asynccontextmanager
+    async def _keeping_unwritten(self, stores: Iterable[_PartitionStore]) -> AsyncIterator[None]:
+        """A batch abandoned while waiting for ClickHouse (:class:`BatchAbandoned`) has
+        changed this worker's tables in memory but not their changelogs, and its rows wait
+        in the sink's buffer. If the partition stays here, the feed goes on after that batch,
+        so its changes are written with the partition's next batch, after the rows; if the
+        partition moves, they are dropped at the next rebalance and the next owner replays
+        the batch from what the changelog says."""
+        try:
+            yield
+        except BatchAbandoned:
+            for store in stores:
+                if store.unwritten():
+                    key = (store._table.name, store.partition)
+                    self._unwritten[key] = {**self._unwritten.get(key, {}), **store.unwritten()}
+            raise
+
+    async def _on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
+        """Changes an abandoned batch left unwritten stay only with partitions that came back
+        to this worker (Faust revokes every partition at each rebalance, then assigns)."""
+        tables = {
+            self.state.name: set(self.kinds),
+            self.windows.name: {self.by_campaign.get_topic_name()},
+        }
+        ours = {(tp.topic, tp.partition) for tp in assigned}
+        for name, partition in list(self._unwritten):
+            if not any((topic, partition) in ours for topic in tables[name]):
+                del self._unwritten[(name, partition)]
+
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
         """A rebalance takes partitions away: it waits for the batch each stage is in the
         middle of, so a partition's next owner never recovers state that this worker is
-        still writing (Faust waits by itself only for the messages it delivered)."""
-        async with self._ingest_lock:
-            pass
-        async with self._aggregate_lock:
-            pass
+        still writing (Faust waits by itself only for the messages it delivered). A batch
+        waiting for ClickHouse to come back is abandoned instead of waited for: it has
+        written nothing to Kafka's changelog or offsets yet, and the next owner replays it."""
+        async with self.sink.abandoning():
+            async with self._ingest_lock:
+                pass
+            async with self._aggregate_lock:
+                pass
 
     # -- consecutive offsets ------------------------------------------------------------
     # Each stage processes a partition as consecutive offsets, from where its state says,
@@ -595,7 +672,7 @@ class Worker:
         raw: list[RawEventRow] = []
         stores = []
         for partition, by_topic in by_partition.items():
-            store = _PartitionStore(self.state, partition)
+            store = self._store(self.state, partition)
             stores.append(store)
             for topic, tp_records in by_topic.items():
                 records = await self._consecutive(tp_records)
@@ -612,7 +689,8 @@ class Worker:
             beats += self._heartbeats(partition, store)
         # Every stage-two partition gets this batch's contributions before its heartbeats.
         await self._deliver(sent + packs.messages() + beats)
-        await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
+        async with self._keeping_unwritten(stores):
+            await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
         await self._deliver([m for store in stores for m in store.flush()])
         await self._commit_seen({(r.topic, r.partition) for r in delivered})
         self._batch_done("ingest", count, began)
@@ -757,7 +835,7 @@ class Worker:
         def store_for(part: int) -> _PartitionStore:
             store = stores.get(part)
             if store is None:
-                store = stores[part] = _PartitionStore(self.windows, part)
+                store = stores[part] = self._store(self.windows, part)
             return store
 
         snapshots = self.stage_two.fold(items, store_for)
@@ -773,7 +851,8 @@ class Worker:
             # Kept with the panes, so a worker taking the partition over knows it too.
             store.put(position_key(part), encode_position(first, unseen))
         # Panes, then watermarks (the sink writes them in that order), then the changelog.
-        await self.sink.write(snapshots=snapshots, watermarks=marks)
+        async with self._keeping_unwritten(stores.values()):
+            await self.sink.write(snapshots=snapshots, watermarks=marks)
         for mark in marks:
             self._marked[mark.partition] = mark.watermark_ms
         await self._deliver([m for store in stores.values() for m in store.flush()])

@@ -231,3 +231,16 @@ def test_snapshot_rows_are_kpi_snapshots() -> None:
     state = PaneState()
     snapshot = state.snapshot(PaneKey("c", "x", MINUTE, 0), SIZES[0])
     assert isinstance(snapshot, KpiSnapshot) and snapshot.window_kind == "tumbling"
+
+
+def test_finalise_never_writes_a_pane_the_store_does_not_hold() -> None:
+    # The old scan rebuilt a missing window as an empty state and wrote it as final: an
+    # empty row with a version that could hide nothing but still be read. A pane the index
+    # knows and the store has lost (expired, or deleted by a replayed batch) is skipped.
+    store = _Store()
+    stage = Aggregator(SPECS, 0, ["t:0"], lambda campaign: 0)
+    stage.fold([contribution("t:0", 0, 1_000), contribution("t:0", 1, MINUTE)], lambda p: store)
+    del store["c1|facebook|60000|0"]
+    _, final = stage.finalise(0, {"t:0": 2 * MINUTE}, store)
+    assert [(s.window_start_ms, s.counters["events"]) for s in final] == [(MINUTE, 1)]
+    assert all(s.counters["events"] > 0 for s in final)
