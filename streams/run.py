@@ -256,7 +256,9 @@ async def worker_main(
     metrics_task: asyncio.Task[None] | None = None
     feeds: list[asyncio.Task[None]] = []
     try:
-        await app.start()
+        if not await _started(app, stop):
+            log.info("stopping: asked to stop while starting")
+            return worker
         feeds = worker.start_feeds()
         # Lag is reported for what the agents consume, not for table changelogs.
         consumer_metrics = ConsumerMetrics(
@@ -307,6 +309,26 @@ async def worker_main(
         if server is not None:
             server.stop()
     return worker
+
+
+async def _started(app: faust.App, stop: asyncio.Event) -> bool:
+    """Start the app; ``False`` if ``stop`` was set first. Faust's start returns only once
+    the first table recovery is over (a whole changelog, with in-memory tables), and a
+    SIGTERM meanwhile waited for it: the start is cancelled instead, and the caller's
+    ``app.stop()`` stops what had started."""
+    starting = asyncio.ensure_future(app.start())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if starting.done():
+        starting.result()  # a failed start raises here
+        return not stop.is_set()
+    starting.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await starting
+    return False
 
 
 def run_worker(settings: Settings, stop_when_idle: float | None = None) -> None:

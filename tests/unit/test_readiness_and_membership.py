@@ -4,6 +4,8 @@ pipeline creates says how it is kept. Readiness is driven through its own seam
 
 from __future__ import annotations
 
+import asyncio
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from streams.kafka_config import (
 )
 from streams.metrics import Metrics, MetricsServer
 from streams.producer import by_campaign_topic, topic_configs
-from streams.run import Readiness
+from streams.run import Readiness, _started
 
 
 @dataclass
@@ -157,3 +159,29 @@ def test_every_table_changelog_is_compacted_and_streams_are_deleted(tmp_path: Pa
     }
     assert {c["cleanup.policy"] for c in configs.values()} == {"delete"}
     assert settings.topics.social in configs and settings.topics.dead_letters in configs
+
+
+class _SlowApp:
+    """Stands in for a Faust app whose start waits for a long table recovery."""
+
+    def __init__(self) -> None:
+        self.cancelled = False
+
+    async def start(self) -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+def test_a_stop_during_start_does_not_wait_for_the_start_to_finish() -> None:
+    async def scenario() -> tuple[bool, float, bool]:
+        app, stop = _SlowApp(), asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, stop.set)  # the SIGTERM
+        began = time.monotonic()
+        started = await _started(app, stop)  # type: ignore[arg-type]
+        return started, time.monotonic() - began, app.cancelled
+
+    started, took, cancelled = asyncio.run(scenario())
+    assert not started and cancelled and took < 1.0
