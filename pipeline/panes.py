@@ -71,7 +71,8 @@ class PaneKey(NamedTuple):
 
 
 def is_pane_key(key: str) -> bool:
-    """A pane key has four ``|``-separated fields; the stage-two position key has two."""
+    """A pane key has four ``|``-separated fields; stage two's other keys (its position,
+    the watermarks it heard) have two."""
     return key.count("|") >= 3
 
 

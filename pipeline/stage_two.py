@@ -33,6 +33,7 @@ __all__ = [
     "PaneStore",
     "decode_position",
     "encode_position",
+    "heard_key",
     "live",
     "position_key",
 ]
@@ -45,6 +46,13 @@ def position_key(partition: int) -> str:
     the repartition topic (:func:`encode_position`). Two ``|``-separated fields, so it never
     meets a pane key (four)."""
     return f"next-offset|{partition}"
+
+
+def heard_key(partition: int) -> str:
+    """The key, among a partition's panes, of the source watermarks its heartbeats told
+    (JSON ``{"topic-kind:partition": watermark}``): persisted, so that the final watermark
+    after a restart or a handover is never computed from fewer sources than before."""
+    return f"heard|{partition}"
 
 
 def encode_position(first: int, unseen: int) -> bytes:

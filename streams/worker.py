@@ -62,7 +62,13 @@ from pipeline.ports import (
 )
 from pipeline.settings import Settings
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
-from pipeline.stage_two import Aggregator, decode_position, encode_position, position_key
+from pipeline.stage_two import (
+    Aggregator,
+    decode_position,
+    encode_position,
+    heard_key,
+    position_key,
+)
 from pipeline.windows import specs_from_settings
 from streams.app import build_app
 from streams.direct import DirectReader, PartitionFeed, Record, record_of
@@ -810,6 +816,7 @@ class Worker:
         by_partition: dict[int, list[Record]] = defaultdict(list)
         for message in delivered:
             by_partition[message.partition].append(message)
+        self._index_panes(by_partition)
         positions: dict[int, tuple[int, int]] = {}
         count = 0
         for partition, part_records in by_partition.items():
@@ -829,7 +836,6 @@ class Worker:
                 elif "hb" in record:
                     heard[record["src"]] = max(heard.get(record["src"], NO_TIME), record["wm"])
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(count)
-        self._index_panes(positions)
         stores: dict[int, _PartitionStore] = {}
 
         def store_for(part: int) -> _PartitionStore:
@@ -848,8 +854,9 @@ class Worker:
                 self.metrics.watermark.set(watermark / 1000)
                 if watermark > self._marked.get(part, NO_TIME):
                     marks.append(WatermarkRow(part, self.partitions, watermark))
-            # Kept with the panes, so a worker taking the partition over knows it too.
+            # Kept with the panes, so a worker taking the partition over knows them too.
             store.put(position_key(part), encode_position(first, unseen))
+            store.put(heard_key(part), orjson.dumps(self._heard[part]))
         # Panes, then watermarks (the sink writes them in that order), then the changelog.
         async with self._keeping_unwritten(stores.values()):
             await self.sink.write(snapshots=snapshots, watermarks=marks)
@@ -863,7 +870,11 @@ class Worker:
 
     def _index_panes(self, partitions: Iterable[int]) -> None:
         """Index the panes of each partition once after every rebalance (a partition taken
-        over from another worker arrives with its recovered panes)."""
+        over from another worker arrives with its recovered panes), and take up the
+        watermarks its state had heard: without them, a restarted worker that has heard
+        again from every traffic partition but not yet from a lagging cost partition would
+        compute a final watermark past that partition's, and finish (then drop) panes its
+        next contributions still belong to."""
         rebalances = self.app.rebalancing_count
         if rebalances != self._indexed_rebalance:
             self.stage_two.forget()
@@ -872,7 +883,13 @@ class Worker:
             self._indexed_rebalance = rebalances
         for part in partitions:
             if part not in self._indexed:
-                self.stage_two.index(part, table_dict(self.windows))
+                table = table_dict(self.windows)
+                self.stage_two.index(part, table)
+                stored = table.get(heard_key(part))
+                if stored is not None:
+                    heard = self._heard[part]
+                    for src, mark in orjson.loads(stored).items():
+                        heard[src] = max(heard.get(src, NO_TIME), mark)
                 self._indexed.add(part)
 
     async def _deliver(self, sent: Sent) -> None:

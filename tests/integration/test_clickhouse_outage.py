@@ -40,11 +40,11 @@ def _kpi_rows_written(server: PrivateClickHouse) -> int:
     try:
         rows = client.execute(
             "SELECT count() FROM system.tables "
-            "WHERE database = 'socialroi_private' AND name = 'kpi_windows'"
+            "WHERE database = 'socialroi_private' AND name = 'kpi_panes'"
         )
         if not rows[0][0]:
             return 0
-        return int(client.execute("SELECT count() FROM socialroi_private.kpi_windows")[0][0])
+        return int(client.execute("SELECT count() FROM socialroi_private.kpi_panes")[0][0])
     except Exception:
         return 0
     finally:
