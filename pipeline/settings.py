@@ -176,6 +176,13 @@ class WorkerSettings(_Section):
     batch_max_events: int = Field(2000, ge=1, description="Events handled in one batch.")
     batch_within_seconds: float = Field(0.5, gt=0, description="Longest wait to fill a batch.")
     data_dir: Path = Field(Path(".local/worker"), description="Worker's local state directory.")
+    store: str = Field(
+        "rocksdb",
+        pattern=r"^(rocksdb|memory)$",
+        description="Where table state lives: rocksdb (files under the data dir, so a "
+        "restart reads only the changelog's tail) or memory (tests: the whole changelog "
+        "is read again at every assignment).",
+    )
     instance_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,200}$",

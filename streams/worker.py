@@ -21,8 +21,9 @@ Order within a batch, which gives the exactly-once effect (DESIGN.md section 3):
    batch Faust delivered).
 Faust assigns partitions and recovers tables; the worker reads its partitions itself, a
 batch at a time (see "reading the assigned partitions" below). Messages go straight to the
-aiokafka producer under Faust (``_deliver``), tables are written through their store and
-their changelog topic explicitly: a batch has no current Faust event. Which offsets a batch
+aiokafka producer under Faust (``_deliver``), tables are written through their live values
+and their changelog topic explicitly (then, once Kafka acknowledged the changelog, to the
+local store: see ``streams.app``): a batch has no current Faust event. Which offsets a batch
 covers is decided from the state, not from what was fetched (see "consecutive offsets").
 """
 
@@ -70,7 +71,7 @@ from pipeline.stage_two import (
     position_key,
 )
 from pipeline.windows import specs_from_settings
-from streams.app import build_app
+from streams.app import CompactedTable, build_app
 from streams.direct import DirectReader, PartitionFeed, Record, record_of
 from streams.metrics import Metrics
 from streams.producer import by_campaign_topic, topic_for_kind
@@ -179,10 +180,12 @@ def _changelog_value(value: Any) -> bytes | None:
     return orjson.dumps(value)
 
 
-def table_dict(table: faust.Table) -> dict[Any, Any]:
-    """The dict under a table's in-memory store (``store="memory://"``). The store's own
-    mapping methods are Python code around every read and write (6% of the worker's main
-    thread, profiled); the dict is what they read and write, and what recovery fills."""
+def table_dict(table: CompactedTable, partition: int) -> dict[Any, Any]:
+    """The live values of a table's ``partition`` (:meth:`CompactedTable.live`): read and
+    changed in place by a batch, written to the changelog by :class:`_PartitionStore`. A
+    table of another class must have a memory store: its dict, every partition's keys."""
+    if isinstance(table, CompactedTable):
+        return table.live(partition)
     data = table.data.data  # type: ignore[attr-defined]
     assert isinstance(data, dict), type(data)
     return data
@@ -196,17 +199,21 @@ def campaign_partition(campaign_id: str, partitions: int) -> int:
 
 
 class _PartitionStore:
-    """``StateStore`` over one Faust table for one partition; changes are written to the
-    changelog once per key by ``flush``."""
+    """``StateStore`` over one table partition's live values; changes are written to the
+    changelog once per key by ``flush``, then to the local store by ``persist`` once Kafka
+    acknowledged them (never before: the local store must not hold what the changelog
+    does not, see ``streams.app``)."""
 
     def __init__(
-        self, table: faust.Table, partition: int, unwritten: dict[str, Any] | None = None
+        self, table: CompactedTable, partition: int, unwritten: dict[str, Any] | None = None
     ) -> None:
         self._table = table
-        self._data = table_dict(table)
+        self._data = table_dict(table, partition)
         self.partition = partition
         # ``unwritten``: changes of an abandoned batch, still to reach the changelog
         self._changed: dict[str, Any] = unwritten or {}
+        # (key, value) of the changelog messages ``flush`` made, until ``persist``
+        self._flushed: list[tuple[bytes, bytes | None]] = []
 
     def unwritten(self) -> dict[str, Any]:
         """The changes not yet handed to :meth:`flush`."""
@@ -224,16 +231,34 @@ class _PartitionStore:
             del self._data[key]
         self._changed[key] = None
 
+    @property
+    def changelog(self) -> str:
+        topic: str = self._table.changelog_topic.get_topic_name()
+        return topic
+
     def flush(self) -> Sent:
         """The changelog messages for the changed keys (keys as JSON, values as
         :func:`_changelog_value` makes them)."""
-        topic = self._table.changelog_topic.get_topic_name()
-        sent: Sent = [
-            (topic, orjson.dumps(key), _changelog_value(value), self.partition)
-            for key, value in self._changed.items()
+        self._flushed = [
+            (orjson.dumps(key), _changelog_value(value)) for key, value in self._changed.items()
         ]
         self._changed.clear()
-        return sent
+        return [(self.changelog, key, value, self.partition) for key, value in self._flushed]
+
+    def persist(self, last_offsets: dict[tuple[str, int], int]) -> None:
+        """Write what ``flush`` made to the local store, once Kafka acknowledged it
+        (``last_offsets``: the offset of the last message sent per topic partition)."""
+        if self._flushed:
+            offset = last_offsets[(self.changelog, self.partition)]
+            self._table.persist(self.partition, self._flushed, offset)
+            self._flushed = []
+
+
+def _table(app: faust.App, name: str, **kwargs: Any) -> CompactedTable:
+    """A table of the app (``app.Table`` registers it with Faust's table manager)."""
+    table = app.Table(name, **kwargs)
+    assert isinstance(table, CompactedTable), type(table)
+    return table
 
 
 class _Packs:
@@ -336,9 +361,9 @@ class Worker:
         self.consumed_topics = (*self.kinds, by_campaign_topic(s))
         self.dead_topic = app.topic(s.topics.dead_letters, **raw)
         self.late_topic = app.topic(s.topics.late, **raw)
-        self.state = app.Table("ingest-state", partitions=self.partitions)
+        self.state = _table(app, "ingest-state", partitions=self.partitions)
         # Values are panes in their binary form (``PaneState.encode``): raw bytes to Faust.
-        self.windows = app.Table("kpi-windows", partitions=self.partitions, value_type=bytes)
+        self.windows = _table(app, "kpi-windows", partitions=self.partitions, value_type=bytes)
         batch, within = s.worker.batch_max_events, s.worker.batch_within_seconds
 
         @app.agent(self.source, name="ingest")
@@ -462,7 +487,7 @@ class Worker:
             {(t, p): await self._start(t, p, replay=self._replaying(t, p)) for t, p in tps}
         )
 
-    def _store(self, table: faust.Table, partition: int) -> _PartitionStore:
+    def _store(self, table: CompactedTable, partition: int) -> _PartitionStore:
         """A batch's store for one partition of ``table``, holding the changes an abandoned
         batch of it left unwritten, if the partition is still this worker's."""
         unwritten = self._unwritten.pop((table.name, partition), None)
@@ -519,11 +544,11 @@ class Worker:
         partition; ``None`` for the start of the partition."""
         if topic in self.kinds:
             src = f"{self.kinds[topic]}:{partition}"
-            clock = PartitionClock.from_state(table_dict(self.state).get(clock_key(src)))
+            clock = PartitionClock.from_state(table_dict(self.state, partition).get(clock_key(src)))
             return clock.replay_from(), clock.next_offset()
         if topic != self.by_campaign.get_topic_name():
             return None, None
-        stored = table_dict(self.windows).get(position_key(partition))
+        stored = table_dict(self.windows, partition).get(position_key(partition))
         return decode_position(stored) if stored is not None else (None, None)
 
     def next_unseen(self, topic: str, partition: int) -> int | None:
@@ -569,7 +594,9 @@ class Worker:
         if not ranges:
             return records
         for first, stop in ranges:
-            log.warning(
+            # Expected on every start and rebalance: Faust fetches until the feed pauses
+            # it, then hands over (counted in ``socialroi_gap_reads``).
+            log.info(
                 "%s[%d]: offsets %d..%d were not delivered; reading them directly",
                 topic,
                 partition,
@@ -641,8 +668,13 @@ class Worker:
         Faust commits only up to the first offset it did not deliver itself, so after it
         skipped a message its commits stop moving while the worker goes on: the group's
         offsets would then say work remains that is done, and a restart would replay it
-        all. Done through Faust's own commit step, which then never moves back."""
+        all. Done through Faust's own commit step, which then never moves back, and one
+        commit at a time as Faust's are (``_commit_fut``): a commit of Faust's computes its
+        offsets before it awaits, so one in flight would land after ours, lower."""
         consumer = self.app.consumer
+        while consumer._commit_fut is not None:
+            await consumer.maybe_wait_for_commit_to_finish()
+            await asyncio.sleep(0)  # a cancelled commit is cleared by its own coroutine
         offsets = {}
         for topic, partition in tps:
             unseen = self.next_unseen(topic, partition)
@@ -650,8 +682,16 @@ class Worker:
             committed = consumer._committed_offset.get(tp)
             if unseen is not None and (committed is None or unseen > committed):
                 offsets[tp] = unseen
-        if offsets:
+        if not offsets:
+            return
+        # Faust's commits meanwhile wait for this one, then commit nothing lower.
+        consumer._commit_fut = fut = asyncio.get_running_loop().create_future()
+        try:
             await consumer._commit_offsets(offsets)
+        finally:
+            consumer._commit_fut = None
+            if not fut.done():
+                fut.set_result(None)
 
     def settled(self) -> bool:
         app = self.app
@@ -697,7 +737,7 @@ class Worker:
         await self._deliver(sent + packs.messages() + beats)
         async with self._keeping_unwritten(stores):
             await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
-        await self._deliver([m for store in stores for m in store.flush()])
+        await self._write_changelogs(stores)
         await self._commit_seen({(r.topic, r.partition) for r in delivered})
         self._batch_done("ingest", count, began)
 
@@ -770,7 +810,7 @@ class Worker:
 
     def _watermarks(self, partition: int, store: _PartitionStore | None = None) -> dict[str, int]:
         """Watermark of each source partition ``partition`` that has seen an event."""
-        get = store.get if store else table_dict(self.state).get
+        get = store.get if store else table_dict(self.state, partition).get
         found = {}
         for kind in WATERMARK_KINDS:
             src = f"{kind}:{partition}"
@@ -862,7 +902,7 @@ class Worker:
             await self.sink.write(snapshots=snapshots, watermarks=marks)
         for mark in marks:
             self._marked[mark.partition] = mark.watermark_ms
-        await self._deliver([m for store in stores.values() for m in store.flush()])
+        await self._write_changelogs(stores.values())
         await self._commit_seen({(r.topic, r.partition) for r in delivered})
         if items:
             self.metrics.freshness.set(max(i.ts_ms for i in items) / 1000)
@@ -883,7 +923,7 @@ class Worker:
             self._indexed_rebalance = rebalances
         for part in partitions:
             if part not in self._indexed:
-                table = table_dict(self.windows)
+                table = table_dict(self.windows, part)
                 self.stage_two.index(part, table)
                 stored = table.get(heard_key(part))
                 if stored is not None:
@@ -892,9 +932,18 @@ class Worker:
                         heard[src] = max(heard.get(src, NO_TIME), mark)
                 self._indexed.add(part)
 
-    async def _deliver(self, sent: Sent) -> None:
+    async def _write_changelogs(self, stores: Iterable[_PartitionStore]) -> None:
+        """Write the stores' changes to their changelogs, then, once Kafka acknowledged
+        them, to the local store."""
+        stores = list(stores)
+        last_offsets = await self._deliver([m for store in stores for m in store.flush()])
+        for store in stores:
+            store.persist(last_offsets)
+
+    async def _deliver(self, sent: Sent) -> dict[tuple[str, int], int]:
         """Send, and wait until Kafka acknowledged every message; a failed send raises (the
-        batch is then not acknowledged and will be processed again).
+        batch is then not acknowledged and will be processed again). Returns the offset of
+        the last message sent to each (topic, partition) named in ``sent``.
 
         Straight to the aiokafka producer under Faust, in record batches built here per
         partition (``create_batch``/``send_batch``): Faust's own buffer sends one message at
@@ -903,11 +952,12 @@ class Worker:
         of changelog messages per batch. A message without a partition (the producer picks
         it from the key) goes through ``send``. Messages keep their order per partition."""
         if not sent:
-            return
+            return {}
         faust_producer = self.app.producer
         producer = faust_producer._ensure_producer()  # the AIOKafkaProducer it wraps
         by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
         futures = []
+        batches = []  # (future of a record batch's base offset, its record count)
         for topic, key, value, partition in sent:
             if partition is None:
                 futures.append(await faust_producer.send(topic, key, value, None, None, None))
@@ -919,12 +969,24 @@ class Worker:
                 if batch.append(key=key, value=value, timestamp=None) is None:
                     # Full: send it, go on in a new one, which takes any first message (one
                     # too large for the broker fails there, and the batch with it).
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    count = batch.record_count()
+                    batches.append(
+                        (await producer.send_batch(batch, topic, partition=partition), count)
+                    )
                     batch = producer.create_batch()
                     batch.append(key=key, value=value, timestamp=None)
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
-        await asyncio.gather(*futures)
+            if count := batch.record_count():
+                batches.append(
+                    (await producer.send_batch(batch, topic, partition=partition), count)
+                )
+        await asyncio.gather(*futures, *(future for future, _ in batches))
+        last: dict[tuple[str, int], int] = {}
+        for future, count in batches:
+            meta = future.result()
+            end = meta.offset + count - 1
+            tp = (meta.topic, meta.partition)
+            last[tp] = max(last.get(tp, end), end)
+        return last
 
     def _batch_done(self, stage: str, size: int, began: float) -> None:
         self.metrics.batch_size.labels(stage).observe(size)
