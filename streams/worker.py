@@ -329,6 +329,9 @@ class Worker:
         self._indexed: set[int] = set()
         self._indexed_rebalance = -1
         self._marked: dict[int, int] = {}
+        # Cost partitions (numbers) with messages but no event read yet, as of the last
+        # positioning of the ingest feed (see ``_watermarks``).
+        self._costs_waiting: set[int] = set()
         # Per (table, partition): changes of an abandoned batch (see ``_store``).
         self._unwritten: dict[tuple[str, int], dict[str, Any]] = {}
         self.last_delivered_at = time.monotonic()  # a batch reached a stage
@@ -343,7 +346,7 @@ class Worker:
         # Forgotten at every rebalance (_since_rebalance): the (topic, partition) pairs
         # handled (_replaying), and per source partition the watermark last sent (beat).
         self._handled: set[tuple[str, int]] = set()
-        self._beaten: dict[str, int] = {}
+        self._beaten: dict[str, int | None] = {}
         self._rebalance_seen = -1
         self.app = build_app(settings)
         self._define(self.app)
@@ -483,9 +486,14 @@ class Worker:
         tps = [(tp.topic, tp.partition) for tp in self.app.consumer.assignment()]
         tps = sorted(tp for tp in tps if tp[0] in topics)
         self.app.consumer.pause_partitions([TP(t, p) for t, p in tps])
-        await feed.assign(
-            {(t, p): await self._start(t, p, replay=self._replaying(t, p)) for t, p in tps}
-        )
+        starts = {(t, p): await self._start(t, p, replay=self._replaying(t, p)) for t, p in tps}
+        costs = [tp for tp in tps if self.kinds.get(tp[0]) == WATERMARK_KINDS[2]]
+        if costs:
+            ends = await self.direct.ends(costs)
+            self._costs_waiting = {
+                p for t, p in costs if self.next_unseen(t, p) is None and ends[(t, p)] > 0
+            }
+        await feed.assign(starts)
 
     def _store(self, table: CompactedTable, partition: int) -> _PartitionStore:
         """A batch's store for one partition of ``table``, holding the changes an abandoned
@@ -808,15 +816,31 @@ class Worker:
             packs.add(as_record(forward, src, offset, result.watermark))
         return dead
 
-    def _watermarks(self, partition: int, store: _PartitionStore | None = None) -> dict[str, int]:
-        """Watermark of each source partition ``partition`` that has seen an event."""
+    def _watermarks(
+        self, partition: int, store: _PartitionStore | None = None
+    ) -> dict[str, int | None]:
+        """Watermark of each source partition ``partition`` that has seen an event, and
+        ``NO_TIME`` for a cost partition with messages waiting but none read yet (``None``
+        once they are read and none had an event time: the hold is released).
+
+        A cost partition counts for finality from its first event on (one that never has
+        an event must not hold windows open for ever). But one read late, after a restart
+        or while the feed drains a backlog of other partitions first, would let the final
+        watermark run past the costs it holds: their panes would be finished and dropped
+        before the costs arrive. Announcing it as not started holds finality until it is
+        read."""
         get = store.get if store else table_dict(self.state, partition).get
         found = {}
         for kind in WATERMARK_KINDS:
             src = f"{kind}:{partition}"
-            latest = PartitionClock.from_state(get(clock_key(src))).latest()
-            if latest != NO_TIME:
-                found[src] = latest - self.lateness_ms
+            clock = PartitionClock.from_state(get(clock_key(src)))
+            latest = clock.latest()
+            found_mark: int | None = latest - self.lateness_ms
+            if latest == NO_TIME:
+                if kind != WATERMARK_KINDS[2] or partition not in self._costs_waiting:
+                    continue
+                found_mark = NO_TIME if clock.next_offset() is None else None
+            found[src] = found_mark
         return found
 
     def _heartbeats(self, partition: int, store: _PartitionStore | None = None) -> Sent:
@@ -874,7 +898,11 @@ class Worker:
                 if "cs" in record:
                     items += [Contribution.from_record(c) for c in record["cs"]]
                 elif "hb" in record:
-                    heard[record["src"]] = max(heard.get(record["src"], NO_TIME), record["wm"])
+                    src, mark = record["src"], record["wm"]
+                    if mark is not None:
+                        heard[src] = max(heard.get(src, NO_TIME), mark)
+                    elif heard.get(src) == NO_TIME:
+                        del heard[src]  # a waiting cost partition had no event: no hold
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(count)
         stores: dict[int, _PartitionStore] = {}
 
