@@ -422,14 +422,20 @@ class Simulation:
     horizon (the send queue, the truth's open state), whatever the number of events. After
     the last message, ``truth_dict()`` or ``write_truth()`` give the truth. Deterministic
     for a configuration. ``messages()`` runs once.
+
+    The truth keeps every window's counters and every credited conversion, so it grows
+    with the event time covered. ``follow_truth=False`` makes the same messages without
+    feeding it (``truth`` stays empty): memory then stays bounded however long the run,
+    for runs that check how the worker behaves rather than what it reports.
     """
 
-    def __init__(self, cfg: SimulationConfig) -> None:
+    def __init__(self, cfg: SimulationConfig, *, follow_truth: bool = True) -> None:
         self.cfg = cfg
         self.truth = Truth(cfg.truth)
         self.sent = 0
         self._gen = _Generator(cfg)
         self._ran = False
+        self._follow_truth = follow_truth
 
     def messages(self) -> Iterator[SimMessage]:
         if self._ran:
@@ -441,17 +447,18 @@ class Simulation:
         budget = round(room / (1 + cfg.duplicate_share))
         valid = self._with_copies(budget, cfg.campaigns + gen.n_costs + budget, room - budget)
         total = cfg.campaigns + gen.n_costs + room + n_invalid
+        add = self.truth.add if self._follow_truth else _ignore
         for position in range(total):
             # exactly n_invalid of the positions, each equally likely (selection sampling)
             if n_invalid and rng.random() * (total - position) < n_invalid:
                 n_invalid -= 1
                 kind, raw, reason = gen.invalid(gen.start_ms)
                 part = partition_for(b"u-bad", cfg.partitions)
-                self.truth.add(kind, part, None, reason)
+                add(kind, part, None, reason)
                 message = SimMessage(kind, b"u-bad", part, raw)
             else:
                 message, body = next(valid)
-                self.truth.add(message.kind, message.partition, body, None)
+                add(message.kind, message.partition, body, None)
             self.sent += 1
             yield message
 
@@ -504,6 +511,10 @@ class Simulation:
         """The truth as JSON, written piece by piece: the same bytes as
         ``orjson.dumps(self.truth_dict())``."""
         self.truth.write(out, self.truth_extra())
+
+
+def _ignore(kind: str, part: int, body: dict[str, Any] | None, reason: str | None) -> None:
+    """Stands in for ``Truth.add`` when the truth is not followed."""
 
 
 def simulate(cfg: SimulationConfig) -> tuple[list[SimMessage], dict[str, Any]]:

@@ -34,6 +34,9 @@ consumer group and a fresh ClickHouse store:
 
 Figures are medians over ``--repeat`` runs. They are noisy on a shared 2-core machine:
 compare runs of the same command, not single numbers.
+
+``--soak`` runs none of the above but one long run at a steady rate over days of event
+time, and says whether the worker held a steady state (``streams.bench_soak``).
 """
 
 from __future__ import annotations
@@ -167,8 +170,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--events", type=int, default=10_000, help="messages per run (default 10000)")
     p.add_argument("--repeat", type=int, default=3, help="runs per setup; medians are shown")
     p.add_argument(
-        "--campaigns", type=_int_list, default=[10, 1000], metavar="N[,N...]",
-        help="campaign counts to compare (default 10,1000; e.g. 10,1000,10000)",
+        "--campaigns", type=_int_list, default=None, metavar="N[,N...]",
+        help="campaign counts to compare (default 10,1000; e.g. 10,1000,10000); "
+        "with --soak one count (default 1000)",
     )  # fmt: skip
     p.add_argument(
         "--windows", type=parse_windows, action="append", default=None, metavar="SET",
@@ -187,6 +191,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--days", type=int, default=2, help="days of simulated event time")
     p.add_argument("--seed", type=int, default=1, help="simulator seed")
     p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    from streams.bench_soak import MAX_LAG_SECONDS, MAX_RSS_GROWTH  # it imports this module
+
+    soak = p.add_argument_group(
+        "soak",
+        "--soak: one worker fed a steady rate for minutes, with days of event time, to show "
+        "a steady state: per minute the input, the worker's throughput, lag and RSS; PASS "
+        f"(exit 0) when the lag at the end is under {MAX_LAG_SECONDS:g} s of input and RSS "
+        f"grew under {MAX_RSS_GROWTH:.0%} over the last third, else FAIL (exit 1). Uses "
+        "--campaigns (one count), --windows (one set), --backend, --seed, --json",
+    )
+    soak.add_argument("--soak", action="store_true", help="run the soak instead of the bench")
+    soak.add_argument("--soak-rate", type=float, default=10_000.0, metavar="EV/S",
+                      help="input rate, events/s (default 10000)")  # fmt: skip
+    soak.add_argument("--soak-minutes", type=float, default=10.0, metavar="M",
+                      help="how long to produce (default 10)")  # fmt: skip
+    soak.add_argument("--soak-days", type=int, default=9, metavar="D",
+                      help="days of event time over those minutes; more than the longest "
+                      "window and the attribution lookback (default 9)")  # fmt: skip
 
 
 # -- one run -------------------------------------------------------------------------------
@@ -516,12 +538,13 @@ def _figure(values: list[float], unit: str) -> dict[str, Any]:
 def run_bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Run every setup ``args.repeat`` times; returns the JSON-ready result."""
     window_sets: list[WindowSet] = args.windows or [parse_windows("default"), parse_windows("60")]
+    campaign_counts: list[int] = args.campaigns or [10, 1000]
     if args.events < 100 or args.repeat < 1:
         raise BenchError("--events must be >= 100 and --repeat >= 1")
     setups = []
     freshness_runs: list[dict[str, Any]] = []
     first = True
-    for campaigns in args.campaigns:
+    for campaigns in campaign_counts:
         cfg = config_from(settings, args.events, args.seed, campaigns, args.days)
         messages, _truth = simulate(cfg)
         for windows in window_sets:
@@ -630,6 +653,8 @@ def _summarise(setup: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, A
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
+    if args.soak:
+        return _soak_main(settings, args)
     try:
         result = run_bench(settings, args)
     except BenchError as exc:
@@ -642,3 +667,20 @@ def main(settings: Settings, args: argparse.Namespace) -> int:
 
         render(result)
     return 0
+
+
+def _soak_main(settings: Settings, args: argparse.Namespace) -> int:
+    from streams.bench_soak import run_soak  # it builds on this module
+
+    try:
+        result = run_soak(settings, args)
+    except BenchError as exc:
+        print(f"socialroi: bench: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        from streams.bench_render import render_soak
+
+        render_soak(result)
+    return 0 if result["verdict"]["passed"] else 1

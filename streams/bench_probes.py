@@ -37,6 +37,7 @@ __all__ = [
     "fresh_events",
     "peak_rss_bytes",
     "raw_consume",
+    "rss_bytes",
     "scrape",
     "table_state_size",
 ]
@@ -52,6 +53,7 @@ class Scrape:
     handled: dict[str, float]  # stage -> events in finished batches (socialroi_batch_events_sum)
     freshness: float  # socialroi_last_write_event_time_seconds
     assigned: float  # socialroi_assigned_partitions
+    watermark: float = 0.0  # socialroi_watermark_seconds (lowest source watermark)
 
 
 def scrape(port: int, timeout: float = 2.0) -> Scrape | None:
@@ -62,7 +64,7 @@ def scrape(port: int, timeout: float = 2.0) -> Scrape | None:
     except OSError:
         return None
     at, wall = time.monotonic(), time.time()
-    consumed = freshness = assigned = 0.0
+    consumed = freshness = assigned = watermark = 0.0
     handled: dict[str, float] = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -76,19 +78,30 @@ def scrape(port: int, timeout: float = 2.0) -> Scrape | None:
                 freshness = sample.value
             elif sample.name == "socialroi_assigned_partitions":
                 assigned = sample.value
-    return Scrape(at, wall, consumed, handled, freshness, assigned)
+            elif sample.name == "socialroi_watermark_seconds":
+                watermark = sample.value
+    return Scrape(at, wall, consumed, handled, freshness, assigned, watermark)
 
 
-def peak_rss_bytes(pid: int) -> int:
-    """Peak resident set size of a live process (``VmHWM``), in bytes; 0 if unreadable."""
+def _status_bytes(pid: int, field: str) -> int:
     try:
         with open(f"/proc/{pid}/status") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def peak_rss_bytes(pid: int) -> int:
+    """Peak resident set size of a live process (``VmHWM``), in bytes; 0 if unreadable."""
+    return _status_bytes(pid, "VmHWM:")
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a live process now (``VmRSS``), in bytes; 0 if unreadable."""
+    return _status_bytes(pid, "VmRSS:")
 
 
 def _consumer(settings: Settings, **extra: Any) -> KafkaConsumer:

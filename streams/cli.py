@@ -366,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         cmd_bench,
         "Measure producer, worker and raw-consumer throughput, freshness and memory against "
-        "the local broker (figures are noisy: medians of --repeat runs).",
+        "the local broker (figures are noisy: medians of --repeat runs); --soak: one long "
+        "run at a steady rate, PASS when the worker holds a steady state.",
     )
     bench_arguments(p)
     return parser
