@@ -653,34 +653,22 @@ def _summarise(setup: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, A
 
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
+    """The drain bench, or with ``--soak`` the soak (exit 1 when its verdict is FAIL)."""
+    import streams.bench_render as rendering
+
     if args.soak:
-        return _soak_main(settings, args)
+        from streams.bench_soak import run_soak  # it builds on this module
+
+        run, render = run_soak, rendering.render_soak
+    else:
+        run, render = run_bench, rendering.render
     try:
-        result = run_bench(settings, args)
+        result = run(settings, args)
     except BenchError as exc:
         print(f"socialroi: bench: {exc}", file=sys.stderr)
         return 2
     if args.json:
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        from streams.bench_render import render
-
         render(result)
-    return 0
-
-
-def _soak_main(settings: Settings, args: argparse.Namespace) -> int:
-    from streams.bench_soak import run_soak  # it builds on this module
-
-    try:
-        result = run_soak(settings, args)
-    except BenchError as exc:
-        print(f"socialroi: bench: {exc}", file=sys.stderr)
-        return 2
-    if args.json:
-        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
-    else:
-        from streams.bench_render import render_soak
-
-        render_soak(result)
-    return 0 if result["verdict"]["passed"] else 1
+    return 1 if args.soak and not result["verdict"]["passed"] else 0
