@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -101,3 +102,44 @@ def test_two_workers_one_killed_and_restarted(socialroi: Run, crash_env: dict[st
     assert b.wait(timeout=900) == 0, log_b.read_text(errors="replace")[-3000:]
     result = socialroi(crash_env, "verify", "--truth", str(truth_path))
     assert result.returncode == 0, result.stdout[:3000]
+
+
+@pytest.mark.timeout(1500)
+def test_a_second_worker_joins_mid_drain(socialroi: Run, crash_env: dict[str, str],
+                                         tmp_path: Path) -> None:
+    """Partitions move between two live workers (neither is killed): the first gives up
+    half of its partitions, with their state, to a worker that starts while it drains."""
+    truth_path = tmp_path / "truth.json"
+    simulate(socialroi, crash_env, truth_path, 60_000)
+    log_a, log_b = tmp_path / "a" / "worker.log", tmp_path / "b" / "worker.log"
+    for log in (log_a, log_b):
+        log.parent.mkdir()
+    env_b = {**crash_env, "SOCIALROI_WORKER__DATA_DIR": str(log_b.parent / "state")}
+    a = start_worker(crash_env, log_a, idle=20)
+    time.sleep(10)
+    assert a.poll() is None, log_a.read_text(errors="replace")[-3000:]
+    b = start_worker(env_b, log_b, idle=20)
+    assert a.wait(timeout=900) == 0, log_a.read_text(errors="replace")[-3000:]
+    assert b.wait(timeout=900) == 0, log_b.read_text(errors="replace")[-3000:]
+    # the joiner did part of the drain (the worker's last line counts its batches)
+    batches = re.search(r"after (\d+) batches", log_b.read_text(errors="replace"))
+    assert batches is not None and int(batches[1]) > 0, log_b.read_text()[-3000:]
+    result = socialroi(crash_env, "verify", "--truth", str(truth_path))
+    assert result.returncode == 0, result.stdout[:3000]
+
+
+@pytest.mark.timeout(1500)
+def test_a_restart_after_sigterm_carries_on(socialroi: Run, crash_env: dict[str, str],
+                                            tmp_path: Path) -> None:
+    """A clean stop mid-drain (SIGTERM), then a restart: the second run takes its
+    partitions back and finishes; nothing lost, nothing counted twice."""
+    truth_path = tmp_path / "truth.json"
+    simulate(socialroi, crash_env, truth_path, 60_000)
+    log = tmp_path / "worker.log"
+    worker = start_worker(crash_env, log)
+    time.sleep(12)
+    assert worker.poll() is None, log.read_text(errors="replace")[-3000:]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=120) == 0, log.read_text(errors="replace")[-3000:]
+    out = finish_and_verify(socialroi, crash_env, truth_path, log)
+    assert "equals the truth" in out
