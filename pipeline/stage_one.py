@@ -18,6 +18,8 @@ ingest topics are co-partitioned by user), so the worker writes it to changelog 
 from __future__ import annotations
 
 import bisect
+import heapq
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
@@ -34,6 +36,7 @@ from pipeline.ingest import (
 )
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
+from pipeline.partitioning import partition_for
 from pipeline.ports import CreditRow
 from pipeline.settings import AttributionModel
 
@@ -55,6 +58,9 @@ WATERMARK_KINDS: Final = (SOCIAL, WEB, "campaign.costs")
 # changelog message of megabytes, rewritten by every batch).
 _BUCKET_MS: Final = 1_000
 _ENGAGEMENTS: Final = frozenset({"like", "comment", "share", "save"})
+# Users are indexed for expiry by the hour of event time of their touches (see
+# ``_ExpiryIndex``): one set per hour rather than a heap entry per touch.
+_EXPIRY_BUCKET_MS: Final = 3_600_000
 
 
 class StateStore(Protocol):
@@ -105,7 +111,9 @@ def clock_key(src: str) -> str:
 
 
 class Ingestor:
-    """Stage one's logic for any partition; holds configuration only, no state."""
+    """Stage one's logic for any partition. Holds configuration, and in memory only an index
+    of the users whose touches each partition number stores, by when they expire (rebuilt
+    by :meth:`index_touches` after a restart or a rebalance; the state is in the store)."""
 
     def __init__(
         self,
@@ -130,6 +138,29 @@ class Ingestor:
         self._touch_types = {"click", "visit"} | (
             set(_ENGAGEMENTS) if engagements_are_touchpoints else set()
         )
+        self._expiry: dict[int, _ExpiryIndex] = defaultdict(_ExpiryIndex)
+
+    def index_touches(
+        self, partition: int, items: Iterable[tuple[Any, Any]], partitions: int | None = None
+    ) -> int:
+        """Rebuild the expiry index of ``partition`` from its stored (key, value) pairs, as
+        recovered: after a restart or a rebalance, before the partition's first batch.
+        Returns how many users it holds.
+
+        Only ``user|...`` keys count, at their newest touch: pruning at its time drops all
+        of them. With ``partitions``, a user whose id is keyed to another partition is
+        skipped (an in-memory table's one dict holds every partition's keys, and a user
+        must only be pruned at its own partition's horizon).
+        """
+        index = self._expiry[partition] = _ExpiryIndex()
+        for key, touches in items:
+            if not isinstance(key, str) or not key.startswith("user|") or not touches:
+                continue
+            user = key[5:]
+            if partitions is not None and partition_for(user.encode(), partitions) != partition:
+                continue
+            index.add(touches[-1][0], user)  # kept sorted by time: the newest is last
+        return len(index)
 
     # -- per source partition -------------------------------------------------------------
     def run(
@@ -253,6 +284,7 @@ class Ingestor:
         if touches[0][0] < horizon:
             touches = [t for t in touches if t[0] >= horizon]
         store.put(key, touches)
+        self._expiry[partition].add(event.ts_ms, event.user_id)
 
     # -- per partition number ---------------------------------------------------------------
     def release(self, partition: int, store: StateStore) -> Release:
@@ -261,13 +293,30 @@ class Ingestor:
         The touches of the users credited here are pruned by the *next* call, once the
         batch that marked their conversions released is in the changelog: a crash can then
         never replay a conversion against touches already pruned for it.
+
+        Users who never convert are pruned too, once the horizon passes the hour of their
+        touches the expiry index noted (every touch in it is then older than the horizon;
+        a key left with none is deleted). It is the same horizon, and as safe: a conversion
+        still to be credited is pending (the horizon is at least the lookback before each),
+        or read later, in a replay (which starts after the newest checkpoint but one of the
+        persisted clocks, never before the oldest) or afterwards; if not late, its time is
+        at least its web partition's watermark at the oldest checkpoint, so the lookback
+        before it ends at or after the horizon. Released ones are never credited again.
+        One key gets one value per batch, so a crash keeps either the pruned touches (with
+        that batch's new ones) or the earlier state, never a mix.
         """
         src = f"credit:{WEB}:{partition}"
         out = Release(src)
         last, pending, credited_users = _conversions(store, partition)
+        expiry = self._expiry.get(partition)
+        if not pending and not credited_users and not expiry:
+            return out
+        horizon = self._horizon(partition, store)
+        self._prune_users(store, credited_users, horizon)
+        if expiry:
+            self._prune_users(store, expiry.due(horizon), horizon)
         if not pending and not credited_users:
             return out
-        self._prune_users(store, credited_users, self._horizon(partition, store))
         joint = self._joint_watermark(partition, store)
         released = 0
         for offset, ts, user, event_id, order_id, revenue, profit in pending:
@@ -353,6 +402,43 @@ class Ingestor:
                 store.delete(key)
             elif len(kept) != len(touches):
                 store.put(key, kept)
+
+
+class _ExpiryIndex:
+    """Users by the end of the hour of event time of touches stored for them, taken out in
+    time order once the horizon reaches it: every touch of that hour is then older than the
+    horizon. In watermark terms, an hour's users expire a lookback after its end.
+
+    A user touched again sits in the later hour too, so pruning an earlier one keeps the
+    newer touches; every stored user is in the (not yet due) hour of its newest touch.
+    """
+
+    __slots__ = ("_heap", "_users")
+
+    def __init__(self) -> None:
+        self._heap: list[int] = []
+        self._users: dict[int, set[str]] = {}
+
+    def add(self, ts: int, user: str) -> None:
+        end = (ts // _EXPIRY_BUCKET_MS + 1) * _EXPIRY_BUCKET_MS
+        users = self._users.get(end)
+        if users is None:
+            users = self._users[end] = set()
+            heapq.heappush(self._heap, end)
+        users.add(user)
+
+    def due(self, horizon: int) -> set[str]:
+        """Take out the users of every hour ending at or before ``horizon``."""
+        found: set[str] = set()
+        while self._heap and self._heap[0] <= horizon:
+            found |= self._users.pop(heapq.heappop(self._heap))
+        return found
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def __len__(self) -> int:
+        return len(set().union(*self._users.values()))
 
 
 def _touch_order(touch: list[Any]) -> tuple[int, str, int]:

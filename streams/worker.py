@@ -329,6 +329,8 @@ class Worker:
         self._indexed: set[int] = set()
         self._indexed_rebalance = -1
         self._marked: dict[int, int] = {}
+        # stage one: the rebalance count at which each partition's touches were indexed
+        self._touches_indexed: dict[int, int] = {}
         # Cost partitions (numbers) with messages but no event read yet, as of the last
         # positioning of the ingest feed (see ``_watermarks``).
         self._costs_waiting: set[int] = set()
@@ -728,6 +730,13 @@ class Worker:
         for partition, by_topic in by_partition.items():
             store = self._store(self.state, partition)
             stores.append(store)
+            if self._touches_indexed.get(partition) != self.app.rebalancing_count:
+                # Once per partition after each rebalance, before its first batch: the
+                # users whose touches expire (a memory store's dict holds every partition).
+                self._touches_indexed[partition] = self.app.rebalancing_count
+                shared = None if self.state.persistent else self.partitions
+                live = table_dict(self.state, partition).items()
+                self.ingestor.index_touches(partition, live, shared)
             for topic, tp_records in by_topic.items():
                 records = await self._consecutive(tp_records)
                 if not records:
