@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import struct
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -264,11 +264,3 @@ def compose(
             counters=totals,
         )
     return out
-
-
-def counters_of(deltas: Mapping[str, int]) -> list[int]:
-    """A counter list in :data:`PANE_COUNTERS` order from named deltas (tests, tools)."""
-    values = [0] * len(PANE_COUNTERS)
-    for name, delta in deltas.items():
-        values[_INDEX[name]] += delta
-    return values

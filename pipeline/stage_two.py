@@ -209,7 +209,3 @@ class Aggregator:
         # A pane of a size no longer configured (kept in state across a settings change)
         # is finished as a pane no window reads.
         return self._size.get(key.size_ms) or PaneSize(key.size_ms, False, ())
-
-    def tracked(self) -> int:
-        """Panes indexed (waiting to turn final or to expire), all partitions."""
-        return sum(map(len, self._pending.values())) + sum(map(len, self._expiring.values()))
