@@ -50,14 +50,10 @@ from pipeline.gaps import missing_ranges
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts, as_record
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
-from pipeline.panes import PaneState
-from pipeline.partitioning import partition_for
 from pipeline.ports import (
     CreditRow,
     DeadLetterRow,
-    KpiSnapshot,
     RawEventRow,
-    SinkUnavailable,
     SnapshotSink,
     WatermarkRow,
 )
@@ -72,6 +68,16 @@ from pipeline.stage_two import (
 )
 from pipeline.windows import specs_from_settings
 from streams.app import CompactedTable, build_app
+from streams.batch_io import (
+    BatchAbandoned,
+    GuardedSink,
+    Packs,
+    PartitionStore,
+    Sent,
+    app_table,
+    campaign_partition,
+    table_dict,
+)
 from streams.direct import DirectReader, PartitionFeed, Record, record_of
 from streams.metrics import Metrics
 from streams.producer import by_campaign_topic, topic_for_kind
@@ -79,9 +85,6 @@ from streams.producer import by_campaign_topic, topic_for_kind
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-# A message to send: (topic, key, value, partition or None for the producer's choice).
-Out = tuple[str, bytes | None, bytes | None, int | None]
-Sent = list[Out]
 # How long a stage's feed waits for messages before it looks at the assignment again.
 _FEED_WAIT_MS = 200
 # How long stopping waits for a batch under way.
@@ -89,200 +92,6 @@ _STOP_WAIT_SECONDS = 60.0
 # How long without a batch before watermarks not yet sent since a rebalance are sent.
 _BEAT_IDLE_SECONDS = 2.0
 _READ_ATTEMPTS = 5
-# Contributions per repartition message: a few hundred bytes each, well under Kafka's 1 MB.
-_PACK_RECORDS = 500
-
-
-class BatchAbandoned(Exception):
-    """A batch gave up waiting for ClickHouse because its partitions are being taken away:
-    nothing of it was acknowledged, committed or written to the changelog, so the
-    partitions' next owner processes it again."""
-
-
-class _GuardedSink:
-    """Serialises the two agents' writes and retries until the store takes the rows, or
-    until :meth:`abandon` (a rebalance) tells a waiting batch to give up."""
-
-    def __init__(self, sink: SnapshotSink, metrics: Metrics) -> None:
-        self._sink = sink
-        self._metrics = metrics
-        self._lock = asyncio.Lock()
-        self._abandoning = asyncio.Event()
-        self.outage = False
-
-    @contextlib.asynccontextmanager
-    async def abandoning(self) -> AsyncIterator[None]:
-        """While inside, a batch waiting to retry a refused write raises
-        :class:`BatchAbandoned` instead (its rows stay buffered: writing them again later is
-        harmless, each row is idempotent). A rebalance must not wait for ClickHouse."""
-        self._abandoning.set()
-        try:
-            yield
-        finally:
-            self._abandoning.clear()
-
-    async def write(
-        self,
-        snapshots: Sequence[KpiSnapshot] = (),
-        dead_letters: Sequence[DeadLetterRow] = (),
-        credits: Sequence[CreditRow] = (),
-        raw: Sequence[RawEventRow] = (),
-        watermarks: Sequence[WatermarkRow] = (),
-    ) -> None:
-        if not (snapshots or dead_letters or credits or raw or watermarks):
-            return
-        async with self._lock:
-            self._sink.add_snapshots(snapshots)
-            self._sink.add_dead_letters(dead_letters)
-            self._sink.add_credits(credits)
-            self._sink.add_raw_events(raw)
-            self._sink.add_watermarks(watermarks)
-            while True:
-                began = time.perf_counter()
-                try:
-                    await self._sink.flush()
-                except SinkUnavailable as exc:
-                    # Back-pressure: this agent waits here, so no new batch is consumed
-                    # and nothing is acknowledged until the rows are written.
-                    self.outage = True
-                    self._metrics.sink_errors.inc()
-                    self._metrics.sink_outage.set(1)
-                    log.warning(
-                        "ClickHouse unavailable, retrying in %.1fs: %s", exc.retry_after, exc
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._abandoning.wait(), exc.retry_after)
-                    if self._abandoning.is_set():
-                        # The next batch, after the rebalance, tries the store again.
-                        self.outage = False
-                        raise BatchAbandoned("partitions revoked while ClickHouse is down") from exc
-                    continue
-                self._metrics.sink_flush_seconds.observe(time.perf_counter() - began)
-                if self.outage:
-                    log.info("ClickHouse writes resumed")
-                self.outage = False
-                self._metrics.sink_outage.set(0)
-                self._metrics.sink_rows.labels("kpi_panes").inc(len(snapshots))
-                self._metrics.sink_rows.labels("dead_letters").inc(len(dead_letters))
-                self._metrics.sink_rows.labels("credited_conversions").inc(len(credits))
-                self._metrics.sink_rows.labels("raw_events").inc(len(raw))
-                return
-
-
-def _changelog_value(value: Any) -> bytes | None:
-    """A table value as its changelog message: a pane in its binary form, bytes as they
-    are (the windows table is ``raw``), anything else as JSON (the ingest table is JSON, as
-    Faust's recovery reads it); ``None`` is a tombstone."""
-    if value is None or isinstance(value, bytes):
-        return value
-    if isinstance(value, PaneState):
-        return value.encode()
-    return orjson.dumps(value)
-
-
-def table_dict(table: CompactedTable, partition: int) -> dict[Any, Any]:
-    """The live values of a table's ``partition`` (:meth:`CompactedTable.live`): read and
-    changed in place by a batch, written to the changelog by :class:`_PartitionStore`. A
-    table of another class must have a memory store: its dict, every partition's keys."""
-    if isinstance(table, CompactedTable):
-        return table.live(partition)
-    data = table.data.data  # type: ignore[attr-defined]
-    assert isinstance(data, dict), type(data)
-    return data
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def campaign_partition(campaign_id: str, partitions: int) -> int:
-    """The stage-two partition of a campaign's windows (Kafka's murmur2 of the id, which is
-    Python code: asked once per campaign rather than for every key and contribution)."""
-    return partition_for(campaign_id.encode(), partitions)
-
-
-class _PartitionStore:
-    """``StateStore`` over one table partition's live values; changes are written to the
-    changelog once per key by ``flush``, then to the local store by ``persist`` once Kafka
-    acknowledged them (never before: the local store must not hold what the changelog
-    does not, see ``streams.app``)."""
-
-    def __init__(
-        self, table: CompactedTable, partition: int, unwritten: dict[str, Any] | None = None
-    ) -> None:
-        self._table = table
-        self._data = table_dict(table, partition)
-        self.partition = partition
-        # ``unwritten``: changes of an abandoned batch, still to reach the changelog
-        self._changed: dict[str, Any] = unwritten or {}
-        # (key, value) of the changelog messages ``flush`` made, until ``persist``
-        self._flushed: list[tuple[bytes, bytes | None]] = []
-
-    def unwritten(self) -> dict[str, Any]:
-        """The changes not yet handed to :meth:`flush`."""
-        return self._changed
-
-    def get(self, key: str) -> Any | None:
-        return self._data.get(key)
-
-    def put(self, key: str, value: Any) -> None:
-        self._data[key] = value
-        self._changed[key] = value
-
-    def delete(self, key: str) -> None:
-        if key in self._data:
-            del self._data[key]
-        self._changed[key] = None
-
-    @property
-    def changelog(self) -> str:
-        topic: str = self._table.changelog_topic.get_topic_name()
-        return topic
-
-    def flush(self) -> Sent:
-        """The changelog messages for the changed keys (keys as JSON, values as
-        :func:`_changelog_value` makes them)."""
-        self._flushed = [
-            (orjson.dumps(key), _changelog_value(value)) for key, value in self._changed.items()
-        ]
-        self._changed.clear()
-        return [(self.changelog, key, value, self.partition) for key, value in self._flushed]
-
-    def persist(self, last_offsets: dict[tuple[str, int], int]) -> None:
-        """Write what ``flush`` made to the local store, once Kafka acknowledged it
-        (``last_offsets``: the offset of the last message sent per topic partition)."""
-        if self._flushed:
-            offset = last_offsets[(self.changelog, self.partition)]
-            self._table.persist(self.partition, self._flushed, offset)
-            self._flushed = []
-
-
-def _table(app: faust.App, name: str, **kwargs: Any) -> CompactedTable:
-    """A table of the app (``app.Table`` registers it with Faust's table manager)."""
-    table = app.Table(name, **kwargs)
-    assert isinstance(table, CompactedTable), type(table)
-    return table
-
-
-class _Packs:
-    """A batch's contributions, packed per stage-two partition into few messages
-    (``{"cs": [contribution, ...]}``): one Kafka message per contribution was what bounded
-    the worker's throughput."""
-
-    def __init__(self, topic: str, partitions: int) -> None:
-        self._topic = topic
-        self._partitions = partitions
-        self._by_target: dict[int, list[bytes]] = defaultdict(list)
-
-    def add(self, record: dict[str, Any]) -> None:
-        # Stage two finds a window's partition from its campaign alone.
-        target = campaign_partition(record["c"], self._partitions)
-        self._by_target[target].append(orjson.dumps(record))
-
-    def messages(self) -> Sent:
-        sent: Sent = []
-        for target, records in self._by_target.items():
-            for i in range(0, len(records), _PACK_RECORDS):
-                value = b'{"cs":[' + b",".join(records[i : i + _PACK_RECORDS]) + b"]}"
-                sent.append((self._topic, None, value, target))
-        return sent
 
 
 class Worker:
@@ -291,7 +100,7 @@ class Worker:
     def __init__(self, settings: Settings, sink: SnapshotSink, metrics: Metrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.sink = _GuardedSink(sink, metrics)
+        self.sink = GuardedSink(sink, metrics)
         self.kinds = {name: kind for kind, name in topic_for_kind(settings).items()}
         self.partitions = settings.kafka.partitions
         self.lateness_ms = settings.windows.allowed_lateness_seconds * 1000
@@ -366,9 +175,9 @@ class Worker:
         self.consumed_topics = (*self.kinds, by_campaign_topic(s))
         self.dead_topic = app.topic(s.topics.dead_letters, **raw)
         self.late_topic = app.topic(s.topics.late, **raw)
-        self.state = _table(app, "ingest-state", partitions=self.partitions)
+        self.state = app_table(app, "ingest-state", partitions=self.partitions)
         # Values are panes in their binary form (``PaneState.encode``): raw bytes to Faust.
-        self.windows = _table(app, "kpi-windows", partitions=self.partitions, value_type=bytes)
+        self.windows = app_table(app, "kpi-windows", partitions=self.partitions, value_type=bytes)
         batch, within = s.worker.batch_max_events, s.worker.batch_within_seconds
 
         @app.agent(self.source, name="ingest")
@@ -497,14 +306,14 @@ class Worker:
             }
         await feed.assign(starts)
 
-    def _store(self, table: CompactedTable, partition: int) -> _PartitionStore:
+    def _store(self, table: CompactedTable, partition: int) -> PartitionStore:
         """A batch's store for one partition of ``table``, holding the changes an abandoned
         batch of it left unwritten, if the partition is still this worker's."""
         unwritten = self._unwritten.pop((table.name, partition), None)
-        return _PartitionStore(table, partition, unwritten)
+        return PartitionStore(table, partition, unwritten)
 
     @contextlib.asynccontextmanager
-    async def _keeping_unwritten(self, stores: Iterable[_PartitionStore]) -> AsyncIterator[None]:
+    async def _keeping_unwritten(self, stores: Iterable[PartitionStore]) -> AsyncIterator[None]:
         """A batch abandoned while waiting for ClickHouse (:class:`BatchAbandoned`) has
         changed this worker's tables in memory but not their changelogs, and its rows wait
         in the sink's buffer. If the partition stays here, the feed goes on after that batch,
@@ -722,7 +531,7 @@ class Worker:
         count = 0
         sent: Sent = []
         beats: Sent = []
-        packs = _Packs(self.by_campaign.get_topic_name(), self.partitions)
+        packs = Packs(self.by_campaign.get_topic_name(), self.partitions)
         dead: list[DeadLetterRow] = []
         credits: list[CreditRow] = []
         raw: list[RawEventRow] = []
@@ -763,10 +572,10 @@ class Worker:
         topic: str,
         partition: int,
         records: list[Record],
-        store: _PartitionStore,
+        store: PartitionStore,
         now_ms: int,
         sent: Sent,
-        packs: _Packs,
+        packs: Packs,
         raw: list[RawEventRow],
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
@@ -826,7 +635,7 @@ class Worker:
         return dead
 
     def _watermarks(
-        self, partition: int, store: _PartitionStore | None = None
+        self, partition: int, store: PartitionStore | None = None
     ) -> dict[str, int | None]:
         """Watermark of each source partition ``partition`` that has seen an event, and
         ``NO_TIME`` for a cost partition with messages waiting but none read yet (``None``
@@ -852,7 +661,7 @@ class Worker:
             found[src] = found_mark
         return found
 
-    def _heartbeats(self, partition: int, store: _PartitionStore | None = None) -> Sent:
+    def _heartbeats(self, partition: int, store: PartitionStore | None = None) -> Sent:
         """Tell every stage-two partition how far each source partition has got, after
         everything this batch sent for it (same producer, so in order)."""
         self._since_rebalance()
@@ -913,9 +722,9 @@ class Worker:
                     elif heard.get(src) == NO_TIME:
                         del heard[src]  # a waiting cost partition had no event: no hold
         self.metrics.consumed.labels(self.by_campaign.get_topic_name(), "aggregate").inc(count)
-        stores: dict[int, _PartitionStore] = {}
+        stores: dict[int, PartitionStore] = {}
 
-        def store_for(part: int) -> _PartitionStore:
+        def store_for(part: int) -> PartitionStore:
             store = stores.get(part)
             if store is None:
                 store = stores[part] = self._store(self.windows, part)
@@ -969,7 +778,7 @@ class Worker:
                         heard[src] = max(heard.get(src, NO_TIME), mark)
                 self._indexed.add(part)
 
-    async def _write_changelogs(self, stores: Iterable[_PartitionStore]) -> None:
+    async def _write_changelogs(self, stores: Iterable[PartitionStore]) -> None:
         """Write the stores' changes to their changelogs, then, once Kafka acknowledged
         them, to the local store."""
         stores = list(stores)

@@ -9,11 +9,11 @@ from pipeline.hll import Reach, user_hash
 from pipeline.panes import PaneState
 from pipeline.partitioning import partition_for
 from pipeline.stage_two import decode_position, encode_position, live
-from streams.worker import _PACK_RECORDS, _Packs, _PartitionStore
+from streams.batch_io import PACK_RECORDS, Packs, PartitionStore
 
 
 def test_packs_hold_every_contribution_once_on_its_campaigns_partition_in_order() -> None:
-    packs = _Packs("by-campaign", 4)
+    packs = Packs("by-campaign", 4)
     records = [{"c": f"campaign-{i % 7}", "src": "social:0", "o": i} for i in range(1_234)]
     for record in records:
         packs.add(record)
@@ -22,7 +22,7 @@ def test_packs_hold_every_contribution_once_on_its_campaigns_partition_in_order(
         assert topic == "by-campaign" and key is None and value is not None
         assert partition is not None
         pack = orjson.loads(value)["cs"]
-        assert 0 < len(pack) <= _PACK_RECORDS
+        assert 0 < len(pack) <= PACK_RECORDS
         received.setdefault(partition, []).extend(pack)
     for partition, got in received.items():
         expected = [r for r in records if partition_for(r["c"].encode(), 4) == partition]
@@ -41,7 +41,7 @@ class _MemoryStore:
 
 
 class _Table:
-    """The two things ``_PartitionStore`` uses of a Faust table with a memory store."""
+    """The two things ``PartitionStore`` uses of a Faust table with a memory store."""
 
     def __init__(self) -> None:
         self.data = _MemoryStore()
@@ -56,7 +56,7 @@ def test_live_panes_reach_the_changelog_in_their_binary_form() -> None:
     for user in range(200):  # past the exact limit: a sketch
         state.reach.add(user_hash(f"u{user}"))
     table = _Table()
-    store = _PartitionStore(table, 2)  # type: ignore[arg-type]
+    store = PartitionStore(table, 2)  # type: ignore[arg-type]
     store.put("c|instagram|60000|0", state)
     store.put("next-offset|2", encode_position(10, 17))
     store.put("clock|social.interactions:2", [[1, 2]])  # the ingest table's JSON values

@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.ports import KpiSnapshot, SinkUnavailable
 from streams.metrics import Metrics
-from streams.worker import BatchAbandoned, Worker, _GuardedSink, _PartitionStore
+from streams.worker import BatchAbandoned, GuardedSink, PartitionStore, Worker
 
 
 class _DownSink:
@@ -44,7 +44,7 @@ def test_a_write_waiting_for_clickhouse_gives_up_when_partitions_are_revoked(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     down = _DownSink()
-    guarded = _GuardedSink(down, Metrics(CollectorRegistry()))  # type: ignore[arg-type]
+    guarded = GuardedSink(down, Metrics(CollectorRegistry()))  # type: ignore[arg-type]
 
     async def scenario() -> float:
         batch = asyncio.create_task(guarded.write(snapshots=[SNAPSHOT]))
@@ -81,7 +81,7 @@ def test_an_abandoned_batch_s_changes_go_out_with_the_partition_s_next_batch() -
     worker.kinds = {"social": "social.interactions"}
     worker.by_campaign = type("T", (), {"get_topic_name": lambda self: "by-campaign"})()
 
-    async def abandoned(stores: list[_PartitionStore]) -> None:
+    async def abandoned(stores: list[PartitionStore]) -> None:
         async with worker._keeping_unwritten(stores):
             raise BatchAbandoned("revoked")
 

@@ -16,7 +16,7 @@ from faust.types import TP
 from pipeline.panes import PaneState
 from pipeline.settings import Settings, WorkerSettings
 from streams.app import CompactedTable, build_app
-from streams.worker import _PartitionStore
+from streams.worker import PartitionStore
 
 CHANGELOG = "store-test-kpi-windows-changelog"
 
@@ -34,7 +34,7 @@ def _rebalanced(table: CompactedTable) -> None:
     asyncio.run(table.on_recovery_completed(set(), set()))
 
 
-def _written(store: _PartitionStore, offset: int) -> None:
+def _written(store: PartitionStore, offset: int) -> None:
     """``flush``, then Kafka acknowledges the messages, the last at ``offset``."""
     sent = store.flush()
     store.persist({(sent[0][0], store.partition): offset})
@@ -46,14 +46,14 @@ def test_acknowledged_changes_reach_rocksdb_with_their_offset(tmp_path: Path) ->
     pane = PaneState()
     pane.counters[0] = 5
     pane.offsets["social.interactions:1"] = 99
-    store = _PartitionStore(windows, 1)
+    store = PartitionStore(windows, 1)
     store.put("c|fb|60000|0", pane)
     store.put("gone|1", b"x")
     _written(store, 41)
-    store = _PartitionStore(windows, 1)
+    store = PartitionStore(windows, 1)
     store.delete("gone|1")
     _written(store, 42)
-    ingest = _PartitionStore(state, 1)
+    ingest = PartitionStore(state, 1)
     ingest.put("clock|social.interactions:1", [[7, 8]])
     _written(ingest, 3)
 
@@ -69,11 +69,11 @@ def test_acknowledged_changes_reach_rocksdb_with_their_offset(tmp_path: Path) ->
 
 def test_a_change_the_changelog_does_not_hold_never_reaches_rocksdb(tmp_path: Path) -> None:
     _, windows = _tables(tmp_path, "rocksdb")
-    store = _PartitionStore(windows, 0)
+    store = PartitionStore(windows, 0)
     store.put("next-offset|0", b"kept")
     _written(store, 10)
     # a batch that crashed (or was abandoned) before its changelog was acknowledged
-    store = _PartitionStore(windows, 0)
+    store = PartitionStore(windows, 0)
     store.put("next-offset|0", b"lost")
     store.put("new|0", b"lost too")
     store.flush()
@@ -96,7 +96,7 @@ def _event(partition: int, offset: int, key: str, value: bytes | None) -> Any:
 
 def test_recovery_applies_the_changelog_tail_on_top_of_the_local_state(tmp_path: Path) -> None:
     _, windows = _tables(tmp_path, "rocksdb")
-    store = _PartitionStore(windows, 3)
+    store = PartitionStore(windows, 3)
     store.put("a|3", b"1")
     store.put("b|3", b"1")
     _written(store, 20)
@@ -111,7 +111,7 @@ def test_recovery_applies_the_changelog_tail_on_top_of_the_local_state(tmp_path:
 def test_the_memory_store_keeps_live_values_in_its_own_dict(tmp_path: Path) -> None:
     state, _ = _tables(tmp_path, "memory")
     assert not state.persistent
-    store = _PartitionStore(state, 2)
+    store = PartitionStore(state, 2)
     store.put("clock|web.events:2", [[1, 2]])
     _written(store, 5)  # nothing written locally
     assert state.live(0) is state.live(2) is state.data.data  # type: ignore[attr-defined]
