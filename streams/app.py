@@ -81,7 +81,13 @@ class CompactedTable(faust.Table[Any, Any]):
     # (quiet below WARNING, see streams.logs) rather than under ``streams.app``.
     logger = logging.getLogger("faust.tables.compacted")
 
-    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+    def __init__(
+        self, app: faust.App, *, changelog_prefix: str | None = None, **kwargs: Any
+    ) -> None:
+        # The worker names changelogs after its app id, not the process's group (Faust's
+        # default): the stage's state is the same whether one process runs both stages
+        # or each runs in its own (``WorkerSettings.group_id``).
+        self._changelog_prefix = changelog_prefix or app.conf.id
         configs = {**CHANGELOG_TOPIC_CONFIG, **(kwargs.pop("extra_topic_configs", None) or {})}
         if str(app.conf.store).startswith("rocksdb:"):
             kwargs["options"] = {**_ROCKSDB_OPTIONS, **(kwargs.get("options") or {})}
@@ -89,6 +95,9 @@ class CompactedTable(faust.Table[Any, Any]):
         # With RocksDB: the live values per partition, loaded on first use after a
         # rebalance (see the module docstring).
         self._live: dict[int, dict[Any, Any]] = {}
+
+    def _changelog_topic_name(self) -> str:
+        return f"{self._changelog_prefix}-{self.name}-changelog"
 
     @property
     def persistent(self) -> bool:
@@ -159,13 +168,13 @@ def build_app(settings: Settings) -> faust.App:
     """A Faust app for these settings; no broker connection until the worker starts."""
     s = settings
     return faust.App(
-        s.worker.app_id,
+        s.worker.group_id,
         broker=faust_broker(s.kafka),
         broker_credentials=faust_credentials(s.kafka),
         store=f"{s.worker.store}://",
-        # The databases' files carry only the table's name: one directory per app id keeps
-        # two apps sharing a data dir from reading each other's state.
-        datadir=str(s.worker.data_dir / s.worker.app_id),
+        # The databases' files carry only the table's name: one directory per group keeps
+        # two apps (or two stages' processes) sharing a data dir from reading each other's.
+        datadir=str(s.worker.data_dir / s.worker.group_id),
         web_enabled=False,
         topic_partitions=s.kafka.partitions,
         topic_replication_factor=s.kafka.replication_factor,

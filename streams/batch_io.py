@@ -217,9 +217,10 @@ class PartitionStore:
             self._flushed = []
 
 
-def app_table(app: faust.App, name: str, **kwargs: Any) -> CompactedTable:
-    """A table of the app (``app.Table`` registers it with Faust's table manager)."""
-    table = app.Table(name, **kwargs)
+def app_table(app: faust.App, prefix: str, name: str, **kwargs: Any) -> CompactedTable:
+    """A table of the app (``app.Table`` registers it with Faust's table manager), its
+    changelog named ``<prefix>-<name>-changelog``."""
+    table = app.Table(name, changelog_prefix=prefix, **kwargs)
     assert isinstance(table, CompactedTable), type(table)
     return table
 

@@ -152,7 +152,7 @@ class Worker:
         self._ingest_lock = asyncio.Lock()
         self._aggregate_lock = asyncio.Lock()
         self.direct = DirectReader(
-            settings.kafka, settings.worker.batch_max_events, settings.worker.app_id
+            settings.kafka, settings.worker.batch_max_events, settings.worker.group_id
         )
         # Forgotten at every rebalance (_since_rebalance): the (topic, partition) pairs
         # handled (_replaying), and per source partition the watermark last sent (beat).
@@ -165,36 +165,52 @@ class Worker:
         self.app.on_partitions_assigned.connect(self._on_assigned)
 
     def _define(self, app: faust.App) -> None:
+        """The topics, and the tables and agents of the stages this process runs
+        (``worker.stage``): a stage's table exists only in the process running it."""
         s = self.settings
         raw = {"key_serializer": "raw", "value_serializer": "raw"}
         self.source = app.topic(*self.kinds, **raw)
         self.by_campaign = app.topic(
             by_campaign_topic(s), partitions=self.partitions, internal=True, **raw
         )
-        # what the agents consume (not the tables' changelogs)
-        self.consumed_topics = (*self.kinds, by_campaign_topic(s))
         self.dead_topic = app.topic(s.topics.dead_letters, **raw)
         self.late_topic = app.topic(s.topics.late, **raw)
-        self.state = app_table(app, "ingest-state", partitions=self.partitions)
-        # Values are panes in their binary form (``PaneState.encode``): raw bytes to Faust.
-        self.windows = app_table(app, "kpi-windows", partitions=self.partitions, value_type=bytes)
         batch, within = s.worker.batch_max_events, s.worker.batch_within_seconds
+        self.runs_ingest = s.worker.stage in ("all", "ingest")
+        self.runs_aggregate = s.worker.stage in ("all", "aggregate")
+        # what the agents consume (not the tables' changelogs), and each table's topics
+        consumed: list[str] = []
+        self._table_topics: dict[str, set[str]] = {}
+        if self.runs_ingest:
+            consumed += self.kinds
+            self.state = app_table(app, s.worker.app_id, "ingest-state", partitions=self.partitions)
+            self._table_topics[self.state.name] = set(self.kinds)
 
-        @app.agent(self.source, name="ingest")
-        async def ingest(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.take_events(batch, within=within):
-                self.last_delivered_at = time.monotonic()
-                async with self._ingest_lock:
-                    with contextlib.suppress(BatchAbandoned):
-                        await self.handle_ingest([record_of(e.message) for e in events])
+            @app.agent(self.source, name="ingest")
+            async def ingest(stream: faust.StreamT[bytes]) -> None:
+                async for events in stream.take_events(batch, within=within):
+                    self.last_delivered_at = time.monotonic()
+                    async with self._ingest_lock:
+                        with contextlib.suppress(BatchAbandoned):
+                            await self.handle_ingest([record_of(e.message) for e in events])
 
-        @app.agent(self.by_campaign, name="aggregate")
-        async def aggregate(stream: faust.StreamT[bytes]) -> None:
-            async for events in stream.take_events(batch, within=within):
-                self.last_delivered_at = time.monotonic()
-                async with self._aggregate_lock:
-                    with contextlib.suppress(BatchAbandoned):
-                        await self.handle_aggregate([record_of(e.message) for e in events])
+        if self.runs_aggregate:
+            consumed.append(self.by_campaign.get_topic_name())
+            # Values are panes in their binary form (``PaneState.encode``): raw bytes.
+            self.windows = app_table(
+                app, s.worker.app_id, "kpi-windows", partitions=self.partitions, value_type=bytes
+            )
+            self._table_topics[self.windows.name] = {self.by_campaign.get_topic_name()}
+
+            @app.agent(self.by_campaign, name="aggregate")
+            async def aggregate(stream: faust.StreamT[bytes]) -> None:
+                async for events in stream.take_events(batch, within=within):
+                    self.last_delivered_at = time.monotonic()
+                    async with self._aggregate_lock:
+                        with contextlib.suppress(BatchAbandoned):
+                            await self.handle_aggregate([record_of(e.message) for e in events])
+
+        self.consumed_topics = tuple(consumed)
 
     # -- reading the assigned partitions ------------------------------------------------
     # Faust assigns the partitions (group membership) and recovers the tables; the worker
@@ -203,20 +219,17 @@ class Worker:
     # quarter of the worker's time. Its agents still take what Faust fetches before the feed
     # pauses it, through the same handlers, so either path gives the same result.
     def start_feeds(self) -> list[asyncio.Task[None]]:
-        """One task per stage reading its assigned partitions; stop them by cancelling."""
-        return [
-            asyncio.create_task(
-                self._feed("ingest", set(self.kinds), self.handle_ingest, self._ingest_lock)
-            ),
-            asyncio.create_task(
-                self._feed(
-                    "aggregate",
-                    {self.by_campaign.get_topic_name()},
-                    self.handle_aggregate,
-                    self._aggregate_lock,
-                )
-            ),
-        ]
+        """One task per stage this process runs, reading its assigned partitions; stop them
+        by cancelling."""
+        feeds = []
+        if self.runs_ingest:
+            feed = self._feed("ingest", set(self.kinds), self.handle_ingest, self._ingest_lock)
+            feeds.append(asyncio.create_task(feed))
+        if self.runs_aggregate:
+            topics = {self.by_campaign.get_topic_name()}
+            feed = self._feed("aggregate", topics, self.handle_aggregate, self._aggregate_lock)
+            feeds.append(asyncio.create_task(feed))
+        return feeds
 
     async def stop_feeds(self, feeds: list[asyncio.Task[None]]) -> None:
         """Stop the feeds between batches (a batch under way may take up to a minute to
@@ -332,13 +345,9 @@ class Worker:
     async def _on_assigned(self, sender: Any, assigned: Any, **kwargs: Any) -> None:
         """Changes an abandoned batch left unwritten stay only with partitions that came back
         to this worker (Faust revokes every partition at each rebalance, then assigns)."""
-        tables = {
-            self.state.name: set(self.kinds),
-            self.windows.name: {self.by_campaign.get_topic_name()},
-        }
         ours = {(tp.topic, tp.partition) for tp in assigned}
         for name, partition in list(self._unwritten):
-            if not any((topic, partition) in ours for topic in tables[name]):
+            if not any((topic, partition) in ours for topic in self._table_topics[name]):
                 del self._unwritten[(name, partition)]
 
     async def _on_revoked(self, sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -677,6 +686,8 @@ class Worker:
         """Send heartbeats for assigned source partitions whose watermark this process has
         not sent since the last rebalance. Stage two keeps what it heard in memory only, so
         after a restart or a rebalance it needs them again even when no new event comes."""
+        if not self.runs_ingest:
+            return
         if time.monotonic() - self.last_delivered_at < _BEAT_IDLE_SECONDS or not self.settled():
             return
         async with self._ingest_lock:
