@@ -79,6 +79,7 @@ from streams.bench_probes import (
     latencies,
     peak_rss_bytes,
     raw_consume,
+    rss_bytes,
     scrape,
     table_state_size,
 )
@@ -348,33 +349,51 @@ class _Stages:
     """The worker as one process running both stages, or two processes (``--stage ingest``
     and ``--stage aggregate``), each scraped on its own metrics port."""
 
-    def __init__(self, s: Settings, windows: WindowSet, run_dir: Path, processes: int) -> None:
+    def __init__(
+        self,
+        s: Settings,
+        windows: WindowSet,
+        run_dir: Path,
+        processes: int,
+        scrape_every: float | None = DRAIN_SCRAPE_SECONDS,
+    ) -> None:
         env = _worker_env(s, windows)
         if processes == 1:
-            stages = {"all": s.metrics.port}
+            self.ports = {"all": s.metrics.port}
         else:
-            stages = {"ingest": s.metrics.port, "aggregate": _free_port()}
+            self.ports = {"ingest": s.metrics.port, "aggregate": _free_port()}
         self.procs = {
             stage: _WorkerProcess({**env, "SOCIALROI_METRICS__PORT": str(port)}, run_dir, stage)
-            for stage, port in stages.items()
-        }
-        self.scrapers = {
-            stage: _Scraper(port, DRAIN_SCRAPE_SECONDS) for stage, port in stages.items()
+            for stage, port in self.ports.items()
         }
         self.spawned = min(p.spawned for p in self.procs.values())
-        for scraper in self.scrapers.values():
-            scraper.start()
+        self.scrapers = {}
+        if scrape_every is not None:
+            self.scrapers = {st: _Scraper(p, scrape_every) for st, p in self.ports.items()}
+            for scraper in self.scrapers.values():
+                scraper.start()
+
+    def port(self, stage: str) -> int:
+        """The metrics port of the process running ``stage`` (ingest or aggregate)."""
+        return self.ports.get(stage) or self.ports["all"]
 
     def scraper(self, stage: str) -> _Scraper:
         """The scraper of the process running ``stage`` (ingest or aggregate)."""
         return self.scrapers.get(stage) or self.scrapers["all"]
 
+    def check(self, what: str) -> None:
+        """Raises if a process has exited."""
+        for proc in self.procs.values():
+            proc.check(what)
+
+    def rss_bytes(self) -> int:
+        return sum(rss_bytes(p.proc.pid) for p in self.procs.values())
+
     def wait_for(self, until: Any, what: str, timeout: float) -> None:
         """Wait until ``until()``; fails when a process exits or after ``timeout``."""
         deadline = time.monotonic() + timeout
         while not until():
-            for proc in self.procs.values():
-                proc.check(what)
+            self.check(what)
             if time.monotonic() > deadline:
                 raise BenchError(f"timed out after {timeout:.0f}s {what}")
             time.sleep(_POLL_SECONDS)
