@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from pipeline.kpi import KPI_COUNTERS
+from pipeline.kpi import KPI_COUNTERS, KpiValues
 from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow, WatermarkRow
 from sinks.errors import SinkError
 
@@ -137,20 +137,28 @@ def snapshot_row(snapshot: KpiSnapshot, updated_at: int) -> tuple[object, ...]:
     (it would otherwise be dropped silently). Window bounds go from epoch ms to DateTime
     seconds (UTC).
     """
-    if not _KNOWN_COUNTERS.issuperset(snapshot.counters):
-        unknown = sorted(set(snapshot.counters) - _KNOWN_COUNTERS)
-        raise RowError(f"unknown KPI counter(s): {', '.join(unknown)}")
+    counters = snapshot.counters
+    low, high = _INT64
+    if type(counters) is KpiValues:  # the worker's panes: every counter, in row order
+        # ints by construction (sums of integer deltas): only the range is checked here
+        values = counters.ordered
+        if not (low <= min(values) and max(values) <= high):
+            for name, value in zip(KPI_COUNTERS, values, strict=True):
+                _checked(name, value, _INT64)
+    else:
+        if not _KNOWN_COUNTERS.issuperset(counters):
+            unknown = sorted(set(counters) - _KNOWN_COUNTERS)
+            raise RowError(f"unknown KPI counter(s): {', '.join(unknown)}")
+        get = counters.get
+        values = [get(name, 0) for name in KPI_COUNTERS]
+        for name, value in zip(KPI_COUNTERS, values, strict=True):
+            if type(value) is not int or not low <= value <= high:  # one check per value
+                _checked(name, value, _INT64)
     if snapshot.window_kind not in WINDOW_KINDS:
         raise RowError(
             f"window_kind must be tumbling or pane, not {snapshot.window_kind!r} "
             "(hopping windows are composed from panes by the views)"
         )
-    get = snapshot.counters.get
-    values = [get(name, 0) for name in KPI_COUNTERS]
-    low, high = _INT64
-    for name, value in zip(KPI_COUNTERS, values, strict=True):
-        if type(value) is not int or not low <= value <= high:  # fast path: one check per value
-            _checked(name, value, _INT64)
     return (
         snapshot.campaign_id,
         snapshot.channel,
