@@ -180,7 +180,7 @@ def build_app(settings: Settings) -> faust.App:
         topic_replication_factor=s.kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
-        # The worker commits what its state has seen after every batch (Worker._commit_seen);
+        # The worker commits what its state has seen after every batch (Offsets.commit_seen);
         # Faust's timer commits only what Faust delivered itself, which the worker has also
         # committed. Every 1 s, that timer overlapped whenever a batch held the event loop
         # for a second ("Timer commit is overlapping"): 10 s leaves it as a backstop.
