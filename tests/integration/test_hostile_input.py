@@ -110,7 +110,7 @@ def test_hostile_messages_become_dead_letters_and_valid_ones_count(
 
     worker = socialroi(env, "worker", "--stop-when-idle", "5")
     assert worker.returncode == 0, worker.stderr[-3000:]
-    assert " ERROR " not in worker.stderr and " WARNING " not in worker.stderr, worker.stderr
+    assert "does not fit the dead-letter topic" not in worker.stderr  # no payload was cut
 
     backend = open_backend(fresh_server_url)
     backend.start()
