@@ -80,6 +80,7 @@ from streams.batch_io import (
     deliver,
     table_dict,
 )
+from streams.dead_letters import dead_letter_message
 from streams.direct import DirectReader, Record, record_of
 from streams.feed import Feed
 from streams.metrics import Metrics
@@ -405,12 +406,11 @@ class Worker:
         result = self.ingestor.run(
             kind, partition, [Message(r.offset, r.value) for r in records], store, now_ms
         )
-        limit = self.settings.limits.max_message_bytes
         dead = []
         for offset, rejection in result.rejected:
             msg = by_offset[offset]
-            # An oversize payload is kept up to the limit: enough to see what it was,
-            # without making the dead-letter topic refuse it too.
+            # The original whole, oversize or not: the dead-letter topic takes any message an
+            # ingest topic does, and the sink keeps a prefix with the length and digest.
             row = DeadLetterRow(
                 reason=rejection.reason.value,
                 detail=rejection.detail,
@@ -418,11 +418,12 @@ class Worker:
                 partition=partition,
                 offset=offset,
                 kafka_ts_ms=msg.timestamp_ms,
-                payload=(msg.value or b"")[:limit],
+                payload=msg.value or b"",
             )
             dead.append(row)
             self.metrics.dead_letters.labels(rejection.reason.value).inc()
-            sent.append((self.dead_topic.get_topic_name(), msg.key, _dead_letter_json(row), None))
+            letter = _dead_letter_json(row, msg.key)
+            sent.append((self.dead_topic.get_topic_name(), msg.key, letter, None))
         for offset, event, watermark in result.late:
             msg = by_offset[offset]
             self.metrics.late.labels(topic).inc()
@@ -615,15 +616,14 @@ class Worker:
         self.batches += 1
 
 
-def _dead_letter_json(row: DeadLetterRow) -> bytes:
-    return orjson.dumps(
-        {
-            "reason": row.reason,
-            "detail": row.detail,
-            "topic": row.topic,
-            "partition": row.partition,
-            "offset": row.offset,
-            "kafka_ts_ms": row.kafka_ts_ms,
-            "payload_b64": base64.b64encode(row.payload).decode(),
-        }
+def _dead_letter_json(row: DeadLetterRow, key: bytes | None) -> bytes:
+    return dead_letter_message(
+        reason=row.reason,
+        detail=row.detail,
+        topic=row.topic,
+        partition=row.partition,
+        offset=row.offset,
+        kafka_ts_ms=row.kafka_ts_ms,
+        payload=row.payload,
+        key=key,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 
@@ -10,8 +11,10 @@ from pipeline.kpi import KPI_COUNTERS, KpiValues
 from pipeline.ports import DeadLetterRow, KpiSnapshot
 from sinks.tables import (
     DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_ORIGINAL_COLUMNS,
     KPI_COLUMNS,
     RowError,
+    dead_letter_original_row,
     dead_letter_row,
     snapshot_row,
 )
@@ -101,6 +104,24 @@ def test_dead_letter_row_keeps_the_bytes() -> None:
         "offset": 2**40,
         "kafka_ts": 1_700_000_000,
         "payload": b"\xff\xfe{not json\x00",
+    }
+
+
+def test_an_oversize_payload_is_stored_as_a_prefix_with_its_length_and_digest() -> None:
+    payload = b"\x00" + bytes(range(256)) * 300  # 76,801 bytes
+    letter = dataclasses.replace(LETTER, payload=payload)
+    row = dead_letter_row(letter, 5)
+    assert row[DEAD_LETTER_COLUMNS.index("payload")] == payload[:65536]
+    original = dict(
+        zip(DEAD_LETTER_ORIGINAL_COLUMNS, dead_letter_original_row(letter, 5), strict=True)
+    )
+    assert original == {
+        "received_at": 5,
+        "topic": "social.interactions",
+        "partition": 3,
+        "offset": 2**40,
+        "payload_bytes": 76_801,
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }
 
 
