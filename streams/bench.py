@@ -328,14 +328,6 @@ class _WorkerProcess:
             tail = self.log.read_text(errors="replace")[-2000:]
             raise BenchError(f"worker exited ({self.proc.returncode}) while {what}: {tail}")
 
-    def wait_for(self, until: Any, what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not until():
-            self.check(what)
-            if time.monotonic() > deadline:
-                raise BenchError(f"timed out after {timeout:.0f}s {what}")
-            time.sleep(_POLL_SECONDS)
-
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -507,9 +499,8 @@ def freshness_run(
     """A worker on empty fresh topics, fed ``rate`` events/s of one campaign for ``seconds``
     once it holds its partitions: steady state, no backlog or history in front."""
     with _fresh_run(base, backend) as (s, run_dir):
-        worker = _WorkerProcess(_worker_env(s, windows), run_dir)
-        scraper = _Scraper(s.metrics.port, FRESHNESS_SCRAPE_SECONDS)
-        scraper.start()
+        worker = _Stages(s, windows, run_dir, 1, scrape_every=FRESHNESS_SCRAPE_SECONDS)
+        scraper = worker.scraper("all")
         try:
 
             def assigned() -> bool:
@@ -519,7 +510,6 @@ def freshness_run(
             worker.wait_for(assigned, "waiting for the worker to join its group", 120)
             return _freshness(worker, scraper, s, rate, seconds)
         finally:
-            scraper.stop()
             worker.stop()
 
 
@@ -562,7 +552,7 @@ def _drain(workers: _Stages, s: Settings, n: int) -> dict[str, Any]:
 
 
 def _freshness(
-    worker: _WorkerProcess, scraper: _Scraper, s: Settings, rate: float, seconds: float
+    worker: _Stages, scraper: _Scraper, s: Settings, rate: float, seconds: float
 ) -> dict[str, Any]:
     stamps: list[int] = []
     count = max(1, int(rate * seconds))
