@@ -32,7 +32,12 @@ __all__ = [
 ]
 
 NO_TIME: Final = -(2**62)
-_KEEP_CHECKPOINTS: Final = 512
+# Checkpoints kept per source partition. A replay starts after the newest but one (the
+# last batch may have persisted in part), and what stage one drops (seen ids, touches) it
+# drops only behind the oldest kept: a few batches of margin is enough, while every kept
+# batch also keeps its event time's ids and touches in the state (512 kept a backlog's
+# worth of them: days of event time when catching up, seen in the soak).
+_KEEP_CHECKPOINTS: Final = 8
 
 
 class PartitionClock:
