@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.kpi import MICROS
-from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow
+from pipeline.ports import CampaignRow, CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow
 from pipeline.settings import Settings
 from pipeline.simulator import simulate
 from sinks import ClickHouseSink, kpi_rows, open_backend
@@ -156,6 +156,9 @@ class _LiveSink:
 
     def add_raw_events(self, rows: Sequence[RawEventRow]) -> None:
         self._inner.add_raw_events(rows)
+
+    def add_campaigns(self, rows: Sequence[CampaignRow]) -> None:
+        self._inner.add_campaigns(rows)
 
     async def flush(self) -> None:
         await self._inner.flush()
