@@ -18,7 +18,7 @@ from sinks.views import (
 TESTS = Path(__file__).resolve().parents[1]
 _CREATE_VIEW = re.compile(r"^\s*CREATE\s+VIEW\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
 # Views that are internal plumbing, read through other functions (sinks.reader).
-INTERNAL_VIEWS = {"kpi_current", "kpi_pane_current"}
+INTERNAL_VIEWS = {"kpi_current", "kpi_pane_current", "kpi_key_current", "campaign_keys"}
 
 
 def created_views() -> dict[str, str]:
