@@ -40,6 +40,7 @@ __all__ = [
     "campaign_audience",
     "campaign_report",
     "campaign_windows",
+    "campaigns",
     "channel_windows",
     "daily_trends",
     "dead_letters_by_topic",
@@ -285,6 +286,7 @@ def roi_by_campaign(
     """``roi_by_campaign``: one row per campaign and UTC day in ``[start, end)``."""
     columns = (
         "campaign_id",
+        "campaign_name",
         _DAY,
         *_WINDOW_TIMES,
         "is_final",
@@ -300,11 +302,39 @@ def roi_by_campaign(
         "roi_on_profit",
         "roas",
         "cpa",
+        "budget",
+        "budget_used",
     )
     conditions = _campaign_filter(campaigns) + _period(start, end)
     return _rows(
         backend, _select("roi_by_campaign", columns, conditions, "campaign_id, window_start_ms")
     )
+
+
+def campaigns(backend: Backend, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """``campaign_directory``: each declared campaign's newest record, by campaign key
+    (``keys``: only those, compared in lower case). Times as epoch ms (``starts_at_ms``,
+    ``ends_at_ms``: ``None`` when the record has none; ``record_time_ms``)."""
+    columns = (
+        "campaign_key",
+        "campaign_id",
+        "campaign_name",
+        "utm_campaign",
+        "margin",
+        "margin_ppm",
+        "budget",
+        "budget_currency",
+        "budget_base",
+        "budget_micros",
+        "if(starts_ms < 0, NULL, starts_ms) AS starts_at_ms",
+        "if(ends_ms < 0, NULL, ends_ms) AS ends_at_ms",
+        "toUInt64(toUnixTimestamp(record_time)) * 1000 AS record_time_ms",
+    )
+    conditions = []
+    if keys is not None:
+        listed = ", ".join(sql_string(k.strip().lower()) for k in keys)
+        conditions.append(f"campaign_key IN ({listed})" if keys else "0")
+    return _rows(backend, _select("campaign_directory", columns, conditions, "campaign_key"))
 
 
 def spend_vs_return(backend: Backend) -> list[dict[str, Any]]:
@@ -395,6 +425,7 @@ def service_savings(
 
 
 VIEW_READERS: Final = {
+    "campaign_directory": campaigns,
     "kpi_campaign_windows": campaign_windows,
     "kpi_channel_windows": channel_windows,
     "roi_by_campaign": roi_by_campaign,

@@ -485,7 +485,8 @@ FROM
         lower(campaign_id) AS campaign_key,
         window_start,
         any(window_end) AS window_end,
-        min(is_final) AS is_final,
+        -- UInt8 on every engine (current ones type kpi_current's is_final Nullable)
+        toUInt8(ifNull(min(is_final), 0)) AS is_final,
         sum(service_savings_micros) AS service_savings_micros,
         sum(conversion_credit_micros) AS conversion_credit_micros,
         sum(revenue_micros) AS revenue_micros,
