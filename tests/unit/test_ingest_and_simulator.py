@@ -13,12 +13,12 @@ import pytest
 
 from pipeline import ingest as ingest_module
 from pipeline.aggregate import Contribution, final_watermark
+from pipeline.campaigns import declare, newest_records
 from pipeline.contract import Contract
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.panes import PaneState, compose
-from pipeline.campaigns import declare, newest_records
 from pipeline.ports import CampaignRow, KpiSnapshot
 from pipeline.settings import AttributionModel, AttributionSettings, WindowSettings
 from pipeline.simulator import SimMessage, SimulationConfig, simulate, truth_config
