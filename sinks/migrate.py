@@ -95,6 +95,9 @@ _CREATE_TABLE = re.compile(
 _CREATE_VIEW = re.compile(r"^\s*CREATE VIEW IF NOT EXISTS (\w+) AS\b(.*)$", re.DOTALL)
 _CREATED = re.compile(r"^\s*CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)", re.MULTILINE)
 _UNKNOWN_TABLE = 60
+# Also met while a concurrent migrator drops and creates a table anew: the table is being
+# dropped (218), its metadata is gone but not yet its name (390).
+_GAP_CODES = frozenset({_UNKNOWN_TABLE, 218, 390})
 _VIEW_GAP_ATTEMPTS = 25
 _DROP_IF_EXISTS = re.compile(r"^\s*DROP TABLE IF EXISTS (\w+)\s*$")
 _READS = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b(?!\.)", re.IGNORECASE)
@@ -395,18 +398,26 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
                 backend.execute(statement)
                 return
             except QueryError as exc:
-                gap = exc.code == _UNKNOWN_TABLE and _CREATE_VIEW.match(statement) is not None
+                gap = exc.code in _GAP_CODES and _CREATE_VIEW.match(statement) is not None
                 if not gap or attempt == _VIEW_GAP_ATTEMPTS - 1:
                     raise
                 time.sleep(0.2)
 
     def has_column(table: str, column: str) -> bool:
-        found = backend.query(
+        sql = (
             "SELECT count() FROM system.columns WHERE "
             f"database = {sql_string(backend.database)} AND table = {sql_string(table)} "
             f"AND name = {sql_string(column)}"
         )
-        return bool(found.rows and int(found.rows[0][0]))
+        for attempt in range(_VIEW_GAP_ATTEMPTS):
+            try:
+                found = backend.query(sql)
+                return bool(found.rows and int(found.rows[0][0]))
+            except QueryError as exc:  # a concurrent migrator's table in its gap
+                if exc.code not in _GAP_CODES or attempt == _VIEW_GAP_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2)
+        return False
 
     def add_column(statement: str, table: str, column: str) -> None:
         # 18.16 has no ADD COLUMN IF NOT EXISTS: add it where system.columns lacks it.
@@ -422,18 +433,20 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
 
     def renew_distributed(name: str) -> None:
         # A Distributed table is not replicated, and 18.16 refuses ALTER ... ON CLUSTER
-        # for it; it holds no rows (inserts are synchronous), so it is created anew
-        # in front of the altered local table, with the engine it had.
-        shown = backend.query(f"SHOW CREATE TABLE {backend.database}.{name}").rows[0][0]
-        engine = re.search(r"ENGINE = (Distributed\(.*\))", str(shown), re.DOTALL)
-        if engine is None:
-            raise MigrationError(f"{name}: not a Distributed table: {shown}")
-        local = f"{backend.database}.{name}{LOCAL_SUFFIX}"
-        execute(f"DROP TABLE IF EXISTS {backend.database}.{name} ON CLUSTER {cluster}")
-        execute(
-            f"CREATE TABLE IF NOT EXISTS {backend.database}.{name} ON CLUSTER {cluster} "
-            f"AS {local} ENGINE = {engine[1]}"
+        # for it; it holds no rows (inserts are synchronous), so it is created anew in
+        # front of the altered local table, as the migration that created it did. A
+        # concurrent migrator doing the same drops or creates nothing twice (IF [NOT]
+        # EXISTS), and the columns come from the local table either way.
+        assert cluster is not None
+        created = next(
+            s
+            for m in migrations
+            for s in m.statements
+            if (table := _CREATE_TABLE.match(s)) is not None and table[1] == name
         )
+        front = cluster_ddl(created, cluster, backend.database, objects)[1]
+        execute(f"DROP TABLE IF EXISTS {backend.database}.{name} ON CLUSTER {cluster}")
+        execute(front)
 
     def run(statement: str) -> None:
         added = add_column_ddl(statement, backend.database, cluster)

@@ -90,7 +90,7 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
     assert apply_migrations(engine_backend) == []
     expected = {"schema_migrations", "kpi_windows", "kpi_current", "dead_letters"}
     expected |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
-    expected |= {"kpi_pane_current"}
+    expected |= {"kpi_pane_current", "kpi_key_current", "campaigns", "campaign_keys"}
     expected |= set(VIEW_READERS)
     if engine_backend.cluster:  # each table is Distributed over a replicated local one
         engines = dict(
@@ -100,6 +100,7 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
         )
         stored = {"schema_migrations", "kpi_windows", "dead_letters"}
         stored |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
+        stored |= {"campaigns"}
         for name in stored:
             assert engines[name] == "Distributed", name
             assert engines[f"{name}_local"].startswith("Replicated"), name
