@@ -56,6 +56,13 @@ def test_simulated_run_equals_the_truth_and_verify_catches_an_altered_row(
     unmargined = sum(w[6][counters.index("unmargined_revenue_micros")] for w in expected["windows"])
     assert unmargined > 0
     assert f"{len(declared)} declared campaigns" in out
+    # A campaign declared with capitals (its events spell it in any case) has its clicks,
+    # costs, visits and credited revenue under that one id, which verify found stored.
+    capital = next(c for c in sorted(declared) if c != c.lower())
+    mine = [w[6] for w in expected["windows"] if w[0] == capital and w[3] == 86400]
+    for name in ("clicks", "media_spend_micros", "visits", "revenue_micros"):
+        assert sum(c[counters.index(name)] for c in mine) > 0, name
+    assert not any(w[0] == capital.lower() for w in expected["windows"])
 
     # Alter one stored pane: a newer version with one more like.
     backend = open_backend(engine_url)
