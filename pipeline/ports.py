@@ -21,7 +21,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KpiSnapshot:
     """The whole state of one (campaign, channel, pane or window) at one version.
 
@@ -50,7 +50,7 @@ class KpiSnapshot:
     reach_codes: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WatermarkRow:
     """How far one stage-two partition has finalised: every pane of it that ends at or
     before ``watermark_ms`` has been written as final. Readers take the lowest over the
@@ -62,7 +62,7 @@ class WatermarkRow:
     watermark_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeadLetterRow:
     reason: str
     detail: str
@@ -73,7 +73,7 @@ class DeadLetterRow:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CreditRow:
     """One touch's share of one conversion under one model (``profit_micros`` -1: unknown)."""
 
@@ -117,7 +117,7 @@ class CampaignRow:
     event_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawEventRow:
     """An accepted ingest event as received, for the raw archive."""
 

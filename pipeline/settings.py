@@ -188,6 +188,13 @@ class WorkerSettings(_Section):
         "restart reads only the changelog's tail) or memory (tests: the whole changelog "
         "is read again at every assignment).",
     )
+    stage: str = Field(
+        "all",
+        pattern=r"^(all|ingest|aggregate)$",
+        description="Which stages this process runs: all, or one of ingest (validation, "
+        "dedup, attribution) and aggregate (panes, finality), each in its own process and "
+        "consumer group, so the two use two cores (they talk only through Kafka).",
+    )
     instance_id: str | None = Field(
         None,
         pattern=r"^[A-Za-z0-9._-]{1,200}$",
@@ -195,6 +202,13 @@ class WorkerSettings(_Section):
         "restarts, unique in the group (a restart within the session timeout keeps the "
         "partitions, no rebalance). Default: host name + a hash of the data dir.",
     )
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group (and Faust app id) of this process: the app id when it runs
+        both stages, else the app id and its stage. The state's changelog topics keep the
+        app id's name whichever process runs the stage."""
+        return self.app_id if self.stage == "all" else f"{self.app_id}-{self.stage}"
 
 
 class CollectorSettings(_Section):

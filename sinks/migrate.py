@@ -391,8 +391,9 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
     def execute(statement: str) -> None:
         # A migration that defines a view anew drops it first; a migrator starting at the
         # same moment can meet the gap when it creates a view that reads that one (current
-        # engines check a view's tables when creating it). The other one re-creates it
-        # at once, so the statement is tried again.
+        # engines check a view's tables when creating it; 18.16 says "table is dropped"
+        # when it meets the drop under way). The other one re-creates it at once, so the
+        # statement is tried again.
         for attempt in range(_VIEW_GAP_ATTEMPTS):
             try:
                 backend.execute(statement)

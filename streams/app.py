@@ -55,6 +55,7 @@ from faust.types import TP
 from pipeline.settings import Settings
 from streams.kafka_config import (
     CHANGELOG_TOPIC_CONFIG,
+    ENVELOPE_MAX_MESSAGE_BYTES,
     faust_broker,
     faust_credentials,
     faust_membership,
@@ -81,7 +82,13 @@ class CompactedTable(faust.Table[Any, Any]):
     # (quiet below WARNING, see streams.logs) rather than under ``streams.app``.
     logger = logging.getLogger("faust.tables.compacted")
 
-    def __init__(self, app: faust.App, **kwargs: Any) -> None:
+    def __init__(
+        self, app: faust.App, *, changelog_prefix: str | None = None, **kwargs: Any
+    ) -> None:
+        # The worker names changelogs after its app id, not the process's group (Faust's
+        # default): the stage's state is the same whether one process runs both stages
+        # or each runs in its own (``WorkerSettings.group_id``).
+        self._changelog_prefix = changelog_prefix or app.conf.id
         configs = {**CHANGELOG_TOPIC_CONFIG, **(kwargs.pop("extra_topic_configs", None) or {})}
         if str(app.conf.store).startswith("rocksdb:"):
             kwargs["options"] = {**_ROCKSDB_OPTIONS, **(kwargs.get("options") or {})}
@@ -89,6 +96,9 @@ class CompactedTable(faust.Table[Any, Any]):
         # With RocksDB: the live values per partition, loaded on first use after a
         # rebalance (see the module docstring).
         self._live: dict[int, dict[Any, Any]] = {}
+
+    def _changelog_topic_name(self) -> str:
+        return f"{self._changelog_prefix}-{self.name}-changelog"
 
     @property
     def persistent(self) -> bool:
@@ -159,19 +169,19 @@ def build_app(settings: Settings) -> faust.App:
     """A Faust app for these settings; no broker connection until the worker starts."""
     s = settings
     return faust.App(
-        s.worker.app_id,
+        s.worker.group_id,
         broker=faust_broker(s.kafka),
         broker_credentials=faust_credentials(s.kafka),
         store=f"{s.worker.store}://",
-        # The databases' files carry only the table's name: one directory per app id keeps
-        # two apps sharing a data dir from reading each other's state.
-        datadir=str(s.worker.data_dir / s.worker.app_id),
+        # The databases' files carry only the table's name: one directory per group keeps
+        # two apps (or two stages' processes) sharing a data dir from reading each other's.
+        datadir=str(s.worker.data_dir / s.worker.group_id),
         web_enabled=False,
         topic_partitions=s.kafka.partitions,
         topic_replication_factor=s.kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
-        # The worker commits what its state has seen after every batch (Worker._commit_seen);
+        # The worker commits what its state has seen after every batch (Offsets.commit_seen);
         # Faust's timer commits only what Faust delivered itself, which the worker has also
         # committed. Every 1 s, that timer overlapped whenever a batch held the event loop
         # for a second ("Timer commit is overlapping"): 10 s leaves it as a backstop.
@@ -185,5 +195,8 @@ def build_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max_events),
         # A batch sends thousands of small messages at once: let them travel in few requests.
         producer_max_batch_size=512 * 1024,
+        # A dead letter carries its original whole: up to the envelope topics' limit, above
+        # aiokafka's default of 1 MB.
+        producer_max_request_size=ENVELOPE_MAX_MESSAGE_BYTES,
         autodiscover=False,
     )

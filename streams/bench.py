@@ -32,6 +32,11 @@ consumer group and a fresh ClickHouse store:
    left out; the p50 of the last second shows whether the worker kept up (a growing
    backlog makes it far larger than the p50).
 
+``--processes 2`` runs the worker as two processes, ``--stage ingest`` and ``--stage
+aggregate`` (two consumer groups, one stage each, on two cores), each scraped on its own
+port: the drain starts at the ingest process's first consumed event and ends when the
+aggregate process has handled every repartitioned message; peak RSS is their sum.
+
 Figures are medians over ``--repeat`` runs. They are noisy on a shared 2-core machine:
 compare runs of the same command, not single numbers.
 
@@ -42,6 +47,7 @@ time, and says whether the worker held a steady state (``streams.bench_soak``).
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shlex
 import shutil
@@ -73,6 +79,7 @@ from streams.bench_probes import (
     latencies,
     peak_rss_bytes,
     raw_consume,
+    rss_bytes,
     scrape,
     table_state_size,
 )
@@ -183,6 +190,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="ClickHouse for the worker: embedded chDB in a temp dir, or the server "
                    "of SOCIALROI_CLICKHOUSE__URL (a clickhouse:// URL) or "
                    f"{DEFAULT_SERVER_URL}, in a fresh database dropped afterwards")  # fmt: skip
+    p.add_argument(
+        "--processes", type=_int_list, default=[1], metavar="N[,N...]",
+        help="worker processes to compare: 1 (both stages in one) and/or 2 (ingest and "
+        "aggregate each in its own; needs --backend server) (default 1)",
+    )  # fmt: skip
     p.add_argument("--rate", type=float, default=2000.0, help="freshness input rate, events/s")
     p.add_argument(
         "--freshness-seconds", type=float, default=10.0, metavar="S",
@@ -206,9 +218,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="input rate, events/s (default 10000)")  # fmt: skip
     soak.add_argument("--soak-minutes", type=float, default=10.0, metavar="M",
                       help="how long to produce (default 10)")  # fmt: skip
-    soak.add_argument("--soak-days", type=int, default=9, metavar="D",
-                      help="days of event time over those minutes; more than the longest "
-                      "window and the attribution lookback (default 9)")  # fmt: skip
+    soak.add_argument("--soak-days", type=int, default=None, metavar="D",
+                      help="days of event time over those minutes (default: 1.5 x the "
+                      "longest window or attribution lookback, 11 with the defaults, so "
+                      "state is full before the last third)")  # fmt: skip
 
 
 # -- one run -------------------------------------------------------------------------------
@@ -297,11 +310,11 @@ class _Scraper:
 class _WorkerProcess:
     """``python -m streams.cli worker`` with its log in a file (a pipe could fill and stall it)."""
 
-    def __init__(self, env: dict[str, str], run_dir: Path) -> None:
-        self.log = run_dir / "worker.log"
+    def __init__(self, env: dict[str, str], run_dir: Path, stage: str = "all") -> None:
+        self.log = run_dir / f"worker-{stage}.log"
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli", "worker"],
+                [sys.executable, "-m", "streams.cli", "worker", "--stage", stage],
                 env=env,
                 cwd=run_dir,
                 stdout=log,
@@ -309,15 +322,11 @@ class _WorkerProcess:
             )
         self.spawned = time.monotonic()
 
-    def wait_for(self, until: Any, what: str, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while not until():
-            if self.proc.poll() is not None:
-                tail = self.log.read_text(errors="replace")[-2000:]
-                raise BenchError(f"worker exited ({self.proc.returncode}) while {what}: {tail}")
-            if time.monotonic() > deadline:
-                raise BenchError(f"timed out after {timeout:.0f}s {what}")
-            time.sleep(_POLL_SECONDS)
+    def check(self, what: str) -> None:
+        """Raises if the worker has exited."""
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise BenchError(f"worker exited ({self.proc.returncode}) while {what}: {tail}")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -327,6 +336,69 @@ class _WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class _Stages:
+    """The worker as one process running both stages, or two processes (``--stage ingest``
+    and ``--stage aggregate``), each scraped on its own metrics port."""
+
+    def __init__(
+        self,
+        s: Settings,
+        windows: WindowSet,
+        run_dir: Path,
+        processes: int,
+        scrape_every: float | None = DRAIN_SCRAPE_SECONDS,
+    ) -> None:
+        env = _worker_env(s, windows)
+        if processes == 1:
+            self.ports = {"all": s.metrics.port}
+        else:
+            self.ports = {"ingest": s.metrics.port, "aggregate": _free_port()}
+        self.procs = {
+            stage: _WorkerProcess({**env, "SOCIALROI_METRICS__PORT": str(port)}, run_dir, stage)
+            for stage, port in self.ports.items()
+        }
+        self.spawned = min(p.spawned for p in self.procs.values())
+        self.scrapers = {}
+        if scrape_every is not None:
+            self.scrapers = {st: _Scraper(p, scrape_every) for st, p in self.ports.items()}
+            for scraper in self.scrapers.values():
+                scraper.start()
+
+    def port(self, stage: str) -> int:
+        """The metrics port of the process running ``stage`` (ingest or aggregate)."""
+        return self.ports.get(stage) or self.ports["all"]
+
+    def scraper(self, stage: str) -> _Scraper:
+        """The scraper of the process running ``stage`` (ingest or aggregate)."""
+        return self.scrapers.get(stage) or self.scrapers["all"]
+
+    def check(self, what: str) -> None:
+        """Raises if a process has exited."""
+        for proc in self.procs.values():
+            proc.check(what)
+
+    def rss_bytes(self) -> int:
+        return sum(rss_bytes(p.proc.pid) for p in self.procs.values())
+
+    def wait_for(self, until: Any, what: str, timeout: float) -> None:
+        """Wait until ``until()``; fails when a process exits or after ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while not until():
+            self.check(what)
+            if time.monotonic() > deadline:
+                raise BenchError(f"timed out after {timeout:.0f}s {what}")
+            time.sleep(_POLL_SECONDS)
+
+    def peak_rss_bytes(self) -> int:
+        return sum(peak_rss_bytes(p.proc.pid) for p in self.procs.values())
+
+    def stop(self) -> None:
+        for scraper in self.scrapers.values():
+            scraper.stop()
+        for proc in self.procs.values():
+            proc.stop()
 
 
 def _fresh_url(backend: str, run_dir: Path, run_id: str) -> str:
@@ -380,6 +452,7 @@ def one_run(
     messages: list[SimMessage],
     windows: WindowSet,
     backend: str,
+    processes: int = 1,
 ) -> dict[str, Any]:
     """One repeat of one setup, on fresh topics, group and store; returns its raw figures."""
     result: dict[str, Any] = {}
@@ -400,17 +473,14 @@ def one_run(
 
         result["raw_seconds"] = raw_consume(s, list(topics.values()), n)
 
-        worker = _WorkerProcess(_worker_env(s, windows), run_dir)
-        scraper = _Scraper(s.metrics.port, DRAIN_SCRAPE_SECONDS)
-        scraper.start()
+        workers = _Stages(s, windows, run_dir, processes)
         try:
-            result |= _drain(worker, scraper, s, n)
-            result["peak_rss_bytes"] = peak_rss_bytes(worker.proc.pid)
+            result |= _drain(workers, s, n)
+            result["peak_rss_bytes"] = workers.peak_rss_bytes()
             changelog = f"{s.worker.app_id}-kpi-windows-changelog"
             state_ends = end_offsets(s, changelog)
         finally:
-            scraper.stop()
-            worker.stop()
+            workers.stop()
         size = table_state_size(s, changelog, state_ends)
         result["state"] = {
             "active_keys": size.keys,
@@ -429,9 +499,8 @@ def freshness_run(
     """A worker on empty fresh topics, fed ``rate`` events/s of one campaign for ``seconds``
     once it holds its partitions: steady state, no backlog or history in front."""
     with _fresh_run(base, backend) as (s, run_dir):
-        worker = _WorkerProcess(_worker_env(s, windows), run_dir)
-        scraper = _Scraper(s.metrics.port, FRESHNESS_SCRAPE_SECONDS)
-        scraper.start()
+        worker = _Stages(s, windows, run_dir, 1, scrape_every=FRESHNESS_SCRAPE_SECONDS)
+        scraper = worker.scraper("all")
         try:
 
             def assigned() -> bool:
@@ -441,48 +510,49 @@ def freshness_run(
             worker.wait_for(assigned, "waiting for the worker to join its group", 120)
             return _freshness(worker, scraper, s, rate, seconds)
         finally:
-            scraper.stop()
             worker.stop()
 
 
-def _drain(worker: _WorkerProcess, scraper: _Scraper, s: Settings, n: int) -> dict[str, Any]:
+def _drain(workers: _Stages, s: Settings, n: int) -> dict[str, Any]:
+    ingest, aggregate = workers.scraper("ingest"), workers.scraper("aggregate")
+
     def consuming() -> bool:
-        last = scraper.last()
+        last = ingest.last()
         return last is not None and last.consumed_ingest > 0
 
-    worker.wait_for(consuming, "waiting for the worker to start consuming", 120)
-    first = next(x for x in scraper.scrapes if x.consumed_ingest > 0)
+    workers.wait_for(consuming, "waiting for the worker to start consuming", 120)
+    first = next(x for x in ingest.scrapes if x.consumed_ingest > 0)
 
     def ingested() -> bool:
-        last = scraper.last()
+        last = ingest.last()
         return last is not None and last.handled.get("ingest", 0) >= n
 
-    worker.wait_for(ingested, f"waiting for the worker to ingest {n} messages", 600)
+    workers.wait_for(ingested, f"waiting for the worker to ingest {n} messages", 600)
     # Stage one awaited every repartitioned message before finishing its last batch.
     repartitioned = end_offsets_total(s, by_campaign_topic(s))
 
     def aggregated() -> bool:
-        last = scraper.last()
+        last = aggregate.last()
         return last is not None and last.handled.get("aggregate", 0) >= repartitioned
 
-    worker.wait_for(aggregated, f"waiting for {repartitioned} repartitioned messages", 600)
-    done = scraper.last()
+    workers.wait_for(aggregated, f"waiting for {repartitioned} repartitioned messages", 600)
+    done = aggregate.last()
     assert done is not None
     began = first.at
     if done is first:
         # The whole drain fell between two scrapes: counted from the scrape before (an
         # upper bound), not as zero seconds.
-        index = scraper.scrapes.index(first)
-        began = scraper.scrapes[index - 1].at if index else worker.spawned
+        index = ingest.scrapes.index(first)
+        began = ingest.scrapes[index - 1].at if index else workers.spawned
     return {
-        "startup_seconds": first.at - worker.spawned,
+        "startup_seconds": first.at - workers.spawned,
         "drain_seconds": done.at - began,
         "repartitioned": repartitioned,
     }
 
 
 def _freshness(
-    worker: _WorkerProcess, scraper: _Scraper, s: Settings, rate: float, seconds: float
+    worker: _Stages, scraper: _Scraper, s: Settings, rate: float, seconds: float
 ) -> dict[str, Any]:
     stamps: list[int] = []
     count = max(1, int(rate * seconds))
@@ -541,13 +611,17 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     campaign_counts: list[int] = args.campaigns or [10, 1000]
     if args.events < 100 or args.repeat < 1:
         raise BenchError("--events must be >= 100 and --repeat >= 1")
+    if not set(args.processes) <= {1, 2}:
+        raise BenchError("--processes takes 1 and/or 2")
+    if 2 in args.processes and args.backend != "server":
+        raise BenchError("--processes 2 needs --backend server (chDB: one process per store)")
     setups = []
     freshness_runs: list[dict[str, Any]] = []
     first = True
     for campaigns in campaign_counts:
         cfg = config_from(settings, args.events, args.seed, campaigns, args.days)
         messages, _truth = simulate(cfg)
-        for windows in window_sets:
+        for windows, processes in itertools.product(window_sets, args.processes):
             setup = {
                 "events": len(messages),
                 "campaigns": campaigns,
@@ -555,6 +629,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
                 "windows": windows.name,
                 "window_specs": windows.describe(settings),
                 "backend": args.backend,
+                "processes": processes,
                 "partitions": settings.kafka.partitions,
                 "batch_max_events": settings.worker.batch_max_events,
                 "batch_within_seconds": settings.worker.batch_within_seconds,
@@ -562,7 +637,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             runs = []
             for repeat in range(args.repeat):
                 _progress(args, f"{_label(setup)}: run {repeat + 1}/{args.repeat}")
-                runs.append(one_run(settings, messages, windows, args.backend))
+                runs.append(one_run(settings, messages, windows, args.backend, processes))
                 if first and args.freshness_seconds > 0:
                     _progress(args, f"freshness, windows {windows.name}: run {repeat + 1}")
                     freshness_runs.append(
@@ -611,7 +686,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _label(setup: dict[str, Any]) -> str:
-    return f"{setup['events']} events, {setup['campaigns']} campaigns, windows {setup['windows']}"
+    return (
+        f"{setup['events']} events, {setup['campaigns']} campaigns, windows {setup['windows']}, "
+        f"{setup['processes']} process(es)"
+    )
 
 
 def _progress(args: argparse.Namespace, text: str) -> None:

@@ -19,7 +19,7 @@ def render(result: dict[str, Any]) -> None:
     console = Console(width=max(140, Console().width))
     table = Table(title="socialroi bench: medians (runs in JSON)", caption=result["note"])
     for column in (
-        "events", "campaigns", "windows", "producer ev/s", "raw ev/s", "worker ev/s",
+        "events", "campaigns", "windows", "procs", "producer ev/s", "raw ev/s", "worker ev/s",
         "worker/raw", "startup s", "peak RSS MiB", "state keys", "B/key", "B/key k+o",
         "B reach/key",
     ):  # fmt: skip
@@ -30,6 +30,7 @@ def render(result: dict[str, Any]) -> None:
             f"{s['events']:,}",
             f"{s['campaigns']:,}",
             _short_windows(s),
+            str(s.get("processes", 1)),
             f"{row['producer_events_per_s']['median']:,.0f}",
             f"{row['raw_consume_events_per_s']['median']:,.0f}",
             f"{row['worker_drain_events_per_s']['median']:,.0f}",

@@ -1,12 +1,16 @@
 """``socialroi bench --soak``: does one worker hold a steady state over days of event time?
 
-One worker runs as a subprocess exactly as in the bench's drain (fresh topics, consumer
-group and store, chDB by default, ``/metrics`` on a free port). The streaming simulator
+The worker runs exactly as in the bench's drain (fresh topics, consumer group and store,
+chDB by default, ``/metrics`` on a free port): one process, or with ``--processes 2`` one
+per stage (ClickHouse server only), whose RSS is then the sum of both. The streaming simulator
 feeds it ``--soak-rate`` events/s for ``--soak-minutes``, with ``--soak-days`` of event time
-spread over those minutes: event time runs far ahead of the wall clock (9 days in 10
-minutes is about 1,300x), so the run covers more than the longest window and the
+spread over those minutes: event time runs far ahead of the wall clock (11 days in 10
+minutes is about 1,600x), so the run covers more than the longest window and the
 attribution lookback (7 days each by default), and every kind of state the worker keeps
-has been opened, made final and dropped many times before the end. The pace follows the
+has been opened, made final and dropped many times before the end. The default number of
+days (:func:`steady_days`) puts that moment before the last third of the run, the third
+the verdict reads RSS over: before it, state still grows by design (touches are kept a
+whole lookback). The pace follows the
 simulator's daily rhythm: quiet hours of event time go by about twice as fast as busy ones.
 
 The simulator runs without its ground truth (``follow_truth=False``): the truth keeps every
@@ -51,11 +55,10 @@ from streams.bench import (
     BenchError,
     WindowSet,
     _fresh_run,
-    _worker_env,
-    _WorkerProcess,
+    _Stages,
     parse_windows,
 )
-from streams.bench_probes import end_offsets_total, rss_bytes, scrape
+from streams.bench_probes import end_offsets_total, scrape
 from streams.producer import EventProducer, OutgoingMessage, by_campaign_topic, topic_for_kind
 from streams.simulate import config_from
 
@@ -84,7 +87,7 @@ class Sample:
     at: float  # seconds since production began
     sent: int  # messages handed to the producer so far
     consumed: float  # ingest messages the worker consumed so far
-    rss_bytes: int  # the worker's VmRSS
+    rss_bytes: int  # the worker's VmRSS (both processes' with one per stage)
     input_event_time: float  # newest event time sent, epoch seconds (0: not known yet)
     watermark: float  # socialroi_watermark_seconds (0: none yet)
     freshness: float  # socialroi_last_write_event_time_seconds (0: none yet)
@@ -216,14 +219,14 @@ class _Input:
     them and follows their event time. Stops with ``BenchError`` if the worker exits."""
 
     def __init__(
-        self, run: Simulation, topics: dict[str, str], deadline: float, worker: _WorkerProcess
+        self, run: Simulation, topics: dict[str, str], deadline: float, workers: _Stages
     ) -> None:
         self.sent = 0
         self.event_time = 0.0  # read by the sampler thread: one float, replaced whole
         self._run = run
         self._topics = topics
         self._deadline = deadline
-        self._worker = worker
+        self._workers = workers
 
     def __iter__(self) -> Iterator[OutgoingMessage]:
         topics, deadline = self._topics, self._deadline
@@ -231,8 +234,7 @@ class _Input:
             if time.monotonic() >= deadline:
                 return
             if self.sent % _EVENT_TIME_EVERY == 0:
-                if self._worker.proc.poll() is not None:
-                    raise BenchError(f"worker exited ({self._worker.proc.returncode}) mid-soak")
+                self._workers.check("soaking")
                 self._note(m.value)
             yield OutgoingMessage(topics[m.kind], m.key, m.value, m.partition)
             self.sent += 1
@@ -252,10 +254,10 @@ class _Sampler:
     next has begun."""
 
     def __init__(
-        self, port: int, pid: int, feed: _Input, began: float, rate: float, duration: float
+        self, workers: _Stages, feed: _Input, began: float, rate: float, duration: float
     ) -> None:
         self.samples: list[Sample] = []
-        self._port, self._pid, self._feed, self._began = port, pid, feed, began
+        self._workers, self._feed, self._began = workers, feed, began
         self._rate, self._duration = rate, duration
         self._shown = 0
         self._stop = threading.Event()
@@ -263,14 +265,14 @@ class _Sampler:
 
     def take(self) -> Sample | None:
         sent, event_time = self._feed.sent, self._feed.event_time
-        s = scrape(self._port)
+        s = scrape(self._workers.port("ingest"))
         if s is None:
             return None
         sample = Sample(
             at=s.at - self._began,
             sent=sent,
             consumed=s.consumed_ingest,
-            rss_bytes=rss_bytes(self._pid),
+            rss_bytes=self._workers.rss_bytes(),
             input_event_time=event_time,
             watermark=s.watermark,
             freshness=s.freshness,
@@ -332,15 +334,27 @@ def _longest_window_seconds(settings: Settings, windows: WindowSet) -> int:
     return max([*tumbling, *(size for size, _ in hopping)])
 
 
+def steady_days(horizon_seconds: int) -> int:
+    """Days of event time after which state has had ``horizon_seconds`` (the longest window
+    or the lookback) to fill, by two thirds of the run: 1.5 times it, rounded up."""
+    return math.ceil(1.5 * horizon_seconds / 86_400)
+
+
 def run_soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak; returns the JSON-ready result (``verdict.passed`` says PASS)."""
-    rate, minutes, days = args.soak_rate, args.soak_minutes, args.soak_days
-    if rate <= 0 or minutes <= 0 or days < 1:
-        raise BenchError("--soak-rate and --soak-minutes must be > 0 and --soak-days >= 1")
     windows, campaigns = _window_set(args), _campaigns(args)
-    duration = minutes * 60.0
     longest = _longest_window_seconds(settings, windows)
     lookback = settings.attribution.lookback_seconds
+    rate, minutes = args.soak_rate, args.soak_minutes
+    days = args.soak_days or steady_days(max(longest, lookback))
+    if rate <= 0 or minutes <= 0 or days < 1:
+        raise BenchError("--soak-rate and --soak-minutes must be > 0 and --soak-days >= 1")
+    if len(args.processes) != 1:
+        raise BenchError("--soak runs one worker setup: give --processes one number")
+    processes = args.processes[0]
+    if processes == 2 and args.backend != "server":
+        raise BenchError("--processes 2 needs --backend server (chDB: one process per store)")
+    duration = minutes * 60.0
     if days * 86_400 <= max(longest, lookback):
         print(
             f"bench: --soak-days {days} does not span the longest window ({longest} s) and "
@@ -362,28 +376,28 @@ def run_soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         "event_time_pace": days * 86_400 / duration,
         "start": cfg.start,
         "backend": args.backend,
+        "processes": processes,
         "partitions": settings.kafka.partitions,
         "seed": args.seed,
     }
     _say(
         f"soak: {rate:,.0f} events/s for {minutes:g} min, {days} days of event time "
         f"({setup['event_time_pace']:,.0f}x the wall clock), {campaigns} campaigns, "
-        f"windows {windows.name}, {args.backend}"
+        f"windows {windows.name}, {args.backend}, {processes} worker process(es)"
     )
     with _fresh_run(settings, args.backend) as (s, run_dir):
-        worker = _WorkerProcess(_worker_env(s, windows), run_dir)
+        workers = _Stages(s, windows, run_dir, processes, scrape_every=None)
         try:
-            port = s.metrics.port
 
             def assigned() -> bool:
-                last = scrape(port)
-                return last is not None and last.assigned > 0
+                scrapes = [scrape(port) for port in workers.ports.values()]
+                return all(last is not None and last.assigned > 0 for last in scrapes)
 
-            worker.wait_for(assigned, "waiting for the worker to join its group", 120)
-            startup = time.monotonic() - worker.spawned
-            produced, samples, drain = _produce_and_drain(s, worker, cfg, rate, duration)
+            workers.wait_for(assigned, "waiting for the worker to join its group", 120)
+            startup = time.monotonic() - workers.spawned
+            produced, samples, drain = _produce_and_drain(workers, s, cfg, rate, duration)
         finally:
-            worker.stop()
+            workers.stop()
     if len(samples) < 2:
         raise BenchError("the worker's /metrics never answered during production")
     result_verdict = verdict(samples, rate)
@@ -404,7 +418,7 @@ def run_soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _produce_and_drain(
-    s: Settings, worker: _WorkerProcess, cfg: SimulationConfig, rate: float, duration: float
+    workers: _Stages, s: Settings, cfg: SimulationConfig, rate: float, duration: float
 ) -> tuple[dict[str, Any], list[Sample], dict[str, Any]]:
     """Production for ``duration`` seconds with its samples, then the bounded drain."""
     run = Simulation(cfg, follow_truth=False)
@@ -413,10 +427,10 @@ def _produce_and_drain(
     producer.start(topics.values())
     try:
         began = time.monotonic()
-        feed = _Input(run, topics, began + duration, worker)
-        sampler = _Sampler(s.metrics.port, worker.proc.pid, feed, began, rate, duration)
+        feed = _Input(run, topics, began + duration, workers)
+        sampler = _Sampler(workers, feed, began, rate, duration)
         # the baseline; the worker answered a moment ago, when it joined its group
-        worker.wait_for(lambda: sampler.take() is not None, "scraping the worker", 30)
+        workers.wait_for(lambda: sampler.take() is not None, "scraping the worker", 30)
         sampler.start()
         try:
             producer.send_all(feed, rate=rate)
@@ -425,7 +439,7 @@ def _produce_and_drain(
             sampler.stop()
         elapsed = time.monotonic() - began
         # the end of production, the verdict's moment
-        worker.wait_for(lambda: sampler.take() is not None, "scraping the worker", 30)
+        workers.wait_for(lambda: sampler.take() is not None, "scraping the worker", 30)
         sampler.report(final=True)
     finally:
         producer.close()
@@ -436,25 +450,29 @@ def _produce_and_drain(
         "event_time_from": cfg.start,
         "event_time_to": _iso(feed.event_time),
     }
-    return produced, sampler.samples, _drain(s, worker, feed.sent)
+    return produced, sampler.samples, _drain(s, workers, feed.sent)
 
 
-def _drain(s: Settings, worker: _WorkerProcess, sent: int) -> dict[str, Any]:
+def _drain(s: Settings, workers: _Stages, sent: int) -> dict[str, Any]:
     """Wait at most ``DRAIN_TIMEOUT_SECONDS`` for every message sent to be in ClickHouse
     (ingest batches hold them all, then the aggregate stage's hold the repartition topic)."""
     began = time.monotonic()
     deadline = began + DRAIN_TIMEOUT_SECONDS
     repartitioned: int | None = None
     left = sent
-    while time.monotonic() < deadline and worker.proc.poll() is None:
-        last = scrape(s.metrics.port)
+    while time.monotonic() < deadline and all(
+        p.proc.poll() is None for p in workers.procs.values()
+    ):
+        last = scrape(workers.port("ingest"))
         if last is not None:
             ingested = last.handled.get("ingest", 0.0)
             left = max(0, sent - round(ingested))
             if not left:
                 if repartitioned is None:  # stage one awaited all of it before finishing
                     repartitioned = end_offsets_total(s, by_campaign_topic(s))
-                left = max(0, repartitioned - round(last.handled.get("aggregate", 0.0)))
+                aggregate = scrape(workers.port("aggregate"))
+                handled = aggregate.handled.get("aggregate", 0.0) if aggregate else 0.0
+                left = max(0, repartitioned - round(handled))
                 if not left:
                     return {"complete": True, "seconds": time.monotonic() - began, "left": 0}
         time.sleep(0.5)

@@ -112,6 +112,15 @@ def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     from streams.run import run_worker
 
+    if args.stage is not None:
+        worker = settings.worker.model_copy(update={"stage": args.stage})
+        settings = settings.model_copy(update={"worker": worker})
+    stage, url = settings.worker.stage, settings.clickhouse.url.get_secret_value()
+    if stage != "all" and url.startswith("chdb:"):
+        raise CliError(
+            f"--stage {stage} runs one stage per process, which needs the ClickHouse server "
+            "(SOCIALROI_CLICKHOUSE__URL=clickhouse://...): chDB keeps its store in one process"
+        )
     run_worker(settings, stop_when_idle=args.stop_when_idle)
     return 0
 
@@ -304,6 +313,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="exit once every partition is drained and committed and no batch arrived for "
         "this long (batch runs, tests)",
+    )
+    p.add_argument(
+        "--stage",
+        choices=("all", "ingest", "aggregate"),
+        default=None,
+        help="run both stages (all), or one: start one process with ingest and one with "
+        "aggregate to use two cores (default: SOCIALROI_WORKER__STAGE, all)",
     )
 
     p = add("verify", cmd_verify, "Compare ClickHouse with a simulator truth file.")

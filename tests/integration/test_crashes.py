@@ -24,9 +24,9 @@ WORKER = [sys.executable, "-m", "streams.cli", "worker"]
 
 
 def start_worker(
-    env: dict[str, str], log: Path, idle: float | None = None
+    env: dict[str, str], log: Path, idle: float | None = None, stage: str = "all"
 ) -> subprocess.Popen[bytes]:
-    args = [*WORKER] + (["--stop-when-idle", str(idle)] if idle else [])
+    args = [*WORKER, "--stage", stage] + (["--stop-when-idle", str(idle)] if idle else [])
     handle = log.open("ab")
     return subprocess.Popen(args, env=env, stdout=handle, stderr=subprocess.STDOUT,
                             cwd=log.parent)
@@ -143,3 +143,34 @@ def test_a_restart_after_sigterm_carries_on(socialroi: Run, crash_env: dict[str,
     assert worker.wait(timeout=120) == 0, log.read_text(errors="replace")[-3000:]
     out = finish_and_verify(socialroi, crash_env, truth_path, log)
     assert "equals the truth" in out
+
+
+@pytest.mark.timeout(1500)
+def test_stages_in_two_processes_take_over_and_survive_a_kill(
+        socialroi: Run, crash_env: dict[str, str], tmp_path: Path) -> None:
+    """One process runs both stages, is killed; then each stage runs in its own process
+    (its own consumer group) from the state the first left in the changelogs, and the
+    aggregate process is killed and restarted too: nothing lost, nothing counted twice."""
+    truth_path = tmp_path / "truth.json"
+    simulate(socialroi, crash_env, truth_path, 60_000)
+    logs = {name: tmp_path / name / "worker.log" for name in ("all", "ingest", "aggregate")}
+    for log in logs.values():
+        log.parent.mkdir()
+    both = start_worker(crash_env, logs["all"])
+    time.sleep(10)
+    assert both.poll() is None, logs["all"].read_text(errors="replace")[-3000:]
+    both.send_signal(signal.SIGKILL)
+    both.wait()
+    ingest = start_worker(crash_env, logs["ingest"], idle=20, stage="ingest")
+    aggregate = start_worker(crash_env, logs["aggregate"], stage="aggregate")
+    time.sleep(8)
+    assert aggregate.poll() is None, logs["aggregate"].read_text(errors="replace")[-3000:]
+    aggregate.send_signal(signal.SIGKILL)
+    aggregate.wait()
+    aggregate = start_worker(crash_env, logs["aggregate"], idle=20, stage="aggregate")
+    for name, proc in (("ingest", ingest), ("aggregate", aggregate)):
+        assert proc.wait(timeout=900) == 0, logs[name].read_text(errors="replace")[-3000:]
+        batches = re.search(r"after (\d+) batches", logs[name].read_text(errors="replace"))
+        assert batches is not None and int(batches[1]) > 0, logs[name].read_text()[-3000:]
+    result = socialroi(crash_env, "verify", "--truth", str(truth_path))
+    assert result.returncode == 0, result.stdout[:3000]

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from pipeline.settings import Settings, WorkerSettings
 from streams.app import build_app
+from streams.batch_io import app_table
 from streams.kafka_config import (
     CHANGELOG_TOPIC_CONFIG,
     REBALANCE_TIMEOUT_SECONDS,
@@ -149,7 +150,7 @@ def test_faust_app_is_a_static_member_with_short_session(tmp_path: Path) -> None
 def test_every_table_changelog_is_compacted_and_streams_are_deleted(tmp_path: Path) -> None:
     settings = Settings(worker=WorkerSettings(data_dir=tmp_path))
     app = build_app(settings)
-    table = app.Table("t", partitions=4)
+    table = app_table(app, settings.worker.app_id, "t", partitions=4)
     assert table.changelog_topic.config == CHANGELOG_TOPIC_CONFIG
     assert CHANGELOG_TOPIC_CONFIG["cleanup.policy"] == "compact"
     configs = topic_configs(settings)
@@ -185,3 +186,20 @@ def test_a_stop_during_start_does_not_wait_for_the_start_to_finish() -> None:
 
     started, took, cancelled = asyncio.run(scenario())
     assert not started and cancelled and took < 1.0
+
+
+def test_a_stage_in_its_own_process_has_its_own_group_and_the_same_changelog(
+    tmp_path: Path,
+) -> None:
+    """Each stage's process is its own consumer group, but a table's changelog keeps the
+    app id's name: state written by a process running both stages is the stage's state."""
+    names = {}
+    for stage in ("all", "ingest"):
+        settings = Settings(worker=WorkerSettings(data_dir=tmp_path, app_id="roi", stage=stage))
+        app = build_app(settings)
+        table = app_table(app, settings.worker.app_id, "ingest-state", partitions=4)
+        names[stage] = (app.conf.id, table.changelog_topic.get_topic_name())
+    assert names == {
+        "all": ("roi", "roi-ingest-state-changelog"),
+        "ingest": ("roi-ingest", "roi-ingest-state-changelog"),
+    }

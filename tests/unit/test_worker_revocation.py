@@ -79,8 +79,7 @@ def test_an_abandoned_batch_s_changes_go_out_with_the_partition_s_next_batch() -
     worker = Worker.__new__(Worker)
     worker._unwritten = {}
     worker.state, worker.windows = _Table("ingest-state"), _Table("kpi-windows")
-    worker.kinds = {"social": "social.interactions"}
-    worker.by_campaign = type("T", (), {"get_topic_name": lambda self: "by-campaign"})()
+    worker._table_topics = {"ingest-state": {"social"}, "kpi-windows": {"by-campaign"}}
 
     async def abandoned(stores: list[PartitionStore]) -> None:
         async with worker._keeping_unwritten(stores):
