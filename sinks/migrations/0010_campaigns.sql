@@ -29,8 +29,11 @@
 --   when none), starts_at and ends_at (DateTime UTC, NULL when none), record_time (the
 --   newest record's event_time).
 -- campaign_keys (internal): key -> owner, the campaign_key a pane or credit key counts for.
+-- kpi_pane_latest (internal): kpi_pane_current of migration 0008 with
+--   unmargined_revenue_micros (a new name rather than the view redefined: a migrator
+--   still at 0008 could re-create the old definition between the drop and the create).
 -- kpi_key_current (internal): kpi_current of migration 0008 (per key), with
---   unmargined_revenue_micros.
+--   unmargined_revenue_micros, read from kpi_pane_latest.
 -- kpi_current: the same columns as before plus unmargined_revenue_micros, per declared
 --   campaign; profit_micros includes the declared margins.
 -- roi_by_campaign: as in 0006, plus campaign_name (the record's name; the id when none),
@@ -108,10 +111,7 @@ FROM
 )
 GROUP BY key;
 
--- DROP TABLE: 18.16 has no DROP VIEW; a view is dropped as a table on every engine.
-DROP TABLE IF EXISTS kpi_pane_current;
-
-CREATE VIEW IF NOT EXISTS kpi_pane_current AS
+CREATE VIEW IF NOT EXISTS kpi_pane_latest AS
 SELECT
     campaign_id,
     channel,
@@ -189,7 +189,7 @@ SELECT
     follower_revenue_micros,
     unmargined_revenue_micros,
     updated_at
-FROM kpi_pane_current
+FROM kpi_pane_latest
 WHERE window_kind = 'tumbling'
 UNION ALL
 SELECT
@@ -324,7 +324,7 @@ FROM
             reach_users,
             reach_codes,
             updated_at
-        FROM kpi_pane_current
+        FROM kpi_pane_latest
         ARRAY JOIN hopping_seconds AS hop_seconds
     )
     GROUP BY campaign_id, channel, hop_seconds, hop_start

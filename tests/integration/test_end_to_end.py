@@ -78,7 +78,7 @@ def test_simulated_run_equals_the_truth_and_verify_catches_an_altered_row(
         row = backend.query(
             "SELECT *, toUInt64(toUnixTimestamp(window_start)) * 1000 AS window_start_ms, "
             "toUInt64(toUnixTimestamp(window_end)) * 1000 AS window_end_ms, "
-            "latest_version AS version FROM kpi_pane_current "
+            "latest_version AS version FROM kpi_pane_latest "
             "WHERE window_kind = 'tumbling' AND window_seconds = 60 AND likes > 0 "
             "ORDER BY campaign_id, channel, window_start LIMIT 1"
         ).dicts()[0]

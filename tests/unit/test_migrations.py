@@ -105,11 +105,11 @@ def test_kpi_panes_has_exactly_the_kpi_counters_and_the_sketch() -> None:
 
 def test_kpi_current_reads_every_counter_of_the_newest_pane_row() -> None:
     statements = [s for m in load_migrations() for s in m.statements]
-    panes = [s for s in statements if "VIEW IF NOT EXISTS kpi_pane_current" in s][-1]
+    panes = [s for s in statements if "VIEW IF NOT EXISTS kpi_pane_latest" in s][-1]
     for name in KPI_COUNTERS:
         assert f"argMax({name}, version) AS {name}" in panes, name
     by_key = [s for s in statements if "VIEW IF NOT EXISTS kpi_key_current" in s][-1]
-    assert "FROM kpi_pane_current" in by_key
+    assert "FROM kpi_pane_latest" in by_key
     for name in KPI_COUNTERS:
         assert re.search(rf"^\s+{name},$", by_key, re.MULTILINE), name
     current = [s for s in statements if "VIEW IF NOT EXISTS kpi_current" in s][-1]

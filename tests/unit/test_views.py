@@ -18,7 +18,8 @@ from sinks.views import (
 TESTS = Path(__file__).resolve().parents[1]
 _CREATE_VIEW = re.compile(r"^\s*CREATE\s+VIEW\s+IF\s+NOT\s+EXISTS\s+(\w+)", re.IGNORECASE)
 # Views that are internal plumbing, read through other functions (sinks.reader).
-INTERNAL_VIEWS = {"kpi_current", "kpi_pane_current", "kpi_key_current", "campaign_keys"}
+INTERNAL_VIEWS = {"kpi_current", "kpi_pane_current", "kpi_pane_latest", "kpi_key_current"}
+INTERNAL_VIEWS |= {"campaign_keys"}
 
 
 def created_views() -> dict[str, str]:
