@@ -15,10 +15,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pipeline.contract import Event
+from pipeline.contract import Event, parse_event_time
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
-from pipeline.normalize import CLICK_ID_CHANNELS, normalise_channel
+from pipeline.normalize import CLICK_ID_CHANNELS, campaign_key, normalise_channel
+from pipeline.ports import CampaignRow
 
 __all__ = [
     "NO_TIME",
@@ -26,6 +27,7 @@ __all__ = [
     "PartitionClock",
     "ServiceCosts",
     "as_record",
+    "campaign_row",
     "contribution",
     "money_micros",
     "route_campaign",
@@ -125,16 +127,20 @@ _SOCIAL_COUNTER: Final = {
 
 
 def route_campaign(event: Event) -> tuple[str, str]:
-    """(campaign, channel) an event counts for before attribution.
+    """(campaign key, channel) an event counts for before attribution.
 
-    A page view counts for the campaign of its ``utm_campaign`` (lower case) and the channel
-    of its ``utm_source`` or, failing that, of a known click id; a page view with neither is
-    site traffic with no campaign (campaign ``""``, channel ``direct``).
+    The campaign is a key (:func:`pipeline.normalize.campaign_key`: trimmed, lower case),
+    never the id as written: ids that differ only in case are one campaign. A page view
+    counts for the key of its ``utm_campaign`` and the channel of its ``utm_source`` or,
+    failing that, of a known click id; a page view with neither is site traffic with no
+    campaign (campaign ``""``, channel ``direct``). Which declared campaign a key (an id or
+    a campaign's ``utm_campaign`` tag) belongs to is decided by the reader views, from the
+    campaign records, so the decision never depends on when a record arrived.
     """
     if event.kind != "web.events":
-        return event.campaign_id, event.channel
+        return campaign_key(event.campaign_id), event.channel
     data = event.data
-    campaign = str(data.get("utm_campaign", "")).strip().lower()
+    campaign = campaign_key(str(data.get("utm_campaign", "")))
     source = str(data.get("utm_source", "")).strip()
     channel = normalise_channel(source) if source else ""
     if not channel:
@@ -185,6 +191,34 @@ def contribution(
         return None  # campaign metadata feeds attribution, not counters
     campaign, channel = route_campaign(event)
     return Forward(campaign, channel, event.ts_ms, event.user_id, deltas)
+
+
+def campaign_row(event: Event, rates: Rates) -> CampaignRow:
+    """A valid ``campaign`` event as the record the reader views use.
+
+    The budget is converted to the base currency (in the base currency when the record
+    names none); the caller has refused a currency without a rate. Raises ``RatesError``
+    otherwise.
+    """
+    data = event.data
+    budget = data.get("budget")
+    currency = data.get("currency", "") or rates.base
+    margin = data.get("margin")
+    starts, ends = data.get("starts_at"), data.get("ends_at")
+    return CampaignRow(
+        campaign_key=campaign_key(event.campaign_id),
+        campaign_id=event.campaign_id,
+        name=data["name"],
+        utm_campaign=campaign_key(data.get("utm_campaign", "")),
+        margin_ppm=-1 if margin is None else round(margin * MICROS),
+        budget=float(budget or 0),
+        currency=currency if budget is not None else "",
+        budget_micros=-1 if budget is None else rates.micros(budget, currency),
+        starts_ms=-1 if starts is None else parse_event_time(starts),
+        ends_ms=-1 if ends is None else parse_event_time(ends),
+        event_id=event.event_id,
+        event_ms=event.ts_ms,
+    )
 
 
 def money_micros(amount: float) -> int:

@@ -39,6 +39,9 @@ KPI_COUNTERS: Final[tuple[str, ...]] = (
     "effort_spend_micros",
     "tools_spend_micros",
     "follower_revenue_micros",
+    # revenue credited from conversions without a margin of their own: the reader views
+    # take the campaign's declared margin of it (see sinks/migrations/0010_campaigns.sql)
+    "unmargined_revenue_micros",
 )
 
 

@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["CHANNEL_ALIASES", "CLICK_ID_CHANNELS", "SOCIAL_CHANNELS", "normalise_channel"]
+__all__ = [
+    "CHANNEL_ALIASES",
+    "CLICK_ID_CHANNELS",
+    "SOCIAL_CHANNELS",
+    "campaign_key",
+    "normalise_channel",
+]
 
 CHANNEL_ALIASES: Final[dict[str, str]] = {
     "fb": "facebook",
@@ -53,3 +59,13 @@ def normalise_channel(name: str) -> str:
     if key.startswith("www."):
         key = key[4:]
     return CHANNEL_ALIASES.get(key, key)
+
+
+def campaign_key(value: str) -> str:
+    """The key a campaign id or ``utm_campaign`` tag is compared by: trimmed, lower case.
+
+    One rule on every path (social events, costs, campaign records, UTM tags, attribution):
+    ``Camp-E``, ``camp-e`` and ``CAMP-E`` are one campaign, reported under the id its
+    campaign record declares (see ``sinks/migrations/0010_campaigns.sql``).
+    """
+    return value.strip().lower()

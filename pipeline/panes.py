@@ -47,8 +47,11 @@ _EVENTS: Final = _INDEX["events"]
 _REACH: Final = KPI_COUNTERS.index("reach")  # where reach goes among the pane's counters
 _SOCIAL: Final = "social.interactions:"
 
-_FORMAT: Final = 1
+_FORMAT: Final = 2
 _HEAD: Final = struct.Struct(f"<BBH{len(PANE_COUNTERS)}q")  # format, final, offsets, counters
+# Format 1 had no unmargined_revenue_micros (the last counter): its states decode with 0.
+_HEAD_1: Final = struct.Struct(f"<BBH{len(PANE_COUNTERS) - 1}q")
+_HEADS: Final = {_FORMAT: _HEAD, 1: _HEAD_1}
 _OFFSET: Final = struct.Struct("<Hq")  # length of the source name, offset; then the name
 
 
@@ -138,11 +141,12 @@ class PaneState:
     @classmethod
     def decode(cls, data: bytes) -> PaneState:
         """The state :meth:`encode` wrote; a ``ValueError`` for anything else."""
-        if not data or data[0] != _FORMAT:
+        layout = _HEADS.get(data[0]) if data else None
+        if layout is None:
             raise ValueError(f"not a pane state (format byte {data[:1]!r})")
         view = memoryview(data)
-        head = _HEAD.unpack_from(view)
-        pos = _HEAD.size
+        head = layout.unpack_from(view)
+        pos = layout.size
         offsets = {}
         for _ in range(head[2]):
             length, offset = _OFFSET.unpack_from(view, pos)
@@ -150,7 +154,9 @@ class PaneState:
             offsets[bytes(view[pos : pos + length]).decode()] = offset
             pos += length
         reach = Reach.from_bytes(view[pos:]) if pos < len(data) else None
-        return cls(list(head[3:]), offsets, bool(head[1]), reach)
+        counters = list(head[3:])
+        counters += [0] * (len(PANE_COUNTERS) - len(counters))
+        return cls(counters, offsets, bool(head[1]), reach)
 
     def snapshot(self, key: PaneKey, size: PaneSize) -> KpiSnapshot:
         """The pane as a row: counters, reach, and the sketch when hopping windows are

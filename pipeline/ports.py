@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 __all__ = [
+    "CampaignRow",
     "CreditRow",
     "DeadLetterRow",
     "KpiSnapshot",
@@ -91,6 +92,31 @@ class CreditRow:
     profit_micros: int
 
 
+@dataclass(frozen=True, slots=True)
+class CampaignRow:
+    """One campaign record (``campaign.meta``) as the reader views use it.
+
+    ``campaign_key`` is the id's key (trimmed, lower case) and ``utm_campaign`` the tag's
+    key ("" when none); ``campaign_id`` is the id as declared. ``margin_ppm`` is the default
+    margin in millionths, ``budget_micros`` the budget in base-currency micro-units, and
+    ``starts_ms``/``ends_ms`` epoch milliseconds: -1 each when the record has none.
+    ``budget``/``currency`` are the budget as declared (0 and "" when none).
+    """
+
+    campaign_key: str
+    campaign_id: str
+    name: str
+    utm_campaign: str
+    margin_ppm: int
+    budget: float
+    currency: str
+    budget_micros: int
+    starts_ms: int
+    ends_ms: int
+    event_id: str
+    event_ms: int
+
+
 @dataclass(slots=True)
 class RawEventRow:
     """An accepted ingest event as received, for the raw archive."""
@@ -125,6 +151,8 @@ class SnapshotSink(Protocol):
     def add_credits(self, rows: Sequence[CreditRow]) -> None: ...
 
     def add_raw_events(self, rows: Sequence[RawEventRow]) -> None: ...
+
+    def add_campaigns(self, rows: Sequence[CampaignRow]) -> None: ...
 
     def add_watermarks(self, rows: Sequence[WatermarkRow]) -> None: ...
 

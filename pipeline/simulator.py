@@ -5,6 +5,13 @@ The simulator plays campaigns on several networks over ``days`` of event time: i
 visits and orders, follows, mentions with sentiment, customer-service contacts, daily spend,
 plus organic site traffic, a share of invalid messages and of events delivered late.
 
+Campaign records exercise every rule the views apply: some campaigns are declared with
+capitals in their id while their events spell it in any case, every other campaign tags
+its links with a ``utm_campaign`` that is not its id, some declare a default margin (and
+about 30% of orders carry none of their own), some a budget (in a non-base currency when
+the rates table has one), and each a start and an end; one campaign is declared twice,
+the later record (renaming it and changing its margin) replacing the first.
+
 It knows each message's partition (Kafka's default partitioner on its key), so it can apply
 the pipeline's own lateness rule per partition and say exactly what must land where. The
 truth is computed by ``pipeline.truth`` from the messages as they are made, independently
@@ -130,6 +137,11 @@ class _Campaign:
     id: str
     channels: tuple[str, ...]
     weight: int
+    tag: str = ""  # the utm_campaign on its links (its id when empty)
+
+    @property
+    def link_tag(self) -> str:
+        return self.tag or self.id
 
 
 # A planned event waiting in the send queue: (send time, event number, topic kind, key,
@@ -170,13 +182,24 @@ class _Generator:
         self.currencies = sorted(cfg.truth.rates.as_table())
         self.campaigns = [
             _Campaign(
-                f"cmp-{cfg.seed}-{i:03d}",
+                # every third campaign is declared with capitals
+                f"Cmp-{cfg.seed}-{i:03d}" if i % 3 == 1 else f"cmp-{cfg.seed}-{i:03d}",
                 tuple(self.rng.sample(_CHANNELS, self.rng.randint(1, 3))),
                 self.rng.choice((1, 2, 4, 8)),
+                # every other campaign tags its links with a name of its own
+                f"launch_{cfg.seed}_{i}" if i % 2 == 1 else "",
             )
             for i in range(cfg.campaigns)
         ]
+        # The spelling of ids and tags on events, from a generator of its own: the main
+        # one's sequence (and so the traffic for a seed) stays as it was.
+        self.spelling = random.Random(cfg.seed * 7919 + 1)
         self.queue: list[_Entry] = []
+
+    @property
+    def n_meta(self) -> int:
+        """Campaign records: one per campaign, and the first campaign's second one."""
+        return len(self.campaigns) + (1 if self.campaigns else 0)
 
     @property
     def n_costs(self) -> int:
@@ -208,27 +231,56 @@ class _Generator:
             self.queue, (ts + self.delay("web.events"), self.seq, "", "", None, ts, user)
         )
 
+    def spell(self, name: str) -> str:
+        """``name`` as producers write it: mostly as declared, sometimes in other case."""
+        roll = self.spelling.random()
+        if roll < 0.1:
+            return name.upper()
+        if roll < 0.2:
+            return name.lower()
+        return name
+
     def meta(self) -> None:
+        """One record per campaign at the start; the first campaign is declared again an
+        hour later (a new name and margin), which replaces the first record."""
+        currencies = [c for c in self.currencies if c != self.cfg.truth.rates.base]
         for i, c in enumerate(self.campaigns):
-            body = {
+            body: dict[str, Any] = {
                 "event_id": self.event_id(),
                 "event_type": "campaign",
                 "event_time": _iso(self.start_ms),
                 "campaign_id": c.id,
                 "name": f"Campaign {i + 1}",
                 "channels": list(c.channels),
-                "utm_campaign": c.id,
-                "currency": "EUR",
-                "margin": 0.3,
+                "utm_campaign": c.link_tag,
+                "starts_at": _iso(self.start_ms),
+                "ends_at": _iso(self.start_ms + self.cfg.days * _DAY_MS - 1000),
             }
+            if i % 4 != 3:
+                body["margin"] = (0.3, 0.25, 0.4)[i % 3]
+            if i % 3 != 2:
+                body["budget"] = 1000.0 * (i + 1) * c.weight
+                body["currency"] = currencies[i % len(currencies)] if currencies else "EUR"
             self.plan(self.start_ms, "campaign.meta", c.id, body)
+        if self.campaigns:
+            c = self.campaigns[0]
+            body = {
+                "event_id": self.event_id(),
+                "event_type": "campaign",
+                "event_time": _iso(self.start_ms + _HOUR_MS),
+                "campaign_id": c.id,
+                "name": "Campaign 1 (relaunched)",
+                "utm_campaign": c.link_tag,
+                "margin": 0.35,
+            }
+            self.plan(self.start_ms + _HOUR_MS, "campaign.meta", c.id, body)
 
     def social(self, etype: str, ts: int, camp: _Campaign, channel: str, user: str) -> None:
         body: dict[str, Any] = {
             "event_id": self.event_id(),
             "event_type": etype,
             "event_time": _iso(ts),
-            "campaign_id": camp.id,
+            "campaign_id": self.spell(camp.id),
             "channel": self.rng.choice(_CHANNEL_SPELLINGS[channel]),
             "user_id": user,
         }
@@ -256,11 +308,12 @@ class _Generator:
             if self.rng.random() < 0.8:
                 body["utm_source"] = self.rng.choice(_CHANNEL_SPELLINGS[channel])
                 body["utm_medium"] = "social"
-                body["utm_campaign"] = camp.id.upper() if self.rng.random() < 0.2 else camp.id
+                tag = camp.link_tag.upper() if self.rng.random() < 0.2 else camp.link_tag
+                body["utm_campaign"] = self.spell(tag)
             else:  # only the click id tells where it came from
-                body["utm_campaign"] = camp.id
+                body["utm_campaign"] = camp.link_tag
             body["click_ids"] = {_CLICK_ID[channel]: f"c{self.seq}"}
-            body["url"] += f"?utm_campaign={camp.id}"
+            body["url"] += f"?utm_campaign={camp.link_tag}"
         self.plan(ts, "web.events", user, body)
 
     def order(self, seq: int, ts: int, user: str) -> dict[str, Any]:
@@ -285,7 +338,7 @@ class _Generator:
                     "event_id": self.event_id(),
                     "event_type": "cost",
                     "event_time": _iso(ts),
-                    "campaign_id": camp.id,
+                    "campaign_id": self.spell(camp.id),
                     "channel": channel,
                     "media_spend": round(self.rng.uniform(50, 500) * camp.weight, 2),
                     "currency": self.cfg.truth.rates.base,
@@ -443,10 +496,10 @@ class Simulation:
         self._ran = True
         cfg, gen, rng = self.cfg, self._gen, self._gen.rng
         n_invalid = int(cfg.events * cfg.invalid_share)
-        room = max(0, cfg.events - cfg.campaigns - gen.n_costs - n_invalid)
+        room = max(0, cfg.events - gen.n_meta - gen.n_costs - n_invalid)
         budget = round(room / (1 + cfg.duplicate_share))
-        valid = self._with_copies(budget, cfg.campaigns + gen.n_costs + budget, room - budget)
-        total = cfg.campaigns + gen.n_costs + room + n_invalid
+        valid = self._with_copies(budget, gen.n_meta + gen.n_costs + budget, room - budget)
+        total = gen.n_meta + gen.n_costs + room + n_invalid
         add = self.truth.add if self._follow_truth else _ignore
         for position in range(total):
             # exactly n_invalid of the positions, each equally likely (selection sampling)

@@ -31,13 +31,14 @@ from pipeline.ingest import (
     Forward,
     PartitionClock,
     ServiceCosts,
+    campaign_row,
     contribution,
     route_campaign,
 )
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.partitioning import partition_for
-from pipeline.ports import CreditRow
+from pipeline.ports import CampaignRow, CreditRow
 from pipeline.settings import AttributionModel
 
 __all__ = [
@@ -51,6 +52,7 @@ __all__ = [
 
 SOCIAL: Final = "social.interactions"
 WEB: Final = "web.events"
+META: Final = "campaign.meta"
 # Topics whose watermarks decide when a KPI window is final.
 WATERMARK_KINDS: Final = (SOCIAL, WEB, "campaign.costs")
 # Event ids seen are kept per second of event time: each batch rewrites the buckets it
@@ -94,6 +96,7 @@ class IngestResult:
     duplicates: int = 0
     accepted: list[tuple[int, Event]] = field(default_factory=list)  # counted, for the archive
     forwards: list[tuple[int, Forward]] = field(default_factory=list)
+    campaigns: list[CampaignRow] = field(default_factory=list)  # campaign records accepted
     watermark: int = NO_TIME
 
 
@@ -184,7 +187,7 @@ class Ingestor:
                 result.rejected.append((msg.offset, decoded))
                 continue
             currency = decoded.data.get("currency")
-            if kind != "campaign.meta" and currency and not self._rates.knows(currency):
+            if currency and not self._rates.knows(currency):
                 result.rejected.append((msg.offset, _unknown_currency(currency)))
                 continue
             watermark = max_ts - self._lateness
@@ -197,6 +200,9 @@ class Ingestor:
                 continue
             result.accepted.append((msg.offset, decoded))
             self._remember(decoded, src, msg.offset, partition, store, horizon)
+            if kind == META:
+                result.campaigns.append(campaign_row(decoded, self._rates))
+                continue
             forward = contribution(decoded, self._rates, self._service, self._staff_rate)
             if forward is not None:
                 result.forwards.append((msg.offset, forward))
@@ -514,6 +520,8 @@ def _credit_deltas(share: int, revenue: int, profit: int, follower: bool) -> dic
     deltas = {"events": 1, "conversion_credit_micros": share, "revenue_micros": revenue}
     if profit >= 0:
         deltas["profit_micros"] = profit
+    else:  # no margin of its own: the views apply the credited campaign's declared margin
+        deltas["unmargined_revenue_micros"] = revenue
     if follower:
         deltas["follower_revenue_micros"] = revenue
     return deltas

@@ -11,7 +11,14 @@ semantics written out plainly (a second implementation, not the worker's code pa
   one of the partition are not credited yet); its touches are all accepted touches of the
   user within the lookback;
 - a window is final when the watermark of every social and web partition, and of every
-  cost partition that has had an event, passed its end.
+  cost partition that has had an event, passed its end;
+- campaign ids and ``utm_campaign`` tags count trimmed and in lower case (a key); each
+  campaign's newest accepted record (greatest ``event_time``, then ``event_id``) declares
+  it for its whole history: a key that is a campaign's id counts for it, else a key that
+  campaigns declare as ``utm_campaign`` counts for the one with the smallest id key; rows
+  are reported under the declared id, their counters (reach too) summed over the keys;
+  revenue credited from a conversion without a margin takes the credited campaign's
+  declared margin, rounded half up per window and key (``unmargined_revenue_micros``).
 
 ``Truth`` takes the messages one at a time and keeps only what can still matter, so its
 memory follows the event-time horizon, not the number of messages:
@@ -50,7 +57,7 @@ import orjson
 from pipeline.attribution import Touch, credit_shares, split
 from pipeline.kpi import KPI_COUNTERS, MICROS
 from pipeline.money import Rates
-from pipeline.normalize import CLICK_ID_CHANNELS, normalise_channel
+from pipeline.normalize import CLICK_ID_CHANNELS, campaign_key, normalise_channel
 from pipeline.settings import AttributionModel
 from pipeline.windows import WindowSpec
 
@@ -58,6 +65,7 @@ __all__ = ["Truth", "TruthConfig", "compute_truth"]
 
 _NO_TIME: Final = -(2**62)
 _SOCIAL, _WEB, _COSTS = "social.interactions", "web.events", "campaign.costs"
+_META: Final = "campaign.meta"
 _COUNTED = {
     "impression": "impressions",
     "like": "likes",
@@ -68,6 +76,8 @@ _COUNTED = {
 }
 _INDEX: Final = {name: i for i, name in enumerate(KPI_COUNTERS)}
 _REACH: Final = _INDEX["reach"]
+_PROFIT: Final = _INDEX["profit_micros"]
+_UNMARGINED: Final = _INDEX["unmargined_revenue_micros"]
 _MODELS: Final = tuple(AttributionModel)
 # How often (accepted events) closed reach sets are turned into counts.
 _CLOSE_EVERY: Final = 1024
@@ -98,7 +108,7 @@ def _ms(text: str) -> int:
 
 
 def _web_route(body: Mapping[str, Any]) -> tuple[str, str]:
-    campaign = str(body.get("utm_campaign", "")).strip().lower()
+    campaign = campaign_key(str(body.get("utm_campaign", "")))
     channel = normalise_channel(body["utm_source"]) if body.get("utm_source") else ""
     if not channel:
         channel = next(
@@ -139,6 +149,8 @@ class Truth:
         # per partition (in order of its first conversion), per model: encoded rows
         self._credited: dict[int, list[bytearray]] = {}
         self._dead: dict[str, int] = {}
+        # campaign key -> records accepted: ((event time, event id), record)
+        self._records: dict[str, list[tuple[tuple[int, str], dict[str, Any]]]] = {}
         self.late = self.duplicates = 0
         self._accepted = 0
         self._swept_at = _NO_TIME
@@ -225,8 +237,13 @@ class Truth:
     def _accept(self, kind: str, part: int, offset: int, ts: int, body: Mapping[str, Any]) -> None:
         etype, user = body["event_type"], body.get("user_id", "")
         cfg = self.cfg
-        if kind == _SOCIAL:
-            campaign, channel = body.get("campaign_id", ""), normalise_channel(body["channel"])
+        if kind == _META:
+            self._records.setdefault(campaign_key(body["campaign_id"]), []).append(
+                ((ts, body["event_id"]), dict(body))
+            )
+        elif kind == _SOCIAL:
+            campaign = campaign_key(body.get("campaign_id", ""))
+            channel = normalise_channel(body["channel"])
             deltas = {"events": 1}
             if etype in _COUNTED:
                 deltas[_COUNTED[etype]] = body.get("count", 1)
@@ -295,7 +312,7 @@ class Truth:
                 )
             )
             self._add(
-                body["campaign_id"],
+                campaign_key(body["campaign_id"]),
                 normalise_channel(body["channel"]),
                 ts,
                 {
@@ -395,6 +412,10 @@ class Truth:
             deltas["revenue_micros"] = deltas.get("revenue_micros", 0) + amount
             if gain >= 0:
                 deltas["profit_micros"] = deltas.get("profit_micros", 0) + gain
+            else:
+                deltas["unmargined_revenue_micros"] = (
+                    deltas.get("unmargined_revenue_micros", 0) + amount
+                )
             if follower:
                 deltas["follower_revenue_micros"] = (
                     deltas.get("follower_revenue_micros", 0) + amount
@@ -418,28 +439,54 @@ class Truth:
             if any(s not in self._max_ts for s in traffic)
             else min(self._max_ts[s] for s in heard) - cfg.allowed_lateness_ms
         )
-        rows = []
-        for key in sorted(self._windows):
+        directory = self.campaigns()
+        owners = _owners(directory)
+        merged: dict[_WindowKey, list[int]] = {}
+        for key in list(self._windows):
             campaign, channel, kind, size, start = key
             values = self._windows.pop(key)
             users = self._reach.pop(key, 0)
             values[_REACH] = users if isinstance(users, int) else len(users)
-            rows.append(
-                [
-                    campaign,
-                    channel,
-                    kind,
-                    size // 1000,
-                    start,
-                    int(start + size <= final_before),
-                    values,
-                ]
-            )
+            owner = owners.get(campaign, campaign)
+            record = directory.get(owner)
+            margin = record["margin_ppm"] if record else -1
+            unmargined = values[_UNMARGINED]
+            if margin > 0:  # the declared margin, as the views apply it
+                values[_PROFIT] += (unmargined * margin + MICROS // 2) // MICROS
+            declared = (record["campaign_id"] if record else owner, channel, kind, size, start)
+            into = merged.get(declared)
+            if into is None:
+                merged[declared] = values
+            else:
+                for i, value in enumerate(values):
+                    into[i] += value
+        rows = [
+            [campaign, channel, kind, size // 1000, start, int(start + size <= final_before), v]
+            for (campaign, channel, kind, size, start), v in sorted(merged.items())
+        ]
         self._rows = rows
         self._reach_ends.clear()
         self._touches.clear()
         self._seen.clear()
         self._seen_by_time.clear()
+
+    def campaigns(self) -> dict[str, dict[str, Any]]:
+        """Per campaign key, its newest accepted record as the views read it
+        (``campaign_directory``): declared id, name, utm_campaign key, margin_ppm and
+        budget_micros (-1 when none)."""
+        out = {}
+        for key, records in self._records.items():
+            body = max(records, key=lambda r: r[0])[1]
+            margin, budget = body.get("margin"), body.get("budget")
+            currency = body.get("currency") or self.cfg.rates.base
+            out[key] = {
+                "campaign_id": body["campaign_id"],
+                "name": body["name"],
+                "utm_campaign": campaign_key(body.get("utm_campaign", "")),
+                "margin_ppm": -1 if margin is None else round(margin * MICROS),
+                "budget_micros": -1 if budget is None else self.cfg.rates.micros(budget, currency),
+            }
+        return dict(sorted(out.items()))
 
     def _finished(self) -> list[list[Any]]:
         self.finish()
@@ -463,6 +510,7 @@ class Truth:
             "dead_letters": dict(sorted(self._dead.items())),
             "late": self.late,
             "duplicates": self.duplicates,
+            "campaigns": self.campaigns(),
         }
 
     def write(self, out: IO[bytes], extra: Mapping[str, Any] | None = None) -> None:
@@ -480,6 +528,7 @@ class Truth:
             "dead_letters": dict(sorted(self._dead.items())),
             "late": self.late,
             "duplicates": self.duplicates,
+            "campaigns": self.campaigns(),
             **(extra or {}),
         }
         out.write(b"}," + orjson.dumps(tail)[1:])
@@ -494,3 +543,15 @@ def compute_truth(
     for kind, part, body, reason in entries:
         truth.add(kind, part, body, reason)
     return truth.as_dict()
+
+
+def _owners(directory: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Key -> the campaign key it counts for: a campaign's own key first, then the
+    ``utm_campaign`` tags campaigns declare (the smallest campaign key when several do)."""
+    owners: dict[str, str] = {}
+    for key in sorted(directory, reverse=True):  # the smallest key is written last
+        tag = directory[key]["utm_campaign"]
+        if tag:
+            owners[tag] = key
+    owners.update((key, key) for key in directory)
+    return owners

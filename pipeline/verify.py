@@ -4,7 +4,7 @@ Counts and money are compared exactly, and so is each window's final flag. Reach
 exact up to ``EXACT_LIMIT`` users and a HyperLogLog estimate beyond: there it must be within
 ``REACH_TOLERANCE`` (5.5 standard errors, so that a run with hundreds of thousands of
 windows does not fail by chance) of the exact count. Credited conversions are compared row
-by row for every model.
+by row for every model, and each campaign's declared record (the newest) field by field.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from pipeline.hll import EXACT_LIMIT, HLL_RELATIVE_ERROR
 __all__ = [
     "REACH_TOLERANCE",
     "Difference",
+    "compare_campaigns",
     "compare_credits",
     "compare_dead_letters",
     "compare_windows",
@@ -127,3 +128,37 @@ def compare_credits(
         for row in sorted(actual - expected)
     ]
     return diffs
+
+
+_CAMPAIGN_FIELDS = ("campaign_id", "name", "utm_campaign", "margin_ppm", "budget_micros")
+
+
+def compare_campaigns(
+    truth: Mapping[str, Mapping[str, Any]], rows: Iterable[Mapping[str, Any]]
+) -> list[Difference]:
+    """The declared campaigns (the truth's ``campaigns``, by key) against
+    ``sinks.views.campaigns`` rows: id as declared, name, tag, margin, budget."""
+    stored = {
+        r["campaign_key"]: {
+            "campaign_id": r["campaign_id"],
+            "name": r["campaign_name"],
+            "utm_campaign": r["utm_campaign"],
+            "margin_ppm": int(r["margin_ppm"]),
+            "budget_micros": int(r["budget_micros"]),
+        }
+        for r in rows
+    }
+    diffs: list[Difference] = []
+    for key in sorted(truth.keys() | stored.keys()):
+        want, got = truth.get(key), stored.get(key)
+        if want is None or got is None:
+            diffs.append(Difference(f"campaign {key}", "record", _presence(want), _presence(got)))
+            continue
+        for name in _CAMPAIGN_FIELDS:
+            if want[name] != got[name]:
+                diffs.append(Difference(f"campaign {key}", name, want[name], got[name]))
+    return diffs
+
+
+def _presence(value: object) -> str:
+    return "absent" if value is None else "present"

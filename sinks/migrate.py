@@ -43,7 +43,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from sinks.backends import Backend
+from sinks.backends import Backend, sql_string
 from sinks.errors import MigrationError, QueryError
 
 __all__ = [
@@ -51,6 +51,7 @@ __all__ = [
     "MIGRATIONS_DIR",
     "RELEASED_FILE",
     "Migration",
+    "add_column_ddl",
     "apply_migrations",
     "check_released",
     "cluster_ddl",
@@ -94,12 +95,30 @@ _CREATE_TABLE = re.compile(
 _CREATE_VIEW = re.compile(r"^\s*CREATE VIEW IF NOT EXISTS (\w+) AS\b(.*)$", re.DOTALL)
 _CREATED = re.compile(r"^\s*CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)", re.MULTILINE)
 _UNKNOWN_TABLE = 60
-# 18.16's answer when the table a view reads is being dropped at that moment.
-_TABLE_IS_DROPPED = 218
+# Also met while a concurrent migrator drops and creates a table anew: the table is being
+# dropped (218), its metadata is gone but not yet its name (390).
+_GAP_CODES = frozenset({_UNKNOWN_TABLE, 218, 390})
 _VIEW_GAP_ATTEMPTS = 25
 _DROP_IF_EXISTS = re.compile(r"^\s*DROP TABLE IF EXISTS (\w+)\s*$")
 _READS = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b(?!\.)", re.IGNORECASE)
 _SORT_KEY = re.compile(r"ORDER BY\s*(?:\(([^)]*)\)|(\w+))")
+
+
+def add_column_ddl(statement: str, database: str, cluster: str | None) -> tuple[str, str] | None:
+    """For ``ALTER TABLE t ADD COLUMN IF NOT EXISTS c <type ...>``: (table, column) with
+    ``table`` the one that holds the data (``<t>_local`` on a cluster); ``None`` for any
+    other statement. See :func:`apply_migrations` for how it is applied."""
+    match = _ADD_COLUMN.match(statement)
+    if match is None:
+        return None
+    table, column, _ = match.groups()
+    return (f"{table}{LOCAL_SUFFIX}" if cluster else table), column
+
+
+def _plain_add_column(statement: str, table: str, on_cluster: str) -> str:
+    match = _ADD_COLUMN.match(statement)
+    assert match is not None
+    return f"ALTER TABLE {table}{on_cluster} ADD COLUMN {match[2]} {match[3]}"
 
 
 def cluster_ddl(
@@ -279,14 +298,19 @@ _CREATE = re.compile(
 _ALTER_ADD = re.compile(r"\bADD\s+(COLUMN|INDEX)\s+(?!IF\s+NOT\s+EXISTS\b)", re.IGNORECASE)
 _ALTER_DROP = re.compile(r"\bDROP\s+(COLUMN|INDEX)\s+(?!IF\s+EXISTS\b)", re.IGNORECASE)
 _DROP = re.compile(r"^\s*DROP\s+(TABLE|VIEW|DATABASE|DICTIONARY)\s+(?!IF\s+EXISTS\b)", re.I)
+_ADD_COLUMN = re.compile(
+    r"^\s*ALTER TABLE (\w+) ADD COLUMN IF NOT EXISTS (\w+)\s+(.*)$", re.DOTALL | re.IGNORECASE
+)
 
 
 def lint_migration(migration: Migration) -> list[str]:
     """Problems that would make re-running ``migration`` harmful (empty list: none).
 
     Every CREATE needs ``IF NOT EXISTS``, every DROP ``IF EXISTS``, every ALTER
-    ADD/DROP COLUMN|INDEX the same (note: ClickHouse 18.16 has no ``ADD COLUMN IF NOT EXISTS``;
-    it came in 19.1, so such a migration needs ``-- requires: 19.1``); ``CREATE OR REPLACE``
+    ADD/DROP COLUMN|INDEX the same (ClickHouse 18.16 has no ``ADD COLUMN IF NOT EXISTS``:
+    :func:`apply_migrations` runs ``ALTER TABLE t ADD COLUMN IF NOT EXISTS c ...`` as a
+    plain ``ADD COLUMN`` where the column is missing, see :func:`add_column_ddl`; other
+    ALTER forms with IF [NOT] EXISTS need ``-- requires: 19.1``); ``CREATE OR REPLACE``
     is refused (it would drop data a concurrent worker just wrote); a statement may not
     contain ``;`` (a second statement on the same line).
     """
@@ -375,14 +399,66 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
                 backend.execute(statement)
                 return
             except QueryError as exc:
-                gap = exc.code in (_UNKNOWN_TABLE, _TABLE_IS_DROPPED) and (
-                    _CREATE_VIEW.match(statement) is not None
-                )
+                gap = exc.code in _GAP_CODES and _CREATE_VIEW.match(statement) is not None
                 if not gap or attempt == _VIEW_GAP_ATTEMPTS - 1:
                     raise
                 time.sleep(0.2)
 
+    def has_column(table: str, column: str) -> bool:
+        sql = (
+            "SELECT count() FROM system.columns WHERE "
+            f"database = {sql_string(backend.database)} AND table = {sql_string(table)} "
+            f"AND name = {sql_string(column)}"
+        )
+        for attempt in range(_VIEW_GAP_ATTEMPTS):
+            try:
+                found = backend.query(sql)
+                return bool(found.rows and int(found.rows[0][0]))
+            except QueryError as exc:  # a concurrent migrator's table in its gap
+                if exc.code not in _GAP_CODES or attempt == _VIEW_GAP_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.2)
+        return False
+
+    def add_column(statement: str, table: str, column: str) -> None:
+        # 18.16 has no ADD COLUMN IF NOT EXISTS: add it where system.columns lacks it.
+        if has_column(table, column):
+            return
+        on_cluster = f" ON CLUSTER {cluster}" if cluster else ""
+        qualified = f"{backend.database}.{table}" if cluster else table
+        try:
+            backend.execute(_plain_add_column(statement, qualified, on_cluster))
+        except QueryError:
+            if not has_column(table, column):  # not a concurrent migrator's doing
+                raise
+
+    def renew_distributed(name: str) -> None:
+        # A Distributed table is not replicated, and 18.16 refuses ALTER ... ON CLUSTER
+        # for it; it holds no rows (inserts are synchronous), so it is created anew in
+        # front of the altered local table, as the migration that created it did. A
+        # concurrent migrator doing the same drops or creates nothing twice (IF [NOT]
+        # EXISTS), and the columns come from the local table either way.
+        assert cluster is not None
+        created = next(
+            s
+            for m in migrations
+            for s in m.statements
+            if (table := _CREATE_TABLE.match(s)) is not None and table[1] == name
+        )
+        front = cluster_ddl(created, cluster, backend.database, objects)[1]
+        execute(f"DROP TABLE IF EXISTS {backend.database}.{name} ON CLUSTER {cluster}")
+        execute(front)
+
     def run(statement: str) -> None:
+        added = add_column_ddl(statement, backend.database, cluster)
+        if added is not None:
+            table, column = added
+            add_column(statement, table, column)
+            if cluster:
+                front = table[: -len(LOCAL_SUFFIX)]
+                if not has_column(front, column):
+                    renew_distributed(front)
+            return
         if not cluster:
             execute(statement)
             return

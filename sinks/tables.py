@@ -11,10 +11,19 @@ import hashlib
 from typing import Final
 
 from pipeline.kpi import KPI_COUNTERS, KpiValues
-from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow, WatermarkRow
+from pipeline.ports import (
+    CampaignRow,
+    CreditRow,
+    DeadLetterRow,
+    KpiSnapshot,
+    RawEventRow,
+    WatermarkRow,
+)
 from sinks.errors import SinkError
 
 __all__ = [
+    "CAMPAIGN_COLUMNS",
+    "CAMPAIGN_TABLE",
     "CREDIT_COLUMNS",
     "CREDIT_TABLE",
     "DEAD_LETTER_COLUMNS",
@@ -31,6 +40,7 @@ __all__ = [
     "WATERMARK_TABLE",
     "WINDOW_KINDS",
     "RowError",
+    "campaign_row",
     "credit_row",
     "dead_letter_original_row",
     "dead_letter_row",
@@ -50,6 +60,22 @@ WATERMARK_COLUMNS: Final[tuple[str, ...]] = (
     "updated_at",
 )
 DEAD_LETTER_TABLE: Final = "dead_letters"
+CAMPAIGN_TABLE: Final = "campaigns"
+CAMPAIGN_COLUMNS: Final[tuple[str, ...]] = (
+    "campaign_key",
+    "campaign_id",
+    "name",
+    "utm_campaign",
+    "margin_ppm",
+    "budget",
+    "currency",
+    "budget_micros",
+    "starts_ms",
+    "ends_ms",
+    "event_id",
+    "event_time_ms",
+    "written_at",
+)
 DEAD_LETTER_ORIGINAL_TABLE: Final = "dead_letter_originals"
 # dead_letters.payload keeps this much of the original; the dead-letter topic keeps it all
 # (migration 0009).
@@ -274,4 +300,24 @@ def raw_row(event: RawEventRow, ingested_at: int) -> tuple[object, ...]:
         event.user_id,
         bytes(event.payload),
         ingested_at,
+    )
+
+
+def campaign_row(record: CampaignRow, written_at: int) -> tuple[object, ...]:
+    """``record`` as a ``campaigns`` row in :data:`CAMPAIGN_COLUMNS` order (one row per
+    record: the views take each campaign's newest; a replayed record is the same row)."""
+    return (
+        record.campaign_key,
+        record.campaign_id,
+        record.name,
+        record.utm_campaign,
+        _checked("margin_ppm", record.margin_ppm, (-1, 1_000_000)),
+        float(record.budget),
+        record.currency,
+        _checked("budget_micros", record.budget_micros, _INT64),
+        _checked("starts_ms", record.starts_ms, _INT64),
+        _checked("ends_ms", record.ends_ms, _INT64),
+        record.event_id,
+        _checked("event_time_ms", record.event_ms, _INT64),
+        written_at,
     )

@@ -40,6 +40,7 @@ __all__ = [
     "campaign_audience",
     "campaign_report",
     "campaign_windows",
+    "campaigns",
     "channel_windows",
     "daily_trends",
     "dead_letters_by_topic",
@@ -145,6 +146,7 @@ _WINDOW_RATIOS = tuple(name for name in RATIO_EXPRESSIONS if name != "resolution
 
 REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "campaign_id",
+    "campaign_name",
     "windows",
     "impressions",
     "engagements",
@@ -168,8 +170,13 @@ REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "cpc",
     "cpm",
     "cost_per_engagement",
+    "budget",
+    "budget_used",
 )
 """Columns of :func:`campaign_report`, in order (``socialroi report`` prints these)."""
+
+# From the campaign's record (campaign_directory), not summed from windows.
+_DECLARED = ("campaign_name", "budget", "budget_used")
 
 _WINDOW_TIMES = (
     "toUInt64(toUnixTimestamp(window_start)) * 1000 AS window_start_ms",
@@ -285,6 +292,7 @@ def roi_by_campaign(
     """``roi_by_campaign``: one row per campaign and UTC day in ``[start, end)``."""
     columns = (
         "campaign_id",
+        "campaign_name",
         _DAY,
         *_WINDOW_TIMES,
         "is_final",
@@ -300,11 +308,39 @@ def roi_by_campaign(
         "roi_on_profit",
         "roas",
         "cpa",
+        "budget",
+        "budget_used",
     )
     conditions = _campaign_filter(campaigns) + _period(start, end)
     return _rows(
         backend, _select("roi_by_campaign", columns, conditions, "campaign_id, window_start_ms")
     )
+
+
+def campaigns(backend: Backend, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """``campaign_directory``: each declared campaign's newest record, by campaign key
+    (``keys``: only those, compared in lower case). Times as epoch ms (``starts_at_ms``,
+    ``ends_at_ms``: ``None`` when the record has none; ``record_time_ms``)."""
+    columns = (
+        "campaign_key",
+        "campaign_id",
+        "campaign_name",
+        "utm_campaign",
+        "margin",
+        "margin_ppm",
+        "budget",
+        "budget_currency",
+        "budget_base",
+        "budget_micros",
+        "if(starts_ms < 0, NULL, starts_ms) AS starts_at_ms",
+        "if(ends_ms < 0, NULL, ends_ms) AS ends_at_ms",
+        "toUInt64(toUnixTimestamp(record_time)) * 1000 AS record_time_ms",
+    )
+    conditions = []
+    if keys is not None:
+        listed = ", ".join(sql_string(k.strip().lower()) for k in keys)
+        conditions.append(f"campaign_key IN ({listed})" if keys else "0")
+    return _rows(backend, _select("campaign_directory", columns, conditions, "campaign_key"))
 
 
 def spend_vs_return(backend: Backend) -> list[dict[str, Any]]:
@@ -395,6 +431,7 @@ def service_savings(
 
 
 VIEW_READERS: Final = {
+    "campaign_directory": campaigns,
     "kpi_campaign_windows": campaign_windows,
     "kpi_channel_windows": channel_windows,
     "roi_by_campaign": roi_by_campaign,
@@ -422,6 +459,11 @@ def campaign_report(
     """Per-campaign totals of the tumbling windows of ``window_seconds`` starting in
     ``[start, end)``, columns :data:`REPORT_COLUMNS`; ratios from the period's sums.
 
+    A campaign whose record declares ``starts_at``/``ends_at`` counts only the windows
+    starting from the UTC day of its start through the UTC day of its end. From the record
+    too: ``campaign_name`` (the id when it has none), ``budget`` (base currency) and
+    ``budget_used`` (the period's spend / budget; ``None`` without a budget).
+
     Raises :class:`~sinks.errors.QueryError` for a ``sort`` that is not a report column.
     Ties (and NULLs, which sort last) are ordered by campaign id.
     """
@@ -440,6 +482,9 @@ def campaign_report(
         **MONEY_EXPRESSIONS,
         **RATIO_EXPRESSIONS,
     }
+    derived["campaign_name"] = "if(declared_name = '', campaign_id, declared_name)"
+    derived["budget"] = "if(budget_micros <= 0, NULL, budget_micros / 1000000)"
+    derived["budget_used"] = f"if(budget_micros <= 0, NULL, {_SPEND} / budget_micros)"
     outer = [
         name if name not in derived else f"{derived[name]} AS {name}" for name in REPORT_COLUMNS
     ]
@@ -449,14 +494,31 @@ def campaign_report(
         order = "campaign_id DESC"
     sql = (
         f"SELECT {', '.join(outer)} FROM ("
-        f"SELECT campaign_id, uniqExact(window_start) AS windows, {inner} FROM kpi_current "
-        f"{_where(conditions)} GROUP BY campaign_id) ORDER BY {order}"
+        f"SELECT campaign_id, uniqExact(window_start) AS windows, {inner}, "
+        "any(campaign_name) AS declared_name, any(budget_micros) AS budget_micros "
+        f"FROM {_DECLARED_WINDOWS.format(where=_where(conditions))} "
+        f"WHERE {_WITHIN_CAMPAIGN} GROUP BY campaign_id) ORDER BY {order}"
     )
     return _rows(backend, sql)
 
 
+# kpi_current's rows with their campaign's record (campaign_directory: no record gives
+# '' and 0s); unmatched keys are the campaigns without one.
+_DECLARED_WINDOWS: Final = (
+    "(SELECT *, lower(campaign_id) AS campaign_key FROM kpi_current {where}) AS windows "
+    "ANY LEFT JOIN (SELECT campaign_key, campaign_name, budget_micros, starts_ms, ends_ms "
+    "FROM campaign_directory) AS declared USING campaign_key"
+)
+# A window within the campaign's days: from the UTC day of starts_at through the UTC day
+# of ends_at (0 or -1: not declared).
+_WITHIN_CAMPAIGN: Final = (
+    "(starts_ms <= 0 OR window_start >= toDateTime(intDiv(starts_ms, 86400000) * 86400)) "
+    "AND (ends_ms <= 0 OR window_start < toDateTime((intDiv(ends_ms, 86400000) + 1) * 86400))"
+)
+
+
 REPORT_TOTAL_COLUMNS: Final[tuple[str, ...]] = (
-    *(name for name in REPORT_COLUMNS if name not in ("campaign_id", "windows")),
+    *(name for name in REPORT_COLUMNS if name not in ("campaign_id", "windows", *_DECLARED)),
     "campaigns",
     "windows",
     "service_contacts",
@@ -474,7 +536,8 @@ def _report_sums_sql(conditions: Sequence[str], group: str) -> str:
     by = f"GROUP BY {group}" if group else ""
     return (
         f"SELECT {keys}uniqExact(campaign_id) AS campaigns, uniqExact(window_start) AS windows, "
-        f"{inner} FROM kpi_current {_where(conditions)} {by}"
+        f"{inner} FROM {_DECLARED_WINDOWS.format(where=_where(conditions))} "
+        f"WHERE {_WITHIN_CAMPAIGN} {by}"
     )
 
 

@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipeline.ports import (
+    CampaignRow,
     CreditRow,
     DeadLetterRow,
     KpiSnapshot,
@@ -44,6 +45,8 @@ from sinks.backends import Backend, open_backend
 from sinks.errors import BackendUnavailable, SinkError
 from sinks.migrate import apply_migrations
 from sinks.tables import (
+    CAMPAIGN_COLUMNS,
+    CAMPAIGN_TABLE,
     CREDIT_COLUMNS,
     CREDIT_TABLE,
     DEAD_LETTER_COLUMNS,
@@ -56,6 +59,7 @@ from sinks.tables import (
     RAW_TABLE,
     WATERMARK_COLUMNS,
     WATERMARK_TABLE,
+    campaign_row,
     credit_row,
     dead_letter_original_row,
     dead_letter_row,
@@ -148,6 +152,7 @@ class ClickHouseSink:
             DEAD_LETTER_ORIGINAL_TABLE: DEAD_LETTER_ORIGINAL_COLUMNS,
             CREDIT_TABLE: CREDIT_COLUMNS,
             RAW_TABLE: RAW_COLUMNS,
+            CAMPAIGN_TABLE: CAMPAIGN_COLUMNS,
             # Last: a watermark says that partition's final panes are written, so it is
             # written after them (tables are flushed in this order).
             WATERMARK_TABLE: WATERMARK_COLUMNS,
@@ -220,6 +225,11 @@ class ClickHouseSink:
         """Buffer accepted events for the raw archive (deduplicated by topic and event id)."""
         now = int(self._wall_clock())
         self._buffer(RAW_TABLE, [raw_row(event, now) for event in rows])
+
+    def add_campaigns(self, rows: Sequence[CampaignRow]) -> None:
+        """Buffer campaign records (one row each; the views read each campaign's newest)."""
+        now = int(self._wall_clock())
+        self._buffer(CAMPAIGN_TABLE, [campaign_row(record, now) for record in rows])
 
     def add_watermarks(self, rows: Sequence[WatermarkRow]) -> None:
         """Buffer stage-two partitions' watermarks; written after the tables above."""

@@ -23,6 +23,7 @@ import orjson
 from pipeline.panes import PaneState
 from pipeline.partitioning import partition_for
 from pipeline.ports import (
+    CampaignRow,
     CreditRow,
     DeadLetterRow,
     KpiSnapshot,
@@ -92,14 +93,16 @@ class GuardedSink:
         credits: Sequence[CreditRow] = (),
         raw: Sequence[RawEventRow] = (),
         watermarks: Sequence[WatermarkRow] = (),
+        campaigns: Sequence[CampaignRow] = (),
     ) -> None:
-        if not (snapshots or dead_letters or credits or raw or watermarks):
+        if not (snapshots or dead_letters or credits or raw or watermarks or campaigns):
             return
         async with self._lock:
             self._sink.add_snapshots(snapshots)
             self._sink.add_dead_letters(dead_letters)
             self._sink.add_credits(credits)
             self._sink.add_raw_events(raw)
+            self._sink.add_campaigns(campaigns)
             self._sink.add_watermarks(watermarks)
             while True:
                 began = time.perf_counter()

@@ -30,8 +30,9 @@ from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from pipeline.campaigns import declare, newest_records
 from pipeline.kpi import MICROS
-from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow
+from pipeline.ports import CampaignRow, CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow
 from pipeline.settings import Settings
 from pipeline.simulator import simulate
 from sinks import ClickHouseSink, kpi_rows, open_backend
@@ -135,6 +136,7 @@ class _LiveSink:
     def __init__(self, inner: ClickHouseSink) -> None:
         self._inner = inner
         self.daily: dict[tuple[str, str, int], KpiSnapshot] = {}
+        self.records: list[CampaignRow] = []
 
     async def start(self) -> None:
         await self._inner.start()
@@ -157,6 +159,10 @@ class _LiveSink:
     def add_raw_events(self, rows: Sequence[RawEventRow]) -> None:
         self._inner.add_raw_events(rows)
 
+    def add_campaigns(self, rows: Sequence[CampaignRow]) -> None:
+        self._inner.add_campaigns(rows)
+        self.records += rows
+
     async def flush(self) -> None:
         await self._inner.flush()
 
@@ -165,7 +171,12 @@ class _LiveSink:
 
     def table(self, currency: str) -> Table:
         totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        for snap in self.daily.values():
+        # per declared campaign, as the views report them (tags, case: pipeline.campaigns)
+        windows = {
+            (s.campaign_id, s.channel, s.window_kind, s.window_seconds, s.window_start_ms): s
+            for s in self.daily.values()
+        }
+        for snap in declare(windows, newest_records(self.records)).values():
             for name, value in snap.counters.items():
                 totals[snap.campaign_id or "(no campaign)"][name] += value
         table = Table(title="Live KPIs per campaign (snapshots written so far)")

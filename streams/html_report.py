@@ -41,6 +41,12 @@ def _campaign(cid: str) -> str:
     return cid if cid else "(no campaign)"
 
 
+def _label(row: dict[str, Any]) -> str:
+    """A campaign as people call it: its declared name, and its id when that differs."""
+    cid, name = row["campaign_id"], row.get("campaign_name") or ""
+    return f"{name} ({cid})" if name and name != cid else _campaign(cid)
+
+
 class _Fmt:
     """Number formats in the report's currency."""
 
@@ -294,7 +300,9 @@ def _roi_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]) -> s
     c = f.currency
     columns: list[Column] = [
         ("campaign_id", "Campaign", _campaign),
+        ("campaign_name", "Name", lambda v: v or ""),
         ("spend", f"Spend ({c})", f.money),
+        ("budget_used", "Budget used", lambda v: _pct(v, 0)),
         ("revenue", f"Attributed revenue ({c})", f.money),
         ("service_savings", f"Service savings ({c})", f.money),
         ("conversions", "Conversions", lambda v: _num(v, 1)),
@@ -307,7 +315,7 @@ def _roi_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]) -> s
     total = {**doc["totals"], "campaign_id": "All campaigns"}
     table = _table("campaigns", rows, columns, key="campaign_id", total=total)
     charted = [r for r in rows if r["campaign_id"] != ""]
-    labels = [r["campaign_id"] for r in charted]
+    labels = [_label(r) for r in charted]
     roi = chart(
         bar_chart(
             "roi", "ROI per campaign", labels, [r["roi"] for r in charted], "Campaign",
@@ -334,7 +342,7 @@ def _roi_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]) -> s
 def _spend_vs_return_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]) -> str:
     c = f.currency
     points = [
-        (_campaign(r["campaign_id"]), r["spend"], r["revenue"] + r["service_savings"])
+        (_label(r), r["spend"], r["revenue"] + r["service_savings"])
         for r in doc["campaigns"]
         if r["campaign_id"] != ""
     ]

@@ -23,11 +23,13 @@ from pipeline.ports import SnapshotSink
 from pipeline.settings import Settings
 from pipeline.verify import (
     REACH_TOLERANCE,
+    compare_campaigns,
     compare_credits,
     compare_dead_letters,
     compare_windows,
 )
 from sinks import ClickHouseSink, credited_rows, dead_letter_counts, kpi_rows, open_backend
+from sinks.views import campaigns
 from streams.collector import build_collector
 from streams.metrics import Metrics, MetricsServer
 from streams.producer import EventProducer, check_changelogs, ensure_topics
@@ -379,11 +381,13 @@ def verify(settings: Settings, truth_path: Path) -> int:
         rows = kpi_rows(backend)
         dead = dead_letter_counts(backend)
         credits = credited_rows(backend)
+        declared = campaigns(backend)
     finally:
         backend.close()
     diffs = compare_windows(truth, rows)
     diffs += compare_dead_letters(truth["dead_letters"], dead)
     diffs += compare_credits(truth["credited"], credits)
+    diffs += compare_campaigns(truth.get("campaigns", {}), declared)
     if diffs:
         print(f"verify: {len(diffs)} differences between ClickHouse and {truth_path}:")
         for diff in diffs[:50]:
@@ -397,7 +401,8 @@ def verify(settings: Settings, truth_path: Path) -> int:
         f"({finals} final) x {len(truth['counters'])} KPI inputs, "
         f"{sum(len(v) for v in truth['credited'].values())} credited rows over "
         f"{len(truth['credited'])} attribution models, "
-        f"{sum(truth['dead_letters'].values())} dead letters "
+        f"{sum(truth['dead_letters'].values())} dead letters, "
+        f"{len(declared)} declared campaigns "
         f"(reach within {REACH_TOLERANCE:.1%})"
     )
     return 0

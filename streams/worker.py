@@ -52,6 +52,7 @@ from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts, as_record
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.ports import (
+    CampaignRow,
     CreditRow,
     DeadLetterRow,
     RawEventRow,
@@ -357,6 +358,7 @@ class Worker:
         dead: list[DeadLetterRow] = []
         credits: list[CreditRow] = []
         raw: list[RawEventRow] = []
+        campaigns: list[CampaignRow] = []
         stores = []
         for partition, by_topic in by_partition.items():
             store = self._store(self.state, partition)
@@ -374,7 +376,7 @@ class Worker:
                     continue
                 count += len(records)
                 dead += self._ingest_slice(
-                    topic, partition, records, store, now_ms, sent, packs, raw
+                    topic, partition, records, store, now_ms, sent, packs, raw, campaigns
                 )
             release = self.ingestor.release(partition, store)
             for offset, forward in release.forwards:
@@ -384,7 +386,7 @@ class Worker:
         # Every stage-two partition gets this batch's contributions before its heartbeats.
         await deliver(self.app, sent + packs.messages() + beats)
         async with self._keeping_unwritten(stores):
-            await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
+            await self.sink.write(dead_letters=dead, credits=credits, raw=raw, campaigns=campaigns)
         await self._write_changelogs(stores)
         await self.offsets.commit_seen({(r.topic, r.partition) for r in delivered})
         self._batch_done("ingest", count, began)
@@ -399,6 +401,7 @@ class Worker:
         sent: Sent,
         packs: Packs,
         raw: list[RawEventRow],
+        campaigns: list[CampaignRow],
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
         self.metrics.consumed.labels(topic, "ingest").inc(len(records))
@@ -451,6 +454,7 @@ class Worker:
             )
             for offset, e in result.accepted
         ]
+        campaigns += result.campaigns
         src = f"{kind}:{partition}"
         for offset, forward in result.forwards:
             packs.add(as_record(forward, src, offset, result.watermark))

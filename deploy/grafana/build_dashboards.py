@@ -123,12 +123,15 @@ def dashboards() -> dict[str, dict]:
         [
             ch(
                 "ROI, spend and return per campaign (selected period)",
-                f"""SELECT campaign_id, spend, revenue, service_savings, conversions,
+                f"""SELECT campaign_id, campaign_name, spend, budget, budget_used, revenue,
+                    service_savings, conversions,
                     if(spend = 0, NULL, (revenue + service_savings - spend) / spend) AS roi,
                     if(spend = 0, NULL, revenue / spend) AS roas,
                     if(conversions = 0, NULL, spend / conversions) AS cpa
                 FROM (
-                    SELECT campaign_id, sum(spend) AS spend, sum(revenue) AS revenue,
+                    SELECT campaign_id, any(campaign_name) AS campaign_name,
+                        sum(spend) AS spend, any(budget) AS budget,
+                        sum(budget_used) AS budget_used, sum(revenue) AS revenue,
                         sum(service_savings) AS service_savings,
                         sum(conversions) AS conversions
                     FROM roi_by_campaign
@@ -137,7 +140,10 @@ def dashboards() -> dict[str, dict]:
                 ORDER BY spend DESC""",
                 [
                     "campaign_id",
+                    "campaign_name",
                     "spend",
+                    "budget",
+                    "budget_used",
                     "revenue",
                     "service_savings",
                     "conversions",
@@ -149,16 +155,17 @@ def dashboards() -> dict[str, dict]:
             ),
             ch(
                 "Daily ROI per campaign",
-                daily("roi_by_campaign", "campaign_id, roi") + " ORDER BY time",
-                ["time", "campaign_id", "roi"],
+                daily("roi_by_campaign", "campaign_name, roi") + " ORDER BY time",
+                ["time", "campaign_name", "roi"],
             ),
             ch(
                 "Spend versus return (per campaign, selected period)",
-                f"""SELECT campaign_id, sum(spend) AS spend, sum(revenue) AS revenue
+                f"""SELECT any(campaign_name) AS campaign_name, sum(spend) AS spend,
+                    sum(revenue) AS revenue
                 FROM roi_by_campaign
                 WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY campaign_id ORDER BY spend""",
-                ["campaign_id", "spend", "revenue"],
+                ["campaign_name", "spend", "revenue"],
                 kind="barchart",
             ),
         ],

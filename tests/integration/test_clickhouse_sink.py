@@ -91,7 +91,9 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
     assert apply_migrations(engine_backend) == []
     expected = {"schema_migrations", "kpi_windows", "kpi_current", "dead_letters"}
     expected |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
-    expected |= {"kpi_pane_current", "dead_letter_originals"}
+    expected |= {"kpi_pane_current", "kpi_pane_latest", "kpi_key_current", "campaigns"}
+    expected |= {"campaign_keys"}
+    expected |= {"dead_letter_originals"}
     expected |= set(VIEW_READERS)
     if engine_backend.cluster:  # each table is Distributed over a replicated local one
         engines = dict(
@@ -101,7 +103,7 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
         )
         stored = {"schema_migrations", "kpi_windows", "dead_letters"}
         stored |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
-        stored |= {"dead_letter_originals"}
+        stored |= {"campaigns", "dead_letter_originals"}
         for name in stored:
             assert engines[name] == "Distributed", name
             assert engines[f"{name}_local"].startswith("Replicated"), name
@@ -280,7 +282,7 @@ def test_dead_letters_written_before_0009_survive_the_upgrade(
         ("received_at", "reason", "detail", "topic", "partition", "offset", "kafka_ts", "payload"),
         [(1_790_000_000, "oversize", "70000 bytes", "web.events", 1, 9, 1_790_000_000, kept)],
     )
-    assert [m.version for m in apply_migrations(engine_backend)] == [9]
+    assert [m.version for m in apply_migrations(engine_backend)][:1] == [9]
     (got,) = dead_letters(engine_backend)
     assert (got.reason, got.topic, got.offset, got.payload) == ("oversize", "web.events", 9, kept)
     assert (got.payload_bytes, got.payload_sha256) == (len(kept), hashlib.sha256(kept).hexdigest())

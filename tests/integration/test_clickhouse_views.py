@@ -29,6 +29,7 @@ from sinks.views import (
     VIEW_READERS,
     campaign_report,
     campaign_windows,
+    campaigns,
     channel_windows,
     follower_growth,
     roi_by_campaign,
@@ -53,6 +54,9 @@ async def load(backend: Backend, url: str) -> None:
     snapshots = data.build_snapshots()
     for first in range(0, len(snapshots), 7):
         sink.add_snapshots(snapshots[first : first + 7])
+        await sink.flush()
+    for record in data.CAMPAIGN_RECORDS:  # one insert each: the newest must win across parts
+        sink.add_campaigns([record])
         await sink.flush()
 
 
@@ -175,6 +179,17 @@ def test_roi_by_campaign_per_day_and_period(stores: dict[str, Backend], current:
     assert free and all(r["roi"] is None and r["spend"] == 0.0 for r in free)
 
 
+def test_campaign_directory_has_each_campaigns_newest_record(
+    stores: dict[str, Backend],
+) -> None:
+    assert both(stores, campaigns) == data.expected_campaigns()
+    assert both(stores, campaigns, ["SPRING", "none"]) == data.expected_campaigns()[:1]
+    spring = [r for r in both(stores, roi_by_campaign) if r["campaign_id"] == "spring"]
+    assert spring and {r["campaign_name"] for r in spring} == {"Spring sale"}
+    used = sum(r["budget_used"] for r in spring)
+    assert used == pytest.approx(sum(r["spend"] for r in spring) / 3_680)
+
+
 def test_spend_vs_return(stores: dict[str, Backend], current: list[Any]) -> None:
     rows = both(stores, spend_vs_return)
     assert rows == data.expected_spend_vs_return(current)
@@ -257,10 +272,13 @@ def test_view_ratios_equal_the_pure_core_formulas(stores: dict[str, Backend]) ->
     checked = 0
     for backend in stores.values():
         for row in campaign_windows(backend):
-            current = [r for r in kpi_rows(backend, campaign=row["campaign_id"])
-                       if r["window_kind"] == row["window_kind"]
-                       and r["window_seconds"] == row["window_seconds"]
-                       and r["window_start_ms"] == row["window_start_ms"]]
+            current = [
+                r
+                for r in kpi_rows(backend, campaign=row["campaign_id"])
+                if r["window_kind"] == row["window_kind"]
+                and r["window_seconds"] == row["window_seconds"]
+                and r["window_start_ms"] == row["window_start_ms"]
+            ]
             summed = {n: sum(int(r[n]) for r in current) for n in KPI_COUNTERS}
             for name, value in ratios(summed).items():
                 if name not in row:

@@ -20,7 +20,7 @@ from clickhouse_driver import Client  # type: ignore[import-untyped]
 from pydantic import SecretStr
 
 from pipeline.kpi import KPI_COUNTERS
-from pipeline.ports import KpiSnapshot
+from pipeline.ports import CampaignRow, KpiSnapshot
 from pipeline.settings import ClickHouseSettings
 from sinks import ClickHouseSink, apply_migrations, open_backend
 from tests.integration.prometheus_helpers import PrivatePrometheus, free_port, promtool
@@ -169,6 +169,11 @@ def dashboard_database(fresh_server_url: str) -> Iterator[Client]:
         await sink.start()
         try:
             sink.add_snapshots(_snapshots())
+            # c-beta is declared: a name and a budget of 4,000 (base currency)
+            sink.add_campaigns([CampaignRow(
+                "c-beta", "c-beta", "Beta launch", "", -1, 4000.0, "EUR", 4_000_000_000,
+                -1, -1, "m-1", 1_790_812_800_000,
+            )])  # fmt: skip
             await sink.flush()
         finally:
             await sink.close()
@@ -227,6 +232,9 @@ def test_every_clickhouse_panel_query_runs_and_returns_its_columns(
     assert beta["spend"] == pytest.approx(1600)
     assert beta["revenue"] == pytest.approx(2000)
     assert beta["roi"] == pytest.approx((2000 + 128 - 1600) / 1600)
+    assert (beta["campaign_name"], beta["budget"]) == ("Beta launch", 4000)
+    assert beta["budget_used"] == pytest.approx(1600 / 4000)
+    assert (table["c-alpha"]["campaign_name"], table["c-alpha"]["budget"]) == ("c-alpha", None)
     # the superseded version (100x counters) of c-alpha's first window is not counted
     assert table["c-alpha"]["spend"] == pytest.approx(800)
 

@@ -42,6 +42,7 @@ def load(url: str) -> None:
         sink = ClickHouseSink(ClickHouseSettings(url=SecretStr(url)))
         await sink.start()
         sink.add_snapshots(data.build_snapshots())
+        sink.add_campaigns(data.CAMPAIGN_RECORDS)
         await sink.flush()
         await sink.close()  # releases the chDB store for the subprocess
 
@@ -67,7 +68,7 @@ def from_csv(text: str) -> list[dict[str, Any]]:
     for record in csv.DictReader(io.StringIO(text)):
         row: dict[str, Any] = {}
         for name, cell in record.items():
-            if name == "campaign_id":
+            if name in ("campaign_id", "campaign_name"):
                 row[name] = cell
             elif cell == "":
                 row[name] = None

@@ -18,7 +18,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from pipeline.kpi import KPI_COUNTERS
-from pipeline.ports import KpiSnapshot
+from pipeline.ports import CampaignRow, KpiSnapshot
 
 DAY_S = 86400
 DAY0 = date(2026, 10, 1)
@@ -283,7 +283,76 @@ def expected_channel_windows(rows: list[KpiSnapshot]) -> list[dict[str, Any]]:
     return out
 
 
+# Campaign records: spring declared twice (the later one counts: its name, budget and
+# margin), summer once without a budget; no other campaign has one. Their ids have the
+# case the snapshots use, and none of the tags is a key of the snapshots, so the windows'
+# figures are the snapshots' own (unmargined revenue is 0 here).
+# 2026-10-02T12:00Z: the report counts spring's windows of October 1 and 2 only.
+SPRING_ENDS_MS = 1_790_942_400_000
+NAMES = {"spring": "Spring sale", "summer": "Summer"}
+BUDGETS = {"spring": 3_680_000_000}
+CAMPAIGN_RECORDS = (
+    CampaignRow(
+        "spring", "spring", "Spring (draft)", "", -1, 0.0, "", -1, -1, -1, "m-1", 1_790_000_000_000
+    ),
+    CampaignRow(
+        "spring",
+        "spring",
+        "Spring sale",
+        "spring-2026",
+        300_000,
+        4_000.0,
+        "USD",
+        3_680_000_000,
+        1_790_812_800_000,
+        SPRING_ENDS_MS,
+        "m-2",
+        1_790_000_060_000,
+    ),
+    CampaignRow(
+        "summer", "summer", "Summer", "", -1, 0.0, "", -1, -1, -1, "m-3", 1_790_000_000_000
+    ),
+)
+
+
+def expected_campaigns() -> list[dict[str, Any]]:
+    """``campaign_directory`` as :func:`sinks.views.campaigns` reads it."""
+    return [
+        {
+            "campaign_key": "spring",
+            "campaign_id": "spring",
+            "campaign_name": "Spring sale",
+            "utm_campaign": "spring-2026",
+            "margin": 0.3,
+            "margin_ppm": 300_000,
+            "budget": 4_000.0,
+            "budget_currency": "USD",
+            "budget_base": 3_680.0,
+            "budget_micros": 3_680_000_000,
+            "starts_at_ms": 1_790_812_800_000,
+            "ends_at_ms": SPRING_ENDS_MS,
+            "record_time_ms": 1_790_000_060_000,
+        },
+        {
+            "campaign_key": "summer",
+            "campaign_id": "summer",
+            "campaign_name": "Summer",
+            "utm_campaign": "",
+            "margin": None,
+            "margin_ppm": -1,
+            "budget": None,
+            "budget_currency": "",
+            "budget_base": None,
+            "budget_micros": -1,
+            "starts_at_ms": None,
+            "ends_at_ms": None,
+            "record_time_ms": 1_790_000_000_000,
+        },
+    ]
+
+
 def expected_roi_by_campaign(rows: list[KpiSnapshot]) -> list[dict[str, Any]]:
+    names, budgets = NAMES, BUDGETS
     out = []
     for (campaign, start), group in _group(
         _daily(rows), lambda r: (r.campaign_id, r.window_start_ms)
@@ -291,8 +360,18 @@ def expected_roi_by_campaign(rows: list[KpiSnapshot]) -> list[dict[str, Any]]:
         c = _sum(group)
         money = _money(c)
         del money["follower_revenue"]
+        budget = budgets.get(campaign)
         out.append(
-            {"campaign_id": campaign, "day": _day(start), **_window(group), **money, **_roi(c)}
+            {
+                "campaign_id": campaign,
+                "campaign_name": names.get(campaign, campaign),
+                "day": _day(start),
+                **_window(group),
+                **money,
+                **_roi(c),
+                "budget": budget / 1_000_000 if budget else None,
+                "budget_used": _spend(c) / budget if budget else None,
+            }
         )
     return out
 
@@ -420,15 +499,22 @@ def expected_report(
         if r.window_kind == "tumbling"
         and r.window_seconds == seconds
         and lo <= r.window_start_ms < hi
+        # spring's record ends on October 2: its later windows are outside its days
+        and not (r.campaign_id == "spring" and r.window_start_ms >= DAY0_MS + 2 * DAY_S * 1000)
     ]
     out = []
     for campaign, group in _group(chosen, lambda r: r.campaign_id).items():
-        k = _kpis(_sum(group))
+        c = _sum(group)
+        k = _kpis(c)
+        budget = BUDGETS.get(campaign)
         out.append(
             {
                 "campaign_id": campaign,
+                "campaign_name": NAMES.get(campaign, campaign),
                 "windows": len({r.window_start_ms for r in group}),
                 **{name: k[name] for name in REPORTED},
+                "budget": budget / 1_000_000 if budget else None,
+                "budget_used": _spend(c) / budget if budget else None,
             }
         )
     return out

@@ -13,12 +13,13 @@ import pytest
 
 from pipeline import ingest as ingest_module
 from pipeline.aggregate import Contribution, final_watermark
+from pipeline.campaigns import declare, newest_records
 from pipeline.contract import Contract
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.panes import PaneState, compose
-from pipeline.ports import KpiSnapshot
+from pipeline.ports import CampaignRow, KpiSnapshot
 from pipeline.settings import AttributionModel, AttributionSettings, WindowSettings
 from pipeline.simulator import SimMessage, SimulationConfig, simulate, truth_config
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
@@ -104,6 +105,7 @@ def run_core(
     heard: dict[str, int] = {}
     dead: dict[str, int] = defaultdict(int)
     credits: dict[tuple[str, str, str], Any] = {}
+    records: list[CampaignRow] = []
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     traffic = [f"{k}:{p}" for k in WATERMARK_KINDS[:2] for p in range(t.partitions)]
     positioned = []
@@ -139,6 +141,7 @@ def run_core(
                 if count_dead:
                     for _, rejection in result.rejected:
                         dead[rejection.reason.value] += 1
+                records.extend(result.campaigns)
                 items += [
                     Contribution(
                         f"{kind}:{part}", o, f.ts_ms, f.campaign_id, f.channel, f.deltas, f.user_id
@@ -181,7 +184,9 @@ def run_core(
             "is_final": s.is_final,
             **s.counters,
         }
-        for s in compose(stored.values(), final_watermark(heard, traffic)).values()
+        for s in declare(
+            compose(stored.values(), final_watermark(heard, traffic)), newest_records(records)
+        ).values()
     ]
     credit_rows = [
         {

@@ -3,7 +3,9 @@ are made, and neither grows with the number of events.
 
 The incremental truth is checked against the batch computation it replaced (kept below,
 verbatim from commit b9b50c7's ``pipeline/truth.py``): the plainest statement of the
-semantics, holding every message until the end."""
+semantics, holding every message until the end. Extended since with the campaign records'
+rules (migration 0010: keys in lower case, the newest record declares a campaign, tags,
+default margins), written out as plainly."""
 
 from __future__ import annotations
 
@@ -65,6 +67,7 @@ class _State:
         default_factory=lambda: defaultdict(list)
     )
     max_ts: dict[tuple[str, int], int] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _add(
@@ -109,8 +112,11 @@ def _accept(
     touch_types = {"click", "visit"} | (
         {"like", "comment", "share", "save"} if cfg.engagements_are_touchpoints else set()
     )
-    if kind == _SOCIAL:
-        campaign, channel = body.get("campaign_id", ""), normalise_channel(body["channel"])
+    if kind == "campaign.meta":
+        state.records.append(body)
+    elif kind == _SOCIAL:
+        campaign = body.get("campaign_id", "").strip().lower()
+        channel = normalise_channel(body["channel"])
         deltas = {"events": 1}
         if etype in _COUNTED:
             deltas[_COUNTED[etype]] = body.get("count", 1)
@@ -156,7 +162,7 @@ def _accept(
         _add(
             state,
             cfg,
-            body["campaign_id"],
+            body["campaign_id"].strip().lower(),
             normalise_channel(body["channel"]),
             ts,
             {
@@ -212,10 +218,22 @@ def _credit(
         deltas["revenue_micros"] = deltas.get("revenue_micros", 0) + amount
         if gain >= 0:
             deltas["profit_micros"] = deltas.get("profit_micros", 0) + gain
+        else:
+            deltas["unmargined_revenue_micros"] = (
+                deltas.get("unmargined_revenue_micros", 0) + amount
+            )
         if follower:
             deltas["follower_revenue_micros"] = deltas.get("follower_revenue_micros", 0) + amount
     for (campaign, channel), deltas in merged.items():
         _add(state, cfg, campaign, channel, ts, deltas)
+
+
+def _declared(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per lower-case id, the newest record (event time, then event id)."""
+    newest: dict[str, dict[str, Any]] = {}
+    for body in sorted(records, key=lambda b: (_ms(b["event_time"]), b["event_id"])):
+        newest[body["campaign_id"].strip().lower()] = body
+    return newest
 
 
 def batch_truth(
@@ -260,10 +278,32 @@ def batch_truth(
         if any(s not in state.max_ts for s in traffic)
         else min(state.max_ts[s] for s in heard) - cfg.allowed_lateness_ms
     )
-    windows = []
-    for key, counters in sorted(state.windows.items()):
+    declared = _declared(state.records)
+    tagged: dict[str, str] = {}
+    for key in sorted(declared):
+        tag = declared[key].get("utm_campaign", "").strip().lower()
+        if tag and tag not in tagged:
+            tagged[tag] = key
+    merged: dict[tuple[str, str, str, int, int], dict[str, int]] = defaultdict(
+        lambda: defaultdict(int)
+    )
+    for key, counters in state.windows.items():
         campaign, channel, kind, size, start = key
+        owner = campaign if campaign in declared else tagged.get(campaign, campaign)
+        record = declared.get(owner)
         values = dict(counters, reach=len(state.reach.get(key, ())))
+        if record and record.get("margin"):
+            margin = round(record["margin"] * MICROS)
+            unmargined = values.get("unmargined_revenue_micros", 0)
+            values["profit_micros"] = (
+                values.get("profit_micros", 0) + (unmargined * margin + MICROS // 2) // MICROS
+            )
+        name = record["campaign_id"] if record else owner
+        for counter, value in values.items():
+            merged[(name, channel, kind, size, start)][counter] += value
+    windows = []
+    for key, values in sorted(merged.items()):
+        campaign, channel, kind, size, start = key
         windows.append(
             [
                 campaign,
@@ -275,6 +315,18 @@ def batch_truth(
                 [values.get(name, 0) for name in KPI_COUNTERS],
             ]
         )
+    campaigns = {}
+    for key, body in sorted(declared.items()):
+        budget, margin = body.get("budget"), body.get("margin")
+        campaigns[key] = {
+            "campaign_id": body["campaign_id"],
+            "name": body["name"],
+            "utm_campaign": body.get("utm_campaign", "").strip().lower(),
+            "margin_ppm": -1 if margin is None else round(margin * MICROS),
+            "budget_micros": -1
+            if budget is None
+            else cfg.rates.micros(budget, body.get("currency") or cfg.rates.base),
+        }
     return {
         "counters": list(KPI_COUNTERS),
         "windows": windows,
@@ -282,6 +334,7 @@ def batch_truth(
         "dead_letters": dict(sorted(dead.items())),
         "late": late,
         "duplicates": duplicates,
+        "campaigns": campaigns,
     }
 
 
@@ -360,7 +413,8 @@ def test_the_stream_is_deterministic_and_keeps_its_proportions() -> None:
         kinds[m.kind] += 1
     # the old batch simulator, same arguments: 17,217 social, 2,762 web, 217 late,
     # 193 duplicates, 200 invalid; the mix is the same, the draws are not
-    assert kinds["campaign.meta"] == 5 and kinds["campaign.costs"] == 16
+    # one record per campaign, and the first campaign declared again
+    assert kinds["campaign.meta"] == 5 + 1 and kinds["campaign.costs"] == 16
     assert 16_700 < kinds["social.interactions"] < 17_700
     assert 2_500 < kinds["web.events"] < 3_200
     assert 150 < ta["late"] < 300 and 130 < ta["duplicates"] < 260

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import struct
 
 import pytest
 from hypothesis import given, settings
@@ -10,7 +11,15 @@ from hypothesis import strategies as st
 from pipeline.aggregate import Contribution
 from pipeline.hll import Reach, user_hash
 from pipeline.ingest import NO_TIME
-from pipeline.panes import PaneKey, PaneSize, PaneState, compose, fold, pane_sizes
+from pipeline.panes import (
+    PANE_COUNTERS,
+    PaneKey,
+    PaneSize,
+    PaneState,
+    compose,
+    fold,
+    pane_sizes,
+)
 from pipeline.ports import KpiSnapshot
 from pipeline.stage_two import Aggregator
 from pipeline.windows import WindowSpec, assign, specs_from_settings
@@ -102,6 +111,19 @@ def test_an_event_updates_one_pane_per_pane_size() -> None:
     assert sorted(k.size_ms for k in touched) == [MINUTE, HOUR, DAY]
 
 
+def test_a_pane_state_written_before_unmargined_revenue_decodes_with_it_zero() -> None:
+    # Format 1: the counters up to follower_revenue_micros (a changelog written before
+    # migration 0010's counter), then one source offset.
+    old = list(range(1, len(PANE_COUNTERS)))
+    name = b"web.events:2"
+    data = struct.pack(f"<BBH{len(old)}q", 1, 1, 1, *old) + struct.pack("<Hq", len(name), 41)
+    state = PaneState.decode(data + name)
+    assert state.counters == [*old, 0]
+    assert PANE_COUNTERS[-1] == "unmargined_revenue_micros"
+    assert (state.offsets, state.final) == ({"web.events:2": 41}, True)
+    assert PaneState.decode(state.encode()).counters == [*old, 0]  # written as format 2
+
+
 def test_version_grows_with_events_and_finality() -> None:
     state = PaneState()
     state.counters[0] = 3  # events
@@ -119,7 +141,7 @@ def test_version_grows_with_events_and_finality() -> None:
 def test_a_pane_state_round_trips_through_its_binary_form(
     users: int, final: bool, offsets: dict[str, int]
 ) -> None:
-    state = PaneState(list(range(-5, 18)), dict(offsets), final)
+    state = PaneState(list(range(-5, len(PANE_COUNTERS) - 5)), dict(offsets), final)
     if users:
         state.reach = Reach()
         for user in range(users):  # past 128 users: a sketch
