@@ -234,7 +234,8 @@ class FaustFetchChecks(logging.Filter):
         if record.name == "faust.transport.drivers.aiokafka":
             if not self._templates:
                 self._templates = _faust_fetch_check_templates()
-            if any(message.startswith(t) for t in self._templates if t):
+            # Faust's service logger puts its own '[^--Name]: ' in front of the template.
+            if any(t in message for t in self._templates if t):
                 _COUNTS.add(_COUNTS.silenced, "faust_fetch_path")
                 return False
         return True
