@@ -55,7 +55,7 @@ def test_an_outage_is_one_line_then_a_summary_per_interval_then_recovered() -> N
     clock, repeats, lines = wired(summary=30, quiet=10)
     before, _ = counts()
     # 60 s of outage: 50 errors a second, alternating node ids (one template).
-    for second in range(60):
+    for _ in range(60):
         for i in range(50):
             lines.handle(record(logging.ERROR, "Unable connect to node with id %s: %s", i % 2, "x"))
         clock.now += 1
@@ -108,7 +108,7 @@ def test_a_single_occurrence_ends_silently_and_zero_turns_it_off() -> None:
 
 
 def test_what_is_held_back_at_exit_is_logged() -> None:
-    clock, repeats, lines = wired()
+    _, repeats, lines = wired()
     for _ in range(4):
         lines.handle(record(logging.WARNING, "ClickHouse write failed: %s", "refused"))
     repeats.flush()
