@@ -8,13 +8,16 @@ through them:
   interval says how often, since when and that it is still failing; once it has not come
   for a while, one line says it recovered, with the totals. A broker outage that made
   aiokafka log thousands of identical lines a second is a few lines per distinct message.
-* :class:`FaustFetchChecks`: Faust's checks of its own fetch path (``Stream has not started
+* :class:`FalseAlarms`: Faust's checks of its own fetch path (``Stream has not started
   processing``, ``Aiokafka stopped fetching``, ``Has not committed``... after
   ``stream_processing_timeout``) and its consumer thread's ``Thread keepalive is not
   responding`` are dropped. The worker reads its partitions itself and keeps Faust's
   fetching of them paused, so those checks fire on every partition of every healthy
   worker; the worker's own check (readiness: messages waiting 30 s with none consumed,
   logged once) says the truth instead, and batch times are in ``socialroi_batch_seconds``.
+  So is kafka-python's ``Task ... ran for 0.39s (>0.100s threshold). It is blocking the
+  event loop``: a step of its I/O thread took over 0.1 s (seen at start-up on a loaded
+  machine), a latency note about the client's internals, not a fault.
 
 What the filters keep out of the log is counted (:func:`counts`), and ``streams.metrics``
 exports it: ``socialroi_log_repeats_suppressed_total{level}``,
@@ -34,7 +37,7 @@ from typing import TextIO
 
 import orjson
 
-__all__ = ["FaustFetchChecks", "RepeatFilter", "configure", "counts"]
+__all__ = ["FalseAlarms", "RepeatFilter", "configure", "counts"]
 
 log = logging.getLogger(__name__)
 
@@ -214,20 +217,27 @@ def _faust_fetch_check_templates() -> tuple[str, ...]:
     )
 
 
-class FaustFetchChecks(logging.Filter):
-    """Drops Faust's fetch-path checks and thread keepalive messages (see the module
-    docstring for why they are false for this worker), counting each."""
+class FalseAlarms(logging.Filter):
+    """Drops Faust's fetch-path checks, its thread keepalive messages and kafka-python's
+    slow-task notes (see the module docstring for why they are false alarms for this
+    worker), counting each."""
 
     _KEEPALIVE = "Thread keepalive is not responding"
+    _SLOW_TASK = "It is blocking the event loop"
 
     def __init__(self) -> None:
         super().__init__()
         self._templates: tuple[str, ...] | None = None
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.WARNING or not record.name.startswith(("faust", "mode")):
+        if record.levelno < logging.WARNING:
             return True
         message = str(record.msg)
+        if record.name == "kafka.net.selector" and self._SLOW_TASK in message:
+            _COUNTS.add(_COUNTS.silenced, "kafka_slow_task")
+            return False
+        if not record.name.startswith(("faust", "mode")):
+            return True
         if self._KEEPALIVE in message:
             _COUNTS.add(_COUNTS.silenced, "thread_keepalive")
             return False
@@ -282,7 +292,7 @@ def configure(
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     repeats = RepeatFilter(repeat_summary_seconds, repeat_quiet_seconds)
-    handler.addFilter(FaustFetchChecks())
+    handler.addFilter(FalseAlarms())
     handler.addFilter(repeats)
     root = logging.getLogger()
     root.handlers[:] = [handler]

@@ -138,8 +138,9 @@ class _LogCounts(Collector):
         yield repeats
         checks = CounterMetricFamily(
             "socialroi_log_silenced",
-            "Faust messages not logged because they are false for this worker, by check "
-            "(faust_fetch_path: Faust's paused fetching; thread_keepalive)",
+            "Third-party messages not logged because they are false alarms for this worker, "
+            "by check (faust_fetch_path: Faust's paused fetching; thread_keepalive; "
+            "kafka_slow_task: kafka-python's slow I/O step note)",
             labels=["check"],
         )
         for check, value in sorted(silenced.items()):

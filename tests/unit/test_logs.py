@@ -8,7 +8,7 @@ import logging
 import faust.transport.drivers.aiokafka as faust_kafka
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streams.logs import FaustFetchChecks, RepeatFilter, counts
+from streams.logs import FalseAlarms, RepeatFilter, counts
 from streams.metrics import Metrics
 
 
@@ -116,8 +116,8 @@ def test_what_is_held_back_at_exit_is_logged() -> None:
     assert lines.text[-1].endswith("(at exit)")
 
 
-def test_faust_fetch_path_checks_and_keepalive_are_dropped_and_counted() -> None:
-    checks = FaustFetchChecks()
+def test_false_alarms_are_dropped_and_counted() -> None:
+    checks = FalseAlarms()
     _, before = counts()
     slow = faust_kafka.AIOKafkaConsumerThread._make_slow_processing_error(
         None,  # type: ignore[arg-type]
@@ -144,9 +144,15 @@ def test_faust_fetch_path_checks_and_keepalive_are_dropped_and_counted() -> None
     assert checks.filter(
         record(logging.ERROR, faust_kafka.SLOW_PROCESSING_STREAM_IDLE, "TP", "x", name="streams")
     )
+    # kafka-python's note that a step of its I/O thread took over 0.1 s.
+    slow = "Task <Task object at 0x7f> ran for 0.393s (>0.100s threshold). It is blocking the "
+    slow += "event loop -- likely a tight sync loop inside a coroutine."
+    assert not checks.filter(record(logging.WARNING, slow, name="kafka.net.selector"))
+    assert checks.filter(record(logging.WARNING, "Node 1 not ready", name="kafka.net.selector"))
     _, after = counts()
     assert after["faust_fetch_path"] - before.get("faust_fetch_path", 0) == 4
     assert after["thread_keepalive"] - before.get("thread_keepalive", 0) == 1
+    assert after["kafka_slow_task"] - before.get("kafka_slow_task", 0) == 1
 
 
 def test_metrics_export_what_the_log_no_longer_repeats() -> None:
