@@ -223,6 +223,17 @@ class CollectorSettings(_Section):
 class LogSettings(_Section):
     level: str = Field("INFO", description="DEBUG, INFO, WARNING or ERROR.")
     json_logs: bool = Field(False, description="One JSON object per log line (production).")
+    repeat_summary_seconds: float = Field(
+        30.0,
+        ge=0,
+        description="A WARNING/ERROR that repeats is logged once, then summarised this often "
+        "while it repeats (0: log every repeat).",
+    )
+    repeat_quiet_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="A repeated message not seen for this long is logged as recovered.",
+    )
 
 
 class Settings(BaseSettings):

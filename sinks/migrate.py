@@ -291,7 +291,7 @@ def load_migrations(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
 
 _CREATE = re.compile(
     r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(?:MATERIALIZED\s+)?"
-    r"(TABLE|VIEW|DATABASE|DICTIONARY|ROLE|USER|SETTINGS\s+PROFILE|QUOTA)\s+"
+    r"(TABLE|VIEW|DATABASE|DICTIONARY|ROLE|USER|SETTINGS\s+PROFILE|QUOTA|ROW\s+POLICY)\s+"
     r"(IF\s+NOT\s+EXISTS\s+)?",
     re.IGNORECASE,
 )

@@ -45,7 +45,12 @@ def _settings() -> Settings:
 def _setup_logging(settings: Settings) -> None:
     from streams.logs import configure
 
-    configure(settings.log.level, settings.log.json_logs)
+    configure(
+        settings.log.level,
+        settings.log.json_logs,
+        settings.log.repeat_summary_seconds,
+        settings.log.repeat_quiet_seconds,
+    )
 
 
 # -- commands ------------------------------------------------------------------------------

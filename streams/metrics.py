@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.registry import Collector
+
+from streams.logs import counts
 
 __all__ = ["Metrics", "MetricsServer"]
 
@@ -116,6 +120,32 @@ class Metrics:
             "Source partitions currently assigned to this worker",
             registry=registry,
         )
+        registry.register(_LogCounts())
+
+
+class _LogCounts(Collector):
+    """What the log filters of streams.logs kept out of the log, in this process."""
+
+    def collect(self) -> Iterator[Metric]:
+        suppressed, silenced = counts()
+        repeats = CounterMetricFamily(
+            "socialroi_log_repeats_suppressed",
+            "Repeats of a WARNING/ERROR not logged one by one (summarised), by level",
+            labels=["level"],
+        )
+        for level, value in sorted(suppressed.items()):
+            repeats.add_metric([level], value)
+        yield repeats
+        checks = CounterMetricFamily(
+            "socialroi_log_silenced",
+            "Third-party messages not logged because they are false alarms for this worker, "
+            "by check (faust_fetch_path: Faust's paused fetching; thread_keepalive; "
+            "kafka_slow_task: kafka-python's slow I/O step note)",
+            labels=["check"],
+        )
+        for check, value in sorted(silenced.items()):
+            checks.add_metric([check], value)
+        yield checks
 
 
 class _QuietServer(ThreadingHTTPServer):

@@ -17,6 +17,7 @@ from typing import Protocol
 import faust
 import orjson
 from aiohttp import web
+from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
 
 from pipeline.ports import SnapshotSink
@@ -210,6 +211,10 @@ class ConsumerMetrics:
         while not stop.is_set():
             try:
                 await self.update()
+            except KafkaError as exc:
+                # Expected while the broker is away: one line (repeats are summarised).
+                log.warning("could not read consumer lag: %s", exc)
+                self._observe(None, None)
             except Exception:
                 log.warning("could not read consumer lag", exc_info=True)
                 self._observe(None, None)

@@ -3,7 +3,8 @@
 # (18.16.1 on bookworm, the oldest ClickHouse the project supports), run with our
 # own config (deploy/local/clickhouse/) on 127.0.0.1 only. It runs as the
 # invoking user (root in CI is fine: 18.16 does not refuse root).
-# User 'default' has no password and is limited to loopback: local tests only.
+# User 'default' has no password and is limited to loopback and the native protocol (no HTTP
+# port): local tests only.
 # It is also the one server of the cluster 'socialroi' (clickhouse/cluster.xml) that the
 # replicated option (URL ?cluster=socialroi) is tested on: start ZooKeeper first
 # (services.sh does), since 18.16 refuses to start with replicated tables and no ZooKeeper.
@@ -21,13 +22,11 @@ USAGE="usage: ${0##*/} {install|start|stop|status|client [ARGS...]}
 
 environment:
   SOCIALROI_CH_PORT       native TCP port (default 19000)
-  SOCIALROI_CH_HTTP_PORT  HTTP port       (default 18123)
   SOCIALROI_CH_INTERSERVER_PORT  replication port (default 19009)
   SOCIALROI_ZK_PORT       ZooKeeper of the cluster option (default 12181, zookeeper.sh)
   SOCIALROI_STATE_DIR     state root (default <repo>/.local; clickhouse/ inside)"
 
 PORT=${SOCIALROI_CH_PORT:-19000}
-HTTP_PORT=${SOCIALROI_CH_HTTP_PORT:-18123}
 INTERSERVER_PORT=${SOCIALROI_CH_INTERSERVER_PORT:-19009}
 ZK_PORT=${SOCIALROI_ZK_PORT:-12181}
 RUN_DIR=$STATE_DIR/clickhouse
@@ -69,19 +68,19 @@ cmd_start() {
         log clickhouse "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
     else
         local p
-        for p in "$PORT" "$HTTP_PORT" "$INTERSERVER_PORT"; do
-            ! port_open 127.0.0.1 "$p" || die "port $p is taken by another process (set SOCIALROI_CH_PORT / SOCIALROI_CH_HTTP_PORT / SOCIALROI_CH_INTERSERVER_PORT)"
+        for p in "$PORT" "$INTERSERVER_PORT"; do
+            ! port_open 127.0.0.1 "$p" || die "port $p is taken by another process (set SOCIALROI_CH_PORT / SOCIALROI_CH_INTERSERVER_PORT)"
         done
         if port_open 127.0.0.1 9000; then
             log clickhouse "note: something (the package's own service?) listens on the default port 9000; ours uses $PORT"
         fi
         mkdir -p "$DATA_DIR" "$LOG_DIR"
         render "$LOCAL_DIR/clickhouse/config.xml" "$CONF_DIR/config.xml" \
-            "TCP_PORT=$PORT" "HTTP_PORT=$HTTP_PORT" "DATA_DIR=$DATA_DIR" "LOG_DIR=$LOG_DIR"
+            "TCP_PORT=$PORT" "DATA_DIR=$DATA_DIR" "LOG_DIR=$LOG_DIR"
         render "$LOCAL_DIR/clickhouse/users.xml" "$CONF_DIR/users.xml"
         render "$LOCAL_DIR/clickhouse/cluster.xml" "$CONF_DIR/config.d/cluster.xml" \
             "TCP_PORT=$PORT" "ZK_PORT=$ZK_PORT" "INTERSERVER_PORT=$INTERSERVER_PORT"
-        log clickhouse "starting server on 127.0.0.1:$PORT (http $HTTP_PORT)"
+        log clickhouse "starting server on 127.0.0.1:$PORT (native protocol only)"
         spawn "$PIDFILE" "$LOG_DIR/stdout.log" "$SERVER" "--config-file=$CONF_DIR/config.xml"
     fi
     wait_ready "$PIDFILE" 60 answers || fail_start "server did not answer on 127.0.0.1:$PORT within 60s"

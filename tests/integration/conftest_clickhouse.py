@@ -165,7 +165,6 @@ class PrivateClickHouse:
         self.binary = binary
         self.root = root
         self.port = _free_port()
-        self.http_port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
         conf = root / "etc"
         data, logs = root / "data", root / "logs"
@@ -174,7 +173,6 @@ class PrivateClickHouse:
         template = (ROOT / "deploy/local/clickhouse/config.xml").read_text()
         for key, value in {
             "TCP_PORT": self.port,
-            "HTTP_PORT": self.http_port,
             "DATA_DIR": data,
             "LOG_DIR": logs,
         }.items():

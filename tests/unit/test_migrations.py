@@ -221,6 +221,7 @@ def test_rejects_an_unterminated_statement(tmp_path: Path) -> None:
         ("create view v as select 1", "CREATE VIEW without IF NOT EXISTS"),
         ("CREATE MATERIALIZED VIEW mv TO t AS SELECT 1", "CREATE VIEW without IF NOT EXISTS"),
         ("CREATE DATABASE d", "CREATE DATABASE without IF NOT EXISTS"),
+        ("CREATE ROW POLICY p ON t USING 1 TO ALL", "CREATE ROW POLICY without IF NOT EXISTS"),
         ("CREATE OR REPLACE VIEW v AS SELECT 1", "CREATE OR REPLACE is not idempotent"),
         ("DROP TABLE t", "DROP without IF EXISTS"),
         ("ALTER TABLE t ADD COLUMN b UInt8", "ALTER ADD/DROP without IF [NOT] EXISTS"),
@@ -242,6 +243,7 @@ def test_lint_finds_non_idempotent_ddl(tmp_path: Path, statement: str, problem: 
         "CREATE VIEW IF NOT EXISTS v AS SELECT 1",
         "CREATE MATERIALIZED VIEW IF NOT EXISTS mv TO t AS SELECT 1",
         "DROP VIEW IF EXISTS v",
+        "CREATE ROW POLICY IF NOT EXISTS p ON system.processes USING user = currentUser() TO r",
         "ALTER TABLE t ADD COLUMN IF NOT EXISTS b UInt8, DROP COLUMN IF EXISTS c",
     ],
 )
