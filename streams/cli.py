@@ -287,7 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=None, help="messages per second (default: max)")
     p.add_argument("--campaigns", type=int, default=5, help="number of campaigns")
     p.add_argument("--days", type=int, default=2, help="days of event time to cover")
-    p.add_argument("--start", default=None, help="first day, RFC 3339 (default 2026-10-01)")
+    p.add_argument(
+        "--start",
+        default=None,
+        help="first day, RFC 3339 (default: midnight UTC, days + 1 days ago, so that "
+        "everything lies in the past; give it for the same event times on every run)",
+    )
 
     p = add("replay", cmd_replay, "Validate JSONL or CSV event files, then produce them.")
     p.add_argument("files", nargs="+", type=Path, help="JSONL (.jsonl/.json) or CSV files")

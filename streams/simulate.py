@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from datetime import UTC, datetime
 
 from pipeline.money import Rates
 from pipeline.settings import Settings
-from pipeline.simulator import DEFAULT_START, Simulation, SimulationConfig, truth_config
+from pipeline.simulator import Simulation, SimulationConfig, default_start, truth_config
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
 
 __all__ = ["config_from", "run_simulation"]
@@ -24,14 +25,17 @@ def config_from(
     days: int = 2,
     start: str | None = None,
 ) -> SimulationConfig:
-    """Simulation parameters that agree with the settings the worker will use."""
+    """Simulation parameters that agree with the settings the worker will use. Without
+    ``start`` the days end before today (``pipeline.simulator.default_start``), so the data
+    lands in the dashboards' default range; give ``start`` for the same event times on
+    every run."""
     costs = settings.costs
     return SimulationConfig(
         events=events,
         seed=seed,
         campaigns=campaigns,
         days=days,
-        start=start or DEFAULT_START,
+        start=start or default_start(days, datetime.now(UTC)),
         truth=truth_config(
             settings.kafka.partitions,
             Rates.from_file(costs.base_currency, costs.rates_file),
