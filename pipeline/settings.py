@@ -169,6 +169,14 @@ class ClickHouseSettings(_Section):
 class MetricsSettings(_Section):
     host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz.")
     port: int = Field(9464, ge=0, le=65535, description="Port of the metrics server (0: off).")
+    liveness_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="/healthz answers 503 once the process's event loop has not turned for "
+        "this long, or (worker) messages have waited this long with no batch taking any; "
+        "a ClickHouse outage, a rebalance or a table recovery does not count (readiness "
+        "reports those).",
+    )
 
 
 class WorkerSettings(_Section):

@@ -112,6 +112,15 @@ def _probe(settings: Settings) -> None:
     raise _unreachable(settings, last)
 
 
+def kafka_reachable(settings: Settings) -> bool:
+    """Whether a bootstrap server accepts a TCP connection (the collector's readiness probe)."""
+    try:
+        _probe(settings)
+    except KafkaUnavailable:
+        return False
+    return True
+
+
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Every topic ``ensure_topics`` creates -> the topic configs it is created with. Table
     changelogs are created by Faust when the worker starts (``streams.app``)."""

@@ -10,9 +10,8 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Protocol
 
 import faust
 import orjson
@@ -29,14 +28,13 @@ from pipeline.verify import (
 )
 from sinks import ClickHouseSink, credited_rows, dead_letter_counts, kpi_rows, open_backend
 from streams.collector import build_collector
-from streams.metrics import Metrics, MetricsServer
-from streams.producer import EventProducer, check_changelogs, ensure_topics
+from streams.health import Liveness, ProduceReadiness, Readiness
+from streams.metrics import CollectorMetrics, Metrics, MetricsServer
+from streams.producer import EventProducer, check_changelogs, ensure_topics, kafka_reachable
 from streams.worker import Worker
 
 __all__ = [
     "ConsumerMetrics",
-    "Progress",
-    "Readiness",
     "run_collector",
     "run_worker",
     "verify",
@@ -47,91 +45,6 @@ log = logging.getLogger(__name__)
 
 # How often the worker's consumer position is turned into lag and rebalance metrics.
 CONSUMER_METRICS_INTERVAL_SECONDS = 1.0
-# How long messages may wait in a worker's partitions with no batch taking any before it
-# is not ready: a batch is taken every ``batch_within_seconds`` while there is lag, so
-# this is a stall, not a slow batch.
-STALL_SECONDS = 30.0
-
-
-class _Outage(Protocol):
-    @property
-    def outage(self) -> bool: ...
-
-
-class Progress(Protocol):
-    """What readiness asks of the worker (``streams.worker.Worker`` is one)."""
-
-    @property
-    def sink(self) -> _Outage: ...
-
-    @property
-    def last_progress_at(self) -> float:
-        """``time.monotonic()`` when a batch last reached offsets the state had not seen."""
-        ...
-
-    def settled(self) -> bool:
-        """No rebalance or table recovery under way, and ClickHouse takes writes."""
-        ...
-
-
-class Readiness:
-    """The worker's ``/readyz``: ready means making progress. Not ready while starting or
-    stopping, while ClickHouse refuses writes, while a rebalance or table recovery runs,
-    while no partition is assigned, and while messages have waited in the assigned
-    partitions for ``stall_seconds`` with no batch taking any.
-
-    ``observe`` runs on the event loop (each consumer metrics round); ``__call__`` only
-    reads the last answer, from the metrics server's thread."""
-
-    def __init__(
-        self,
-        worker: Progress,
-        stall_seconds: float = STALL_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._worker = worker
-        self._stall_seconds = stall_seconds
-        self._clock = clock
-        self._lagging_since: float | None = None
-        self._reason: str | None = "starting"
-
-    def __call__(self) -> str | None:
-        """Why the worker is not ready, or ``None`` when it is."""
-        return self._reason
-
-    def stopping(self) -> None:
-        self._reason = "stopping"
-
-    def observe(self, assigned: int | None, lag: int | None) -> None:
-        """Decide readiness from the assigned consumed partitions and their total lag
-        (``None``: not known, e.g. while the assignment changes)."""
-        now = self._clock()
-        if not lag:
-            self._lagging_since = None
-        elif self._lagging_since is None:
-            self._lagging_since = now
-        worker = self._worker
-        if worker.sink.outage:
-            reason: str | None = "ClickHouse refuses writes"
-        elif not worker.settled():
-            reason = "rebalance or table recovery under way"
-        elif assigned is None or lag is None:
-            reason = "assignment not known yet"
-        elif assigned == 0:
-            reason = "no partition assigned"
-        elif (
-            self._lagging_since is not None
-            and now - max(self._lagging_since, worker.last_progress_at) > self._stall_seconds
-        ):
-            reason = (
-                f"{lag} messages waiting, none consumed for "
-                f"{now - max(self._lagging_since, worker.last_progress_at):.0f}s"
-            )
-        else:
-            reason = None
-        if reason != self._reason:
-            log.info("readiness: %s", "ready" if reason is None else f"not ready: {reason}")
-        self._reason = reason
 
 
 class ConsumerMetrics:
@@ -156,6 +69,7 @@ class ConsumerMetrics:
         done: Callable[[str, int], int | None],
         ends: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]],
         readiness: Readiness | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self._app = app
         self._metrics = metrics
@@ -163,6 +77,7 @@ class ConsumerMetrics:
         self._done = done
         self._ends = ends
         self._readiness = readiness
+        self._liveness = liveness
         self._rebalances_seen = 0
         self._labelled: set[tuple[str, str]] = set()
 
@@ -202,6 +117,8 @@ class ConsumerMetrics:
     def _observe(self, assigned: int | None, lag: int | None) -> None:
         if self._readiness is not None:
             self._readiness.observe(assigned, lag)
+        if self._liveness is not None:
+            self._liveness.observe(lag)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Update every interval until ``stop`` is set; errors are logged, never raised."""
@@ -245,15 +162,22 @@ async def worker_main(
         await sink.close()
         raise
     readiness = Readiness(worker)
+    liveness = Liveness(settings.metrics.liveness_seconds, worker)
     server = None
     if settings.metrics.port:
         server = MetricsServer(
-            metrics, settings.metrics.host, settings.metrics.port, not_ready=readiness
+            metrics,
+            settings.metrics.host,
+            settings.metrics.port,
+            not_ready=readiness,
+            not_alive=liveness,
         )
         server.start()
     app = worker.app
     metrics_stop = asyncio.Event()
     metrics_task: asyncio.Task[None] | None = None
+    # The loop's heartbeat starts before the app: a start that blocks the loop counts.
+    heartbeat = asyncio.create_task(liveness.run(metrics_stop))
     feeds: list[asyncio.Task[None]] = []
     try:
         if not await _started(app, stop):
@@ -268,6 +192,7 @@ async def worker_main(
             worker.next_unseen,
             worker.direct.ends,
             readiness,
+            liveness,
         )
         metrics_task = asyncio.create_task(consumer_metrics.run(metrics_stop))
         drained_since: float | None = None
@@ -301,6 +226,7 @@ async def worker_main(
         metrics_stop.set()
         if metrics_task is not None:
             await metrics_task
+        await heartbeat
         readiness.stopping()
         await worker.stop_feeds(feeds)
         await app.stop()
@@ -345,14 +271,31 @@ def run_worker(settings: Settings, stop_when_idle: float | None = None) -> None:
 def run_collector(settings: Settings) -> None:
     """Serve the collector until SIGINT/SIGTERM."""
     ensure_topics(settings)
-    metrics = Metrics(CollectorRegistry())
+    metrics = CollectorMetrics(CollectorRegistry())
+    readiness = ProduceReadiness(lambda: kafka_reachable(settings))
+    liveness = Liveness(settings.metrics.liveness_seconds)
     producer = EventProducer(settings, client_id="socialroi-collector")
     producer.start()
-    app = build_collector(settings, producer, metrics)
+    app = build_collector(settings, producer, metrics, readiness)
+
+    async def watched(_: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(liveness.run(stop)), asyncio.create_task(readiness.run(stop))]
+        readiness.started()
+        yield
+        readiness.stopping()
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    app.cleanup_ctx.append(watched)
     server = None
     if settings.metrics.port:
         server = MetricsServer(
-            metrics, settings.metrics.host, settings.metrics.port, not_ready=lambda: None
+            metrics,
+            settings.metrics.host,
+            settings.metrics.port,
+            not_ready=readiness,
+            not_alive=liveness,
         )
         server.start()
     try:
