@@ -11,6 +11,7 @@ histograms as zeros), plus the process's own: ``process_*`` (memory, CPU, open f
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 import threading
 from collections.abc import Callable
@@ -41,6 +42,22 @@ def _process(registry: CollectorRegistry) -> None:
         registry.register(collector)
 
 
+def _identity(registry: CollectorRegistry, component: str) -> None:
+    """``socialroi_build_info{component, version} 1``: says which targets are socialroi
+    workers or collectors whatever the scrape job is called (compose names its jobs,
+    Kubernetes annotation scraping does not), so alerts and panels join on it."""
+    try:
+        version = importlib.metadata.version("socialroi")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    Gauge(
+        "socialroi_build_info",
+        "1, labelled with what this process is (worker or collector) and its version",
+        ["component", "version"],
+        registry=registry,
+    ).labels(component, version).set(1)
+
+
 def _produced(registry: CollectorRegistry) -> Counter:
     return Counter("socialroi_events_produced", "Messages produced", ["topic"], registry=registry)
 
@@ -57,6 +74,7 @@ class CollectorMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         _process(registry)
+        _identity(registry, "collector")
         self.produced = _produced(registry)
         self.dead_letters = _dead_letters(registry)
 
@@ -67,6 +85,7 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         _process(registry)
+        _identity(registry, "worker")
         self.consumed = Counter(
             "socialroi_events_consumed", "Messages consumed", ["topic", "stage"], registry=registry
         )
