@@ -212,9 +212,27 @@ def test_grafana_reads_clickhouse_read_only_with_a_password_from_the_environment
     assert clickhouse["jsonData"]["username"] == "socialroi_reader"
     assert clickhouse["secureJsonData"]["password"] == "${SOCIALROI_GRAFANA_CH_PASSWORD}"
     grafana = compose()["services"]["grafana"]
-    assert grafana["environment"]["GF_INSTALL_PLUGINS"].startswith("grafana-clickhouse-datasource")
     referenced = set(re.findall(r"\$\{(\w+)\}", yaml.safe_dump(sources)))
     assert referenced <= set(grafana["environment"]), referenced - set(grafana["environment"])
+
+
+def test_grafana_has_its_plugin_pinned_in_the_image_and_installs_nothing_at_start() -> None:
+    grafana = compose()["services"]["grafana"]
+    assert not any(key.startswith("GF_INSTALL_PLUGINS") for key in grafana["environment"])
+    assert grafana["build"]["context"] == "../grafana"
+    plugin = grafana["build"]["args"]["GRAFANA_CLICKHOUSE_PLUGIN_VERSION"]
+    pinned = re.fullmatch(r"\$\{GRAFANA_CLICKHOUSE_PLUGIN_VERSION:-(\d+\.\d+\.\d+)\}", plugin)
+    assert pinned, plugin
+    dockerfile = (DEPLOY / "grafana/Dockerfile").read_text()
+    assert f"ARG GRAFANA_CLICKHOUSE_PLUGIN_VERSION={pinned[1]}" in dockerfile
+    install = re.search(r"plugins install grafana-clickhouse-datasource (\S+)", dockerfile)
+    assert install and install[1] == '"$GRAFANA_CLICKHOUSE_PLUGIN_VERSION"'
+    # the air-gapped instructions name the same version
+    assert f"grafana-clickhouse-datasource/versions/{pinned[1]}/download" in dockerfile
+    grafana_version = re.search(r"\$\{GRAFANA_VERSION:-([\d.]+)\}", grafana["image"])
+    assert grafana_version and f"ARG GRAFANA_VERSION={grafana_version[1]}" in dockerfile
+    sources = (DEPLOY / "grafana/provisioning/datasources/datasources.yml").read_text()
+    assert "GF_INSTALL_PLUGINS" not in sources
 
 
 def test_kafka_python_checksums_batches_in_c() -> None:
