@@ -5,6 +5,7 @@ within ``SOCIALROI_METRICS__LIVENESS_SECONDS`` each time, and come back once it 
 from __future__ import annotations
 
 import asyncio
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from sinks import ClickHouseSink, apply_migrations, open_backend
 from streams.health import HEARTBEAT_SECONDS
 from streams.producer import ensure_topics
 from streams.run import worker_main
+from tests.integration.conftest import SOCIALROI
 from tests.integration.prometheus_helpers import free_port, http_get
 
 pytestmark = pytest.mark.integration
@@ -178,3 +180,40 @@ def test_healthz_fails_when_the_loop_is_frozen_or_the_sink_hangs(
             await asyncio.wait_for(worker, 120)
 
     asyncio.run(scenario())
+
+
+def test_the_collector_is_ready_alive_and_exports_only_its_families(
+    pipeline_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A real `socialroi collect` on the local broker."""
+    metrics_port = free_port()
+    env = {
+        **pipeline_env,
+        "SOCIALROI_COLLECTOR__PORT": str(free_port()),
+        "SOCIALROI_COLLECTOR__TOKEN": "tok-health-1",
+        "SOCIALROI_METRICS__PORT": str(metrics_port),
+    }
+    log_path = tmp_path / "collector.log"
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [*SOCIALROI, "collect"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path
+        )
+    base = f"http://127.0.0.1:{metrics_port}"
+    try:
+        deadline = time.monotonic() + 60
+        while _get(f"{base}/readyz")[0] != 200:
+            assert process.poll() is None, log_path.read_text()[-2000:]
+            assert time.monotonic() < deadline, log_path.read_text()[-2000:]
+            time.sleep(0.2)
+        assert _get(f"{base}/healthz") == (200, "ok\n")
+        status, text = _get(f"{base}/metrics")
+        assert status == 200
+        assert "\nprocess_resident_memory_bytes " in text
+        assert "\npython_gc_objects_collected_total{" in text
+        assert 'socialroi_build_info{component="collector"' in text
+        for family in ("socialroi_batch_seconds", "socialroi_sink_outage", "socialroi_consumer"):
+            assert family not in text, family
+    finally:
+        process.terminate()
+        assert process.wait(timeout=30) == 0, log_path.read_text()[-2000:]
+    assert "WARNING" not in log_path.read_text() and "ERROR" not in log_path.read_text()

@@ -197,8 +197,12 @@ def test_the_collector_exports_only_its_own_families() -> None:
     collector = _families(CollectorMetrics(CollectorRegistry()).registry)
     worker = _families(Metrics(CollectorRegistry()).registry)
     ours = {name for name in collector if name.startswith("socialroi_")}
-    assert ours == {"socialroi_events_produced", "socialroi_dead_letters"}
+    assert ours == {"socialroi_events_produced", "socialroi_dead_letters", "socialroi_build_info"}
     assert ours < worker  # the same names, so the alerts and panels read both
     text = generate_latest(CollectorMetrics(CollectorRegistry()).registry).decode()
     for name in ("socialroi_batch_seconds", "socialroi_sink_outage", "socialroi_consumer_lag"):
         assert name not in text
+    # what each process is, for rules and panels that must not depend on the job's name
+    assert 'socialroi_build_info{component="collector",version="' in text
+    worker_text = generate_latest(Metrics(CollectorRegistry()).registry).decode()
+    assert 'socialroi_build_info{component="worker",version="' in worker_text

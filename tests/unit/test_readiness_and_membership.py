@@ -1,6 +1,6 @@
 """``/readyz`` means progress, a worker is a static group member, and every topic the
 pipeline creates says how it is kept. Readiness is driven through its own seam
-(``streams.run.Progress``) with a fake worker and a fake clock."""
+(``streams.health.Progress``) with a fake worker and a fake clock."""
 
 from __future__ import annotations
 
