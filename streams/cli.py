@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
 
 import orjson
+from dotenv import dotenv_values
 from pydantic import ValidationError
 
-from pipeline.settings import Settings, env_reference, redact_url
+from pipeline.settings import Settings, env_reference, redact_url, unknown_variables
 
 __all__ = ["main"]
 
@@ -36,6 +38,12 @@ def _env_epilog() -> str:
 
 
 def _settings() -> Settings:
+    names = list(os.environ)
+    if Path(".env").is_file():  # the file Settings reads too
+        names += list(dotenv_values(".env"))
+    problems = unknown_variables(names)
+    if problems:
+        raise CliError("unknown settings: " + "; ".join(problems))
     try:
         return Settings()
     except ValidationError as exc:
@@ -105,6 +113,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
     from streams.run import run_collector
 
+    if settings.collector.token is None or not settings.collector.token.get_secret_value():
+        raise CliError(
+            "the collector needs a token: set SOCIALROI_COLLECTOR__TOKEN (clients send it "
+            "as Authorization: Bearer <token>)"
+        )
     run_collector(settings)
     return 0
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.settings import AttributionModel, Settings, env_reference, redact_url
@@ -71,3 +73,103 @@ def test_unreachable_kafka_is_one_line_with_advice(
     assert "cannot reach Kafka at 127.0.0.1:1" in err
     assert "deploy/local/kafka.sh start" in err
     assert "Traceback" not in err
+
+
+def _clear_socialroi_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("SOCIALROI_") and not name.startswith("SOCIALROI_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("SOCIALROI_KAFKA_BOOTSTRAP_SERVERS", "did you mean SOCIALROI_KAFKA__BOOTSTRAP_SERVERS?"),
+        ("SOCIALROI_WORKER__BATCH_MAX_EVENT", "did you mean SOCIALROI_WORKER__BATCH_MAX_EVENTS?"),
+        ("socialroi_clickhouse_url", "did you mean SOCIALROI_CLICKHOUSE__URL?"),
+        ("SOCIALROI_FOO", "names no setting (socialroi --help lists them all)"),
+    ],
+)
+def test_a_variable_that_names_no_setting_is_an_error_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    variable: str,
+    hint: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    monkeypatch.setenv(variable, "k1:9092")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"socialroi: unknown settings: {variable} ") and hint in err, err
+    assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_a_mistyped_setting_in_dot_env_is_an_error_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    (tmp_path / ".env").write_text("SOCIALROI_LOG__LEVL=DEBUG\n")
+    assert main(["config"]) == 2
+    assert "did you mean SOCIALROI_LOG__LEVEL?" in capsys.readouterr().err
+
+
+def test_settings_and_the_scripts_own_variables_pass(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    monkeypatch.setenv("SOCIALROI_KAFKA__BOOTSTRAP_SERVERS", "k1:9092")
+    monkeypatch.setenv("SOCIALROI_KAFKA_PORT", "19092")  # deploy/local/kafka.sh's
+    monkeypatch.setenv("SOCIALROI_TEST_ANYTHING", "1")
+    assert main(["config"]) == 0
+    assert "k1:9092" in capsys.readouterr().out
+
+
+def test_every_socialroi_variable_the_repository_uses_is_known() -> None:
+    """A script's or test's new variable must be listed in OTHER_VARIABLES (or be a
+    setting), or the CLI would refuse to run where it is set."""
+    import re
+
+    from pipeline.settings import unknown_variables
+
+    root = Path(__file__).resolve().parents[2]
+    used: set[str] = set()
+    for folder in ("pipeline", "streams", "sinks", "deploy", "tests"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and path.suffix in {
+                ".py",
+                ".sh",
+                ".yml",
+                ".yaml",
+                ".env",
+                ".xml",
+                "",
+            }:
+                used |= set(
+                    re.findall(r"\bSOCIALROI_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="ignore"))
+                )
+    # section prefixes written in code and docs (SOCIALROI_TOPICS__...)
+    sections = {name.rsplit("__", 1)[0] for name, _, _ in env_reference()}
+    used -= sections | {"SOCIALROI_TEST"}
+    # names made up on purpose by the test above
+    made_up = {"SOCIALROI_KAFKA_BOOTSTRAP_SERVERS", "SOCIALROI_WORKER__BATCH_MAX_EVENT",
+               "SOCIALROI_FOO", "SOCIALROI_LOG__LEVL"}  # fmt: skip
+    assert unknown_variables(used - made_up) == []
+
+
+def test_collect_without_a_token_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    assert main(["collect"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "socialroi: the collector needs a token: set SOCIALROI_COLLECTOR__TOKEN (clients send "
+        "it as Authorization: Bearer <token>)\n"
+    )
