@@ -127,6 +127,26 @@ def test_compose_prometheus_scrapes_the_metrics_port() -> None:
     assert 'job=~"socialroi.*"' in (DEPLOY / "prometheus/alerts.yml").read_text()
 
 
+def test_compose_kafka_has_a_listener_that_producers_on_the_host_reach() -> None:
+    kafka = compose()["services"]["kafka"]
+    env = kafka["environment"]
+
+    def listeners(value: str) -> dict[str, str]:
+        return dict(item.split("://", 1) for item in value.split(","))
+
+    assert listeners(env["KAFKA_LISTENERS"])["EXTERNAL"] == ":9094"
+    advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    assert advertised["PLAINTEXT"] == "kafka:9092"  # the services inside the network
+    assert (
+        advertised["EXTERNAL"] == "${KAFKA_EXTERNAL_HOST:-127.0.0.1}:${KAFKA_EXTERNAL_PORT:-9094}"
+    )
+    assert "EXTERNAL:PLAINTEXT" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    # published on the port it advertises, on the loopback unless asked otherwise
+    assert kafka["ports"] == ["${KAFKA_EXTERNAL_BIND:-127.0.0.1}:${KAFKA_EXTERNAL_PORT:-9094}:9094"]
+    readme = (DEPLOY.parent / "README.md").read_text()
+    assert "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9094" in readme
+
+
 # -- Dockerfile --------------------------------------------------------------------------------
 
 
