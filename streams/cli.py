@@ -429,12 +429,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+# ClickHouse's UNKNOWN_TABLE and UNKNOWN_DATABASE: a store `socialroi migrate` never set up.
+_NOT_MIGRATED = frozenset({60, 81})
+
+
 def _expected_failure(exc: Exception) -> str | None:
     """One line for failures a user can act on; ``None`` for bugs (traceback shown)."""
     from pipeline.money import RatesError
-    from sinks import SinkError
+    from sinks import QueryError, SinkError
     from streams.producer import KafkaUnavailable, TopicMisconfigured
 
+    if isinstance(exc, QueryError) and exc.code in _NOT_MIGRATED:
+        first = str(exc).splitlines()[0][:300]
+        return f"the store has no socialroi schema yet: run `socialroi migrate` first ({first})"
     if isinstance(exc, KafkaUnavailable | TopicMisconfigured | SinkError | RatesError):
         return str(exc)
     if isinstance(exc, OSError) and exc.filename:

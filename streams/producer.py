@@ -90,10 +90,16 @@ def _unreachable(settings: Settings, exc: Exception) -> KafkaUnavailable:
             "SOCIALROI_KAFKA__SASL_USERNAME / SOCIALROI_KAFKA__SASL_PASSWORD, and the "
             "security protocol"
         )
-    return KafkaUnavailable(
-        f"cannot reach Kafka at {kafka.bootstrap_servers} ({type(exc).__name__}); "
+    local = kafka.bootstrap_servers == type(kafka).model_fields["bootstrap_servers"].default
+    how = (
+        # the development broker of deploy/local is the default's only meaning
         "start the local broker with `bash deploy/local/kafka.sh start` or set "
         "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS"
+        if local
+        else "check that the brokers run and SOCIALROI_KAFKA__BOOTSTRAP_SERVERS names them"
+    )
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {kafka.bootstrap_servers} ({type(exc).__name__}); {how}"
     )
 
 

@@ -71,7 +71,9 @@ def test_unreachable_kafka_is_one_line_with_advice(
     assert main(["topics"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach Kafka at 127.0.0.1:1" in err
-    assert "deploy/local/kafka.sh start" in err
+    # not the local default: the local broker's script would be the wrong advice
+    assert "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS names them" in err
+    assert "deploy/local" not in err
     assert "Traceback" not in err
 
 
@@ -173,3 +175,46 @@ def test_collect_without_a_token_is_one_line(
         "socialroi: the collector needs a token: set SOCIALROI_COLLECTOR__TOKEN (clients send "
         "it as Authorization: Bearer <token>)\n"
     )
+
+
+def test_a_store_never_migrated_says_to_run_migrate(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    monkeypatch.setenv("SOCIALROI_CLICKHOUSE__URL", f"chdb://{tmp_path / 'store'}")
+    (tmp_path / "t.json").write_text("{}")
+    assert main(["verify", "--truth", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "socialroi: the store has no socialroi schema yet: run `socialroi migrate` first ("
+    ), err
+    assert err.count("\n") == 1
+
+
+def test_a_csv_without_an_event_type_header_is_one_bad_line() -> None:
+    from pipeline.contract import Contract
+    from pipeline.files import BadLine, read_events
+
+    no_header = "c-1,like,2026-12-01T00:00:00Z\nc-2,like,2026-12-01T00:00:01Z\n"
+    contract = Contract(max_message_bytes=65536, max_future_skew_ms=300_000)
+    found = list(read_events("events.csv", no_header, contract, 0))
+    assert len(found) == 1 and isinstance(found[0], BadLine)
+    assert (found[0].line, found[0].reason) == (1, "missing_header")
+    assert "with event_type among them" in found[0].detail
+    assert "c-1,like,2026-12-01T00:00:00Z" in found[0].detail
+
+
+@pytest.mark.parametrize(
+    ("servers", "local"), [("127.0.0.1:19092", True), ("kafka.prod.example:9092", False)]
+)
+def test_kafka_hints_name_the_local_script_only_for_the_local_default(
+    servers: str, local: bool
+) -> None:
+    from pipeline.settings import KafkaSettings
+    from streams.producer import _unreachable
+
+    settings = Settings.model_construct(kafka=KafkaSettings(bootstrap_servers=servers))
+    message = str(_unreachable(settings, ConnectionRefusedError()))
+    assert message.startswith(f"cannot reach Kafka at {servers} (ConnectionRefusedError); ")
+    assert ("deploy/local/kafka.sh" in message) is local
