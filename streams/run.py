@@ -31,6 +31,7 @@ from streams.collector import build_collector
 from streams.health import Liveness, ProduceReadiness, Readiness
 from streams.metrics import CollectorMetrics, Metrics, MetricsServer
 from streams.producer import EventProducer, check_changelogs, ensure_topics, kafka_reachable
+from streams.progress import Reporter
 from streams.worker import Worker
 
 __all__ = [
@@ -257,13 +258,44 @@ async def _started(app: faust.App, stop: asyncio.Event) -> bool:
     return False
 
 
+def _consumed_and_waiting(metrics: Metrics) -> tuple[int, int]:
+    """Messages the ingest stage consumed so far, and the lag of the assigned partitions."""
+    consumed = waiting = 0
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "socialroi_events_consumed_total":
+                consumed += int(sample.value) if sample.labels.get("stage") == "ingest" else 0
+            elif sample.name == "socialroi_consumer_lag":
+                waiting += int(sample.value)
+    return consumed, waiting
+
+
+async def _report_progress(metrics: Metrics, stop: asyncio.Event) -> None:
+    """The worker's progress (consumed, rate, lag, ETA) until ``stop`` is set."""
+    reporter = Reporter("worker", "messages consumed", every=60.0)
+    try:
+        while not stop.is_set():
+            reporter.update(*_consumed_and_waiting(metrics))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+    finally:
+        reporter.close()
+
+
 def run_worker(settings: Settings, stop_when_idle: float | None = None) -> None:
     ensure_topics(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        await worker_main(settings, stop, stop_when_idle)
+        metrics = Metrics(CollectorRegistry())
+        done = asyncio.Event()
+        progress = asyncio.create_task(_report_progress(metrics, done))
+        try:
+            await worker_main(settings, stop, stop_when_idle, metrics=metrics)
+        finally:
+            done.set()
+            await progress
 
     asyncio.run(main())
 

@@ -11,6 +11,7 @@ from pipeline.money import Rates
 from pipeline.settings import Settings
 from pipeline.simulator import Simulation, SimulationConfig, default_start, truth_config
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
+from streams.progress import Reporter
 
 __all__ = ["config_from", "run_simulation"]
 
@@ -57,12 +58,16 @@ def run_simulation(settings: Settings, args: argparse.Namespace) -> None:
     producer = EventProducer(settings, client_id="socialroi-simulator")
     producer.start(topics.values())
     began = time.monotonic()
+    progress = Reporter("simulate", "messages sent", args.events)
     try:
         producer.send_all(
-            (OutgoingMessage(topics[m.kind], m.key, m.value, m.partition) for m in run.messages()),
+            progress.counted(
+                OutgoingMessage(topics[m.kind], m.key, m.value, m.partition) for m in run.messages()
+            ),
             rate=args.rate,
         )
     finally:
+        progress.close()
         producer.close()
     elapsed = time.monotonic() - began
     with args.truth.open("wb") as out:
