@@ -558,7 +558,9 @@ def _quality_section(doc: dict[str, Any]) -> str:
         "<p>Rejected messages never count in a KPI: each is kept as a dead letter with its "
         "reason and original bytes. Late events (older than the allowed lateness) and "
         f"duplicates (an event id already counted) are left out too. {note}</p>"
-        f'<div class="grid tables">{per_kpi}<div>{by_reason}{empty}</div></div></section>'
+        # each grid cell a div: a bare table ignores overflow-x and spills over its neighbour
+        f'<div class="grid tables"><div>{per_kpi}</div><div>{by_reason}{empty}</div></div>'
+        "</section>"
     )
 
 

@@ -338,3 +338,68 @@ def test_the_page_renders_in_headless_chromium(store: tuple[str, Path]) -> None:
     assert f'data-charts-expected="{CHARTS}"' in root_tag
     assert f'data-charts-rendered="{CHARTS}"' in root_tag, root_tag
     assert 'data-script-errors=""' in root_tag, root_tag
+
+
+# Added to a copy of the page (its policy allows inline scripts): every table, chart and
+# tile as the reader sees it, i.e. clipped by any ancestor that scrolls or hides its
+# overflow, must not overlap another one.
+_OVERLAPS = """
+<script>
+addEventListener('load', () => {
+  const visible = (el) => {
+    let r = el.getBoundingClientRect();
+    let box = {left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+    for (let a = el.parentElement; a; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX === 'visible') continue;
+      const c = a.getBoundingClientRect();
+      box.left = Math.max(box.left, c.left); box.right = Math.min(box.right, c.right);
+    }
+    return box;
+  };
+  const items = [...document.querySelectorAll('table, svg.chart, .tile')];
+  const named = (el) => el.id || (el.closest('section') || {}).id + ' ' + el.tagName;
+  const boxes = items.map((el) => [named(el), visible(el)]);
+  const found = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const [a, p] = boxes[i], [b, q] = boxes[j];
+    const w = Math.min(p.right, q.right) - Math.max(p.left, q.left);
+    const h = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top);
+    if (w > 1 && h > 1) found.push(a + ' / ' + b);
+  }
+  document.documentElement.dataset.boxes = String(boxes.length);
+  document.documentElement.dataset.overlaps = found.join('; ');
+});
+</script>
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 1440, 1920])
+def test_no_table_or_chart_overlaps_another_at_common_widths(
+    store: tuple[str, Path], width: int
+) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail("headless Chromium is missing: apt-get install chromium", pytrace=False)
+    url, root = store
+    page = root / f"board-{width}.html"
+    out = cli(url, root, *PERIOD, "--format", "html", "--output", str(page))
+    assert out.returncode == 0, out.stderr
+    html = page.read_text(encoding="utf-8")
+    probe = root / f"probe-{width}.html"
+    probe.write_text(html.replace("</body>", _OVERLAPS + "</body>"), encoding="utf-8")
+    dom = subprocess.run(
+        [
+            str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={root / f'chromium-{width}'}", f"--window-size={width},3000",
+            "--dump-dom", probe.as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    root_tag = dom.stdout[
+        dom.stdout.index("<html") : dom.stdout.index(">", dom.stdout.index("<html"))
+    ]
+    boxes = re.search(r'data-boxes="(\d+)"', root_tag)
+    assert boxes and int(boxes[1]) >= CHARTS + 5, root_tag  # it measured the page
+    overlaps = re.search(r'data-overlaps="([^"]*)"', root_tag)
+    assert overlaps is not None and overlaps[1] == "", f"{width}px: {overlaps and overlaps[1]}"
