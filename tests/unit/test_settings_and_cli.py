@@ -218,3 +218,47 @@ def test_kafka_hints_name_the_local_script_only_for_the_local_default(
     message = str(_unreachable(settings, ConnectionRefusedError()))
     assert message.startswith(f"cannot reach Kafka at {servers} (ConnectionRefusedError); ")
     assert ("deploy/local/kafka.sh" in message) is local
+
+
+def _report_rows() -> list[dict[str, object]]:
+    """Two campaigns as the views give them: counts, money in base units, ratios."""
+    from sinks.views import REPORT_COLUMNS
+
+    row: dict[str, object] = {name: 48_213 for name in REPORT_COLUMNS}
+    row.update(
+        campaign_id="summer-sale-2026", windows=14, conversions=312.5, spend=123_456.78,
+        revenue=98_765.43, profit=40_120.0, service_savings=1_840.0, roi=-0.1852,
+        roas=0.8, cpa=395.06, cpc=2.56, cpm=2_560.5, cost_per_engagement=2.56,
+        engagement_rate=0.0461, ctr=0.0123, conversion_rate=0.0065,
+    )  # fmt: skip
+    return [row, {**row, "campaign_id": ""}]
+
+
+@pytest.mark.parametrize("width", [80, 120, 160])
+def test_the_report_table_fits_the_terminal_with_roi_and_money_first(width: int) -> None:
+    from sinks.views import REPORT_COLUMNS
+    from streams.cli import table_columns
+    from streams.report import render
+
+    rows = _report_rows()
+    columns = table_columns(width, rows)
+    assert {"campaign_id", "spend", "revenue", "roi", "roas"} <= set(columns)
+    assert columns == tuple(c for c in REPORT_COLUMNS if c in columns)  # in report order
+    assert columns[0] == "campaign_id" and len(columns) < len(REPORT_COLUMNS)
+    text = render(rows, columns, "table", "Campaign ROI")
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    assert "summer-sale-2026" in text and "(none)" in text
+    assert len(table_columns(width + 100, rows)) > len(columns)  # wider shows more
+
+
+def test_report_columns_must_be_known(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--columns", "campaign_id,popularity"])
+    assert exited.value.code == 2
+    assert "unknown column popularity; choose among campaign_id, windows" in (
+        capsys.readouterr().err
+    )
