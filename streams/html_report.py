@@ -104,6 +104,31 @@ def _day_label(day: str) -> str:
     return f"{d.day} {d.strftime('%b')}"
 
 
+def _open_days(doc: dict[str, Any]) -> set[str]:
+    """Days whose windows are still open somewhere in the report (``is_final`` false)."""
+    days = set(doc["summary"]["provisional_days"])
+    days |= {d["day"] for d in doc["social_traffic"] if not d["is_final"]}
+    days |= {d["day"] for d in doc["daily"] if not d["is_final"]}
+    return days | {r["day"] for r in doc["followers"] if not r.get("is_final", True)}
+
+
+def _marked(day: str, open_days: set[str]) -> str:
+    """A day's axis label, with an asterisk while it is provisional."""
+    return _day_label(day) + ("*" if day in open_days else "")
+
+
+def _open_note(days: list[str], open_days: set[str]) -> str:
+    shown = [d for d in days if d in open_days]
+    if not shown:
+        return ""
+    names = ", ".join(_day_label(d) for d in shown)
+    return (
+        f'<p class="provisional-note">* Provisional: {names} '
+        f"{'is' if len(shown) == 1 else 'are'} still open, so late data may still change "
+        "the figures (hollow points, pale bars, rows marked provisional).</p>"
+    )
+
+
 def _long_day(day: str | None) -> str:
     if day is None:
         return "the first stored day"
@@ -327,7 +352,8 @@ def _roi_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]) -> s
         '<section id="roi"><h2>Return per campaign</h2>'
         "<p>ROI = (attributed revenue + service savings \u2212 spend) ÷ spend. ROAS = revenue ÷ "
         "spend. CPA = spend ÷ conversions. Spend includes media, staff effort and tools.</p>"
-        f'<div class="grid">{roi}{money}</div>{table}</section>'
+        f'<div class="grid">{roi}{money}</div>{table}'
+        f"{_open_note(sorted(_open_days(doc)), _open_days(doc))}</section>"
     )
 
 
@@ -387,13 +413,16 @@ def _spend_vs_return_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str]
 
 def _traffic_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
     days = doc["social_traffic"]
-    labels = [_day_label(d["day"]) for d in days]
+    open_days = _open_days(doc)
+    labels = [_marked(d["day"], open_days) for d in days]
+    still_open = [d["day"] in open_days for d in days]
     line = chart(
         line_chart(
             "social-share", "Share of site visits from social, per day", labels,
             [("Social share", [d["social_share"] for d in days], PALETTE[0])],
             "Day (UTC)", "Visits from social (%)", lambda v: _pct(v, 0),
             y_range=(0.0, max([d["social_share"] or 0 for d in days] + [0.1])),
+            provisional=still_open,
         )
     )  # fmt: skip
     visits = chart(
@@ -402,11 +431,11 @@ def _traffic_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
             [("Social", [d["social_visits"] for d in days], PALETTE[0]),
              ("Direct", [d["direct_visits"] for d in days], PALETTE[5]),
              ("Other campaigns", [d["other_visits"] for d in days], PALETTE[4])],
-            "Day (UTC)", "Visits", lambda v: f"{v:,.0f}",
+            "Day (UTC)", "Visits", lambda v: f"{v:,.0f}", provisional=still_open,
         )
     )  # fmt: skip
     columns: list[Column] = [
-        ("day", "Day (UTC)", str),
+        ("day", "Day (UTC)", lambda v: f"{v} (provisional)" if v in open_days else v),
         ("visits", "All visits", _int),
         ("social_visits", "From social", _int),
         ("direct_visits", "Direct", _int),
@@ -418,7 +447,8 @@ def _traffic_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
         '<section id="traffic"><h2>Site traffic from social</h2>'
         "<p>Visits arriving from a social network (UTM tags or click ids), against all site "
         "visits, whatever the campaign filter.</p>"
-        f'<div class="grid">{line}{visits}</div>{table}</section>'
+        f'<div class="grid">{line}{visits}</div>{table}'
+        f"{_open_note([d['day'] for d in days], open_days)}</section>"
     )
 
 
@@ -433,10 +463,12 @@ def _followers_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]
         for i, (cid, values) in enumerate(sorted(by_campaign.items()))
         if cid != ""
     ]
+    open_days = _open_days(doc)
     line = chart(
         line_chart(
-            "followers", "Net new followers, cumulative", [_day_label(d) for d in days],
+            "followers", "Net new followers, cumulative", [_marked(d, open_days) for d in days],
             series, "Day (UTC)", "Followers (net, cumulative)", lambda v: f"{v:,.0f}",
+            provisional=[d in open_days for d in days],
         )
     )  # fmt: skip
     audience = [r for r in doc["audience"] if r["campaign_id"] != ""]
@@ -462,7 +494,7 @@ def _followers_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]
         '<section id="followers"><h2>Followers and what they are worth</h2>'
         "<p>Value per follower is the revenue from purchases by users who followed, traced "
         "follower → visit → order, divided by the follows.</p>"
-        f'<div class="grid">{line}{value}</div>{table}</section>'
+        f'<div class="grid">{line}{value}</div>{table}{_open_note(days, open_days)}</section>'
     )
 
 
@@ -497,13 +529,15 @@ def _service_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]) 
 
 def _sentiment_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
     days = doc["daily"]
-    labels = [_day_label(d["day"]) for d in days]
+    open_days = _open_days(doc)
+    labels = [_marked(d["day"], open_days) for d in days]
+    still_open = [d["day"] in open_days for d in days]
     sentiment = chart(
         line_chart(
             "net-sentiment", "Net sentiment of mentions, per day", labels,
             [("Net sentiment", [d["net_sentiment"] for d in days], PALETTE[3])],
             "Day (UTC)", "Net sentiment (\u22121 to +1)", lambda v: f"{v:+.1f}" if v else "0",
-            y_range=(-1.0, 1.0),
+            y_range=(-1.0, 1.0), provisional=still_open,
         )
     )  # fmt: skip
     engagement = chart(
@@ -512,13 +546,15 @@ def _sentiment_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
             [("Engagement rate", [d["engagement_rate"] for d in days], PALETTE[1]),
              ("Click-through rate", [d["ctr"] for d in days], PALETTE[2])],
             "Day (UTC)", "Share of impressions (%)", lambda v: _pct(v, 1),
+            provisional=still_open,
         )
     )  # fmt: skip
     return (
         '<section id="sentiment"><h2>Sentiment and engagement</h2>'
         "<p>Net sentiment = (positive \u2212 negative mentions) ÷ (positive + negative). "
         "Engagement rate = (likes + comments + shares + saves) ÷ impressions.</p>"
-        f'<div class="grid">{sentiment}{engagement}</div></section>'
+        f'<div class="grid">{sentiment}{engagement}</div>'
+        f"{_open_note([d['day'] for d in days], open_days)}</section>"
     )
 
 

@@ -403,3 +403,35 @@ def test_no_table_or_chart_overlaps_another_at_common_widths(
     assert boxes and int(boxes[1]) >= CHARTS + 5, root_tag  # it measured the page
     overlaps = re.search(r'data-overlaps="([^"]*)"', root_tag)
     assert overlaps is not None and overlaps[1] == "", f"{width}px: {overlaps and overlaps[1]}"
+
+
+def test_provisional_days_are_marked_in_every_chart_and_table_where_they_appear(
+    store: tuple[str, Path],
+) -> None:
+    """views_data's last day is still open: each daily chart draws it hollow or pale with
+    an asterisk on its label, the traffic table says so, and each section with daily data
+    (and the per-campaign totals that include it) explains the mark."""
+    url, root = store
+    page_file = root / "provisional.html"
+    out = cli(url, root, *PERIOD, "--format", "html", "--output", str(page_file))
+    assert out.returncode == 0, out.stderr
+    html = page_file.read_text(encoding="utf-8")
+    doc = orjson.loads(cli(url, root, *PERIOD, "--format", "report-json").stdout)
+    (open_day,) = doc["summary"]["provisional_days"]
+    label = f"{date.fromisoformat(open_day).day} {date.fromisoformat(open_day):%b}"
+    charts = dict(re.findall(r'data-chart="([\w-]+)"(.*?)</svg>', html, flags=re.S))
+    for chart in ("social-share", "visits", "followers", "net-sentiment", "engagement-rate"):
+        svg = charts[chart]
+        assert f">{label}*<" in svg, f"{chart}: the open day's label has no asterisk"
+        marks = re.findall(r'<(?:circle|rect) class="mark( provisional)?"[^>]*>', svg)
+        provisional = [m for m in marks if m]
+        assert provisional, f"{chart}: no provisional mark"
+        assert all(f"{label}*" in t for t in re.findall(
+            r'class="mark provisional".*?<title>(.*?)</title>', svg, flags=re.S
+        )), chart  # fmt: skip
+    closed = re.findall(r'class="mark"[^>]*><title>([^<]*)</title>', charts["social-share"])
+    assert closed and not any("provisional" in t for t in closed)
+    sections = dict(re.findall(r'<section id="([\w-]+)">(.*?)</section>', html, flags=re.S))
+    for section in ("roi", "traffic", "followers", "sentiment"):
+        assert f"* Provisional: {label} is still open" in sections[section], section
+    assert f"{open_day} (provisional)" in sections["traffic"]
