@@ -243,6 +243,59 @@ def _meta(doc: dict[str, Any]) -> str:
     )
 
 
+def _change(now: float | None, before: float | None) -> str | None:
+    """``+12%`` from ``before`` to ``now``; ``None`` when there is no base to compare."""
+    if now is None or before is None or before == 0:
+        return None
+    return f"{(now - before) / abs(before) * 100:+.0f}%"
+
+
+def _against_previous(doc: dict[str, Any], f: _Fmt) -> str:
+    """One sentence comparing the period with the one before it, of the same length."""
+    previous = doc.get("previous_period")
+    if previous is None:
+        return ""
+    span = (
+        f"the previous {previous['days']} day{'s' if previous['days'] != 1 else ''} "
+        f"({_day_label(previous['from'])} to {_day_label(previous['to'])})"
+    )
+    before, t = previous["totals"], doc["totals"]
+    if not before["windows"]:
+        return f"Nothing was recorded in {span} to compare with."
+    parts = []
+    for key, name in (("spend", "spend"), ("revenue", "revenue")):
+        change = _change(t[key], before[key])
+        was = f.money(before[key])
+        parts.append(f"{name} {was}" + (f" ({change} since)" if change else ""))
+    if before["roi"] is not None:
+        moved = ""
+        if t["roi"] is not None:
+            moved = f" ({(t['roi'] - before['roi']) * 100:+.1f} points since)"
+        parts.append(f"ROI {_pct(before['roi'], signed=True)}{moved}")
+    return f"In {span}: {', '.join(parts)}."
+
+
+def _tile_change(doc: dict[str, Any], key: str) -> str:
+    """A summary tile's change against the previous period, when there is one."""
+    previous = doc.get("previous_period")
+    if previous is None or not previous["totals"]["windows"] or key not in previous["totals"]:
+        return ""
+    now, before = doc["totals"][key], previous["totals"][key]
+    if key == "roi":
+        if now is None or before is None:
+            return ""
+        text = f"{(now - before) * 100:+.1f} pts"
+    else:
+        change = _change(now, before)
+        if change is None:
+            return ""
+        text = change
+    return (
+        f'<div class="tile-change" data-change="{escape(text)}">{escape(text)} vs previous '
+        f"{previous['days']} days</div>"
+    )
+
+
 def _summary(doc: dict[str, Any], f: _Fmt) -> str:
     t, s = doc["totals"], doc["summary"]
     paid = [r for r in doc["campaigns"] if r["campaign_id"] != ""]
@@ -285,6 +338,7 @@ def _summary(doc: dict[str, Any], f: _Fmt) -> str:
     if s["provisional_days"]:
         days = ", ".join(_day_label(d) for d in s["provisional_days"])
         sentences.append(f"Figures for {days} are provisional: late data may still arrive.")
+    sentences.append(_against_previous(doc, f))
     tiles = [
         ("Total spend", f.money_short(t["spend"]), "spend", t["spend"], ""),
         ("Attributed revenue", f.money_short(t["revenue"]), "revenue", t["revenue"], ""),
@@ -299,7 +353,7 @@ def _summary(doc: dict[str, Any], f: _Fmt) -> str:
     tile_html = "".join(
         f'<div class="tile {cls}" data-kpi="{key}" data-value="{escape(orjson.dumps(v).decode())}">'
         f'<div class="tile-label">{escape(label)}</div>'
-        f'<div class="tile-value">{escape(text)}</div></div>'
+        f'<div class="tile-value">{escape(text)}</div>{_tile_change(doc, key)}</div>'
         for label, text, key, v, cls in tiles
     )
     return (
@@ -648,6 +702,7 @@ p.callout { color:var(--ink); background:#eef4fa; border-left:4px solid var(--br
 .tile-label { font-size:12px; color:var(--muted); text-transform:uppercase; letter-spacing:.04em; }
 .tile-value { font-size:24px; font-weight:650; margin-top:2px; white-space:nowrap; }
 .tile.good .tile-value { color:var(--good); } .tile.bad .tile-value { color:var(--bad); }
+.tile-change { font-size:12px; color:var(--muted); margin-top:2px; }
 .grid { display:grid; grid-template-columns:1fr 1fr; gap:18px; align-items:start; }
 .grid.tables { grid-template-columns:2fr 1fr; }
 figure { margin:0; }

@@ -435,3 +435,36 @@ def test_provisional_days_are_marked_in_every_chart_and_table_where_they_appear(
     for section in ("roi", "traffic", "followers", "sentiment"):
         assert f"* Provisional: {label} is still open" in sections[section], section
     assert f"{open_day} (provisional)" in sections["traffic"]
+
+
+def test_the_summary_compares_with_the_previous_period_of_equal_length(
+    store: tuple[str, Path],
+) -> None:
+    url, root = store
+    one_day = ("--from", "2026-10-02", "--to", "2026-10-02")
+    doc = orjson.loads(cli(url, root, *one_day, "--format", "report-json").stdout)
+    before = orjson.loads(
+        cli(url, root, "--from", "2026-10-01", "--to", "2026-10-01", "--format", "report-json")
+        .stdout
+    )  # fmt: skip
+    previous = doc["previous_period"]
+    assert previous == {
+        "from": "2026-10-01", "to": "2026-10-01", "days": 1, "totals": before["totals"],
+    }  # fmt: skip
+    assert previous["totals"]["windows"] > 0
+    page_file = root / "compared.html"
+    out = cli(url, root, *one_day, "--format", "html", "--output", str(page_file))
+    assert out.returncode == 0, out.stderr
+    html = page_file.read_text(encoding="utf-8")
+    now, was = doc["totals"]["spend"], before["totals"]["spend"]
+    change = f"{(now - was) / abs(was) * 100:+.0f}%"
+    spend_tile = re.search(r'data-kpi="spend".*?data-change="([^"]+)"', html, flags=re.S)
+    assert spend_tile and spend_tile[1] == change, spend_tile
+    assert "In the previous 1 day (1 Oct to 1 Oct): spend " in html
+    # the three stored days have nothing before them: said, not hidden
+    doc = orjson.loads(cli(url, root, *PERIOD, "--format", "report-json").stdout)
+    assert doc["previous_period"]["from"] == "2026-09-28"
+    assert doc["previous_period"]["totals"]["windows"] == 0
+    html = cli(url, root, *PERIOD, "--format", "html").stdout
+    assert "Nothing was recorded in the previous 3 days (28 Sep to 30 Sep) to compare with." in html
+    assert "data-change=" not in html
