@@ -18,7 +18,7 @@ from pipeline.ingest import NO_TIME
 __all__ = ["Contribution", "final_watermark"]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Contribution:
     """A stage-one record: deltas of one source event for one (campaign, channel)."""
 

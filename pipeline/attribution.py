@@ -21,7 +21,7 @@ __all__ = ["Touch", "credit_shares", "split"]
 _FIRST_LAST = 0.4  # position based: 40% first, 40% last, 20% spread over the middle
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Touch:
     ts_ms: int
     campaign_id: str

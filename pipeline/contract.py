@@ -58,7 +58,7 @@ class Rejection:
     detail: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Event:
     """A valid event. ``data`` is the validated JSON object, unchanged (values, types and
     nested order; its top-level keys can be in schema order rather than the message's)."""

@@ -98,7 +98,7 @@ class ServiceCosts:
         return self.call_centre_micros - self.social_micros
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Forward:
     """One event's contribution to one (campaign, channel), sent on to stage two."""
 

@@ -7,10 +7,10 @@ currency so sums are exact; a conversion's fractional attribution credit is micr
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Final
 
-__all__ = ["KPI_COUNTERS", "MICROS", "ratios"]
+__all__ = ["KPI_COUNTERS", "MICROS", "KpiValues", "ratios"]
 
 MICROS: Final = 1_000_000
 
@@ -40,6 +40,34 @@ KPI_COUNTERS: Final[tuple[str, ...]] = (
     "tools_spend_micros",
     "follower_revenue_micros",
 )
+
+
+_POSITION: Final = {name: i for i, name in enumerate(KPI_COUNTERS)}
+
+
+class KpiValues(Mapping[str, int]):
+    """Every counter of the catalogue, in its order (``ordered``), read by name like a
+    dict: the worker writes a row per pane it touches, and a dict of names per row cost
+    more than the row itself. Nothing copies ``ordered``: the list must not change later."""
+
+    __slots__ = ("ordered",)
+
+    def __init__(self, ordered: list[int]) -> None:
+        if len(ordered) != len(KPI_COUNTERS):
+            raise ValueError(f"{len(ordered)} values for {len(KPI_COUNTERS)} KPI counters")
+        self.ordered = ordered
+
+    def __getitem__(self, name: str) -> int:
+        return self.ordered[_POSITION[name]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(KPI_COUNTERS)
+
+    def __len__(self) -> int:
+        return len(KPI_COUNTERS)
+
+    def __repr__(self) -> str:
+        return f"KpiValues({dict(self)!r})"
 
 
 def _ratio(numerator: float, denominator: float) -> float | None:

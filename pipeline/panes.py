@@ -25,7 +25,7 @@ from typing import Final, NamedTuple
 
 from pipeline.aggregate import Contribution
 from pipeline.hll import Reach, estimate, user_hash
-from pipeline.kpi import KPI_COUNTERS
+from pipeline.kpi import KPI_COUNTERS, KpiValues
 from pipeline.ports import KpiSnapshot
 from pipeline.windows import WindowSpec
 
@@ -44,6 +44,7 @@ __all__ = [
 PANE_COUNTERS: Final = tuple(name for name in KPI_COUNTERS if name != "reach")
 _INDEX: Final = {name: i for i, name in enumerate(PANE_COUNTERS)}
 _EVENTS: Final = _INDEX["events"]
+_REACH: Final = KPI_COUNTERS.index("reach")  # where reach goes among the pane's counters
 _SOCIAL: Final = "social.interactions:"
 
 _FORMAT: Final = 1
@@ -156,8 +157,8 @@ class PaneState:
         composed of it (the views merge sketches; a pane read only as a tumbling window
         needs just its count)."""
         reach = self.reach
-        counters = dict(zip(PANE_COUNTERS, self.counters, strict=True))
-        counters["reach"] = reach.count() if reach else 0
+        values = self.counters.copy()  # the state goes on changing; the snapshot must not
+        values.insert(_REACH, reach.count() if reach else 0)
         composed = bool(size.hopping_seconds) and reach is not None
         return KpiSnapshot(
             campaign_id=key.campaign_id,
@@ -168,7 +169,7 @@ class PaneState:
             window_end_ms=key.end_ms,
             is_final=self.final,
             version=self.version,
-            counters=counters,
+            counters=KpiValues(values),
             hopping_seconds=size.hopping_seconds,
             reach_users=reach.users() if composed and reach else (),
             reach_codes=tuple(reach.codes()) if composed and reach else (),

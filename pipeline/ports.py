@@ -20,7 +20,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class KpiSnapshot:
     """The whole state of one (campaign, channel, pane or window) at one version.
 
@@ -49,7 +49,7 @@ class KpiSnapshot:
     reach_codes: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WatermarkRow:
     """How far one stage-two partition has finalised: every pane of it that ends at or
     before ``watermark_ms`` has been written as final. Readers take the lowest over the
@@ -61,7 +61,7 @@ class WatermarkRow:
     watermark_ms: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class DeadLetterRow:
     reason: str
     detail: str
@@ -72,7 +72,7 @@ class DeadLetterRow:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CreditRow:
     """One touch's share of one conversion under one model (``profit_micros`` -1: unknown)."""
 
@@ -91,7 +91,7 @@ class CreditRow:
     profit_micros: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RawEventRow:
     """An accepted ingest event as received, for the raw archive."""
 

@@ -79,7 +79,7 @@ class StateStore(Protocol):
     def delete(self, key: str) -> None: ...
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Message:
     offset: int
     value: bytes | None

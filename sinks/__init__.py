@@ -15,7 +15,13 @@ from sinks.errors import (
     StoreLocked,
 )
 from sinks.migrate import apply_migrations
-from sinks.reader import credited_rows, dead_letter_counts, dead_letters, kpi_rows
+from sinks.reader import (
+    StoredDeadLetter,
+    credited_rows,
+    dead_letter_counts,
+    dead_letters,
+    kpi_rows,
+)
 from sinks.tables import RowError
 from sinks.urls import parse_store_url
 from sinks.writer import ClickHouseSink, FlushEvent, FlushObserver
@@ -33,6 +39,7 @@ __all__ = [
     "RowError",
     "SinkError",
     "StoreLocked",
+    "StoredDeadLetter",
     "apply_migrations",
     "credited_rows",
     "dead_letter_counts",

@@ -94,6 +94,8 @@ _CREATE_TABLE = re.compile(
 _CREATE_VIEW = re.compile(r"^\s*CREATE VIEW IF NOT EXISTS (\w+) AS\b(.*)$", re.DOTALL)
 _CREATED = re.compile(r"^\s*CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)", re.MULTILINE)
 _UNKNOWN_TABLE = 60
+# 18.16's answer when the table a view reads is being dropped at that moment.
+_TABLE_IS_DROPPED = 218
 _VIEW_GAP_ATTEMPTS = 25
 _DROP_IF_EXISTS = re.compile(r"^\s*DROP TABLE IF EXISTS (\w+)\s*$")
 _READS = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b(?!\.)", re.IGNORECASE)
@@ -365,14 +367,17 @@ def apply_migrations(backend: Backend, directory: Path = MIGRATIONS_DIR) -> list
     def execute(statement: str) -> None:
         # A migration that defines a view anew drops it first; a migrator starting at the
         # same moment can meet the gap when it creates a view that reads that one (current
-        # engines check a view's tables when creating it). The other one re-creates it
-        # at once, so the statement is tried again.
+        # engines check a view's tables when creating it; 18.16 says "table is dropped"
+        # when it meets the drop under way). The other one re-creates it at once, so the
+        # statement is tried again.
         for attempt in range(_VIEW_GAP_ATTEMPTS):
             try:
                 backend.execute(statement)
                 return
             except QueryError as exc:
-                gap = exc.code == _UNKNOWN_TABLE and _CREATE_VIEW.match(statement) is not None
+                gap = exc.code in (_UNKNOWN_TABLE, _TABLE_IS_DROPPED) and (
+                    _CREATE_VIEW.match(statement) is not None
+                )
                 if not gap or attempt == _VIEW_GAP_ATTEMPTS - 1:
                     raise
                 time.sleep(0.2)

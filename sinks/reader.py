@@ -8,14 +8,36 @@ Python types a driver returns. Readers see the newest version of each KPI window
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.kpi import KPI_COUNTERS
-from pipeline.ports import DeadLetterRow
 from sinks.backends import Backend, sql_string
-from sinks.tables import CREDIT_TABLE, DEAD_LETTER_TABLE, KPI_VIEW
+from sinks.tables import CREDIT_TABLE, DEAD_LETTER_ORIGINAL_TABLE, DEAD_LETTER_TABLE, KPI_VIEW
 
-__all__ = ["dead_letter_counts", "dead_letters", "kpi_rows"]
+__all__ = ["StoredDeadLetter", "dead_letter_counts", "dead_letters", "kpi_rows"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDeadLetter:
+    """A dead letter as the ``dead_letters`` table keeps it: ``payload`` is the original's
+    first bytes (all of it when ``complete``), ``payload_bytes`` and ``payload_sha256`` (hex)
+    describe the whole original, which the dead-letter topic carries."""
+
+    reason: str
+    detail: str
+    topic: str
+    partition: int
+    offset: int
+    kafka_ts_ms: int
+    payload: bytes
+    payload_bytes: int
+    payload_sha256: str
+
+    @property
+    def complete(self) -> bool:
+        return len(self.payload) == self.payload_bytes
+
 
 _KPI_SELECT = ",\n    ".join(
     (
@@ -90,20 +112,30 @@ def dead_letter_counts(backend: Backend) -> dict[str, int]:
 
 def dead_letters(
     backend: Backend, topic: str | None = None, limit: int = 1000
-) -> list[DeadLetterRow]:
-    """Distinct dead letters with their original payload bytes, in source order.
+) -> list[StoredDeadLetter]:
+    """Distinct dead letters with their stored payload bytes, in source order.
 
-    The payload travels as hex so that no driver's text decoding can alter it.
+    The payload travels as hex so that no driver's text decoding can alter it. A dead letter
+    written before migration 0009 has no ``dead_letter_originals`` row: its length and
+    digest are those of the payload it kept.
     """
     where = f"WHERE topic = {sql_string(topic)}" if topic is not None else ""
+    # The originals are read in a subquery of their own (deduplicated like the letters),
+    # joined on the initiator: no distributed subquery inside a distributed one.
     result = backend.query(
         "SELECT reason, detail, topic, partition, offset, "
-        "toUInt64(toUnixTimestamp(kafka_ts)) * 1000 AS kafka_ts_ms, hex(payload) AS payload_hex "
-        f"FROM ({_DEDUPLICATED_DEAD_LETTERS}) {where} "
+        "toUInt64(toUnixTimestamp(kafka_ts)) * 1000 AS kafka_ts_ms, hex(payload) AS payload_hex, "
+        "if(known = 1, original_bytes, toUInt64(length(payload))) AS payload_bytes, "
+        "if(known = 1, original_sha256, lower(hex(SHA256(payload)))) AS payload_sha256 "
+        f"FROM ({_DEDUPLICATED_DEAD_LETTERS}) AS letters ANY LEFT JOIN ("
+        "SELECT topic, partition, offset, toUInt8(1) AS known, "
+        "any(payload_bytes) AS original_bytes, any(payload_sha256) AS original_sha256 "
+        f"FROM {DEAD_LETTER_ORIGINAL_TABLE} GROUP BY topic, partition, offset"
+        f") AS originals USING (topic, partition, offset) {where} "
         f"ORDER BY topic, partition, offset LIMIT {int(limit)}"
     )
     return [
-        DeadLetterRow(
+        StoredDeadLetter(
             reason=_text(reason),
             detail=_text(detail),
             topic=_text(row_topic),
@@ -111,8 +143,20 @@ def dead_letters(
             offset=int(offset),
             kafka_ts_ms=int(kafka_ts_ms),
             payload=bytes.fromhex(str(payload_hex)),
+            payload_bytes=int(payload_bytes),
+            payload_sha256=_text(payload_sha256),
         )
-        for reason, detail, row_topic, partition, offset, kafka_ts_ms, payload_hex in result.rows
+        for (
+            reason,
+            detail,
+            row_topic,
+            partition,
+            offset,
+            kafka_ts_ms,
+            payload_hex,
+            payload_bytes,
+            payload_sha256,
+        ) in result.rows
     ]
 
 

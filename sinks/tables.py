@@ -7,9 +7,10 @@ where it would block every later row.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
-from pipeline.kpi import KPI_COUNTERS
+from pipeline.kpi import KPI_COUNTERS, KpiValues
 from pipeline.ports import CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow, WatermarkRow
 from sinks.errors import SinkError
 
@@ -17,6 +18,9 @@ __all__ = [
     "CREDIT_COLUMNS",
     "CREDIT_TABLE",
     "DEAD_LETTER_COLUMNS",
+    "DEAD_LETTER_ORIGINAL_COLUMNS",
+    "DEAD_LETTER_ORIGINAL_TABLE",
+    "DEAD_LETTER_PREFIX_BYTES",
     "DEAD_LETTER_TABLE",
     "KPI_COLUMNS",
     "KPI_TABLE",
@@ -28,6 +32,7 @@ __all__ = [
     "WINDOW_KINDS",
     "RowError",
     "credit_row",
+    "dead_letter_original_row",
     "dead_letter_row",
     "raw_row",
     "snapshot_row",
@@ -45,6 +50,10 @@ WATERMARK_COLUMNS: Final[tuple[str, ...]] = (
     "updated_at",
 )
 DEAD_LETTER_TABLE: Final = "dead_letters"
+DEAD_LETTER_ORIGINAL_TABLE: Final = "dead_letter_originals"
+# dead_letters.payload keeps this much of the original; the dead-letter topic keeps it all
+# (migration 0009).
+DEAD_LETTER_PREFIX_BYTES: Final = 65536
 CREDIT_TABLE: Final = "credited_conversions"
 RAW_TABLE: Final = "raw_events"
 RAW_COLUMNS: Final[tuple[str, ...]] = (
@@ -85,6 +94,14 @@ DEAD_LETTER_COLUMNS: Final[tuple[str, ...]] = (
     "offset",
     "kafka_ts",
     "payload",
+)
+DEAD_LETTER_ORIGINAL_COLUMNS: Final[tuple[str, ...]] = (
+    "received_at",
+    "topic",
+    "partition",
+    "offset",
+    "payload_bytes",
+    "payload_sha256",
 )
 
 CREDIT_COLUMNS: Final[tuple[str, ...]] = (
@@ -137,20 +154,28 @@ def snapshot_row(snapshot: KpiSnapshot, updated_at: int) -> tuple[object, ...]:
     (it would otherwise be dropped silently). Window bounds go from epoch ms to DateTime
     seconds (UTC).
     """
-    if not _KNOWN_COUNTERS.issuperset(snapshot.counters):
-        unknown = sorted(set(snapshot.counters) - _KNOWN_COUNTERS)
-        raise RowError(f"unknown KPI counter(s): {', '.join(unknown)}")
+    counters = snapshot.counters
+    low, high = _INT64
+    if type(counters) is KpiValues:  # the worker's panes: every counter, in row order
+        # ints by construction (sums of integer deltas): only the range is checked here
+        values = counters.ordered
+        if not (low <= min(values) and max(values) <= high):
+            for name, value in zip(KPI_COUNTERS, values, strict=True):
+                _checked(name, value, _INT64)
+    else:
+        if not _KNOWN_COUNTERS.issuperset(counters):
+            unknown = sorted(set(counters) - _KNOWN_COUNTERS)
+            raise RowError(f"unknown KPI counter(s): {', '.join(unknown)}")
+        get = counters.get
+        values = [get(name, 0) for name in KPI_COUNTERS]
+        for name, value in zip(KPI_COUNTERS, values, strict=True):
+            if type(value) is not int or not low <= value <= high:  # one check per value
+                _checked(name, value, _INT64)
     if snapshot.window_kind not in WINDOW_KINDS:
         raise RowError(
             f"window_kind must be tumbling or pane, not {snapshot.window_kind!r} "
             "(hopping windows are composed from panes by the views)"
         )
-    get = snapshot.counters.get
-    values = [get(name, 0) for name in KPI_COUNTERS]
-    low, high = _INT64
-    for name, value in zip(KPI_COUNTERS, values, strict=True):
-        if type(value) is not int or not low <= value <= high:  # fast path: one check per value
-            _checked(name, value, _INT64)
     return (
         snapshot.campaign_id,
         snapshot.channel,
@@ -181,8 +206,9 @@ def watermark_row(mark: WatermarkRow, updated_at: int) -> tuple[object, ...]:
 def dead_letter_row(letter: DeadLetterRow, received_at: int) -> tuple[object, ...]:
     """``letter`` as a ``dead_letters`` row in :data:`DEAD_LETTER_COLUMNS` order.
 
-    The payload bytes are stored unchanged. A Kafka timestamp outside DateTime's range
-    (Kafka uses -1 for "none") is stored as 0 (1970-01-01).
+    The payload's first :data:`DEAD_LETTER_PREFIX_BYTES` bytes are stored unchanged (its
+    length and digest go to :func:`dead_letter_original_row`). A Kafka timestamp outside
+    DateTime's range (Kafka uses -1 for "none") is stored as 0 (1970-01-01).
     """
     kafka_seconds = letter.kafka_ts_ms // 1000
     if not _UINT32[0] <= kafka_seconds <= _UINT32[1]:
@@ -195,7 +221,20 @@ def dead_letter_row(letter: DeadLetterRow, received_at: int) -> tuple[object, ..
         _checked("partition", letter.partition, _UINT32),
         _checked("offset", letter.offset, _UINT64),
         kafka_seconds,
-        bytes(letter.payload),
+        bytes(letter.payload[:DEAD_LETTER_PREFIX_BYTES]),
+    )
+
+
+def dead_letter_original_row(letter: DeadLetterRow, received_at: int) -> tuple[object, ...]:
+    """The length and SHA-256 of ``letter``'s whole payload, as a ``dead_letter_originals``
+    row in :data:`DEAD_LETTER_ORIGINAL_COLUMNS` order."""
+    return (
+        received_at,
+        letter.topic,
+        _checked("partition", letter.partition, _UINT32),
+        _checked("offset", letter.offset, _UINT64),
+        len(letter.payload),
+        hashlib.sha256(letter.payload).hexdigest(),
     )
 
 

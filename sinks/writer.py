@@ -47,6 +47,8 @@ from sinks.tables import (
     CREDIT_COLUMNS,
     CREDIT_TABLE,
     DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_ORIGINAL_COLUMNS,
+    DEAD_LETTER_ORIGINAL_TABLE,
     DEAD_LETTER_TABLE,
     KPI_COLUMNS,
     KPI_TABLE,
@@ -55,6 +57,7 @@ from sinks.tables import (
     WATERMARK_COLUMNS,
     WATERMARK_TABLE,
     credit_row,
+    dead_letter_original_row,
     dead_letter_row,
     raw_row,
     snapshot_row,
@@ -142,6 +145,7 @@ class ClickHouseSink:
         self._columns: dict[str, tuple[str, ...]] = {
             KPI_TABLE: KPI_COLUMNS,
             DEAD_LETTER_TABLE: DEAD_LETTER_COLUMNS,
+            DEAD_LETTER_ORIGINAL_TABLE: DEAD_LETTER_ORIGINAL_COLUMNS,
             CREDIT_TABLE: CREDIT_COLUMNS,
             RAW_TABLE: RAW_COLUMNS,
             # Last: a watermark says that partition's final panes are written, so it is
@@ -198,10 +202,14 @@ class ClickHouseSink:
         self._buffer(KPI_TABLE, [snapshot_row(snapshot, now) for snapshot in rows])
 
     def add_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
-        """Buffer dead letters; raises :class:`~sinks.tables.RowError` (buffering none of them)
-        if one cannot be stored."""
+        """Buffer dead letters (a payload prefix in ``dead_letters``, the whole payload's
+        length and SHA-256 in ``dead_letter_originals``); raises
+        :class:`~sinks.tables.RowError` (buffering none of them) if one cannot be stored."""
         now = int(self._wall_clock())
-        self._buffer(DEAD_LETTER_TABLE, [dead_letter_row(letter, now) for letter in rows])
+        letters = [dead_letter_row(letter, now) for letter in rows]
+        originals = [dead_letter_original_row(letter, now) for letter in rows]
+        self._buffer(DEAD_LETTER_TABLE, letters)
+        self._buffer(DEAD_LETTER_ORIGINAL_TABLE, originals)
 
     def add_credits(self, rows: Sequence[CreditRow]) -> None:
         """Buffer credited-conversion rows; raises :class:`~sinks.tables.RowError` (buffering

@@ -55,6 +55,7 @@ from faust.types import TP
 from pipeline.settings import Settings
 from streams.kafka_config import (
     CHANGELOG_TOPIC_CONFIG,
+    ENVELOPE_MAX_MESSAGE_BYTES,
     faust_broker,
     faust_credentials,
     faust_membership,
@@ -180,7 +181,7 @@ def build_app(settings: Settings) -> faust.App:
         topic_replication_factor=s.kafka.replication_factor,
         consumer_auto_offset_reset="earliest",
         processing_guarantee="at_least_once",
-        # The worker commits what its state has seen after every batch (Worker._commit_seen);
+        # The worker commits what its state has seen after every batch (Offsets.commit_seen);
         # Faust's timer commits only what Faust delivered itself, which the worker has also
         # committed. Every 1 s, that timer overlapped whenever a batch held the event loop
         # for a second ("Timer commit is overlapping"): 10 s leaves it as a backstop.
@@ -194,5 +195,8 @@ def build_app(settings: Settings) -> faust.App:
         stream_buffer_maxsize=max(4096, 2 * s.worker.batch_max_events),
         # A batch sends thousands of small messages at once: let them travel in few requests.
         producer_max_batch_size=512 * 1024,
+        # A dead letter carries its original whole: up to the envelope topics' limit, above
+        # aiokafka's default of 1 MB.
+        producer_max_request_size=ENVELOPE_MAX_MESSAGE_BYTES,
         autodiscover=False,
     )

@@ -218,9 +218,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                       help="input rate, events/s (default 10000)")  # fmt: skip
     soak.add_argument("--soak-minutes", type=float, default=10.0, metavar="M",
                       help="how long to produce (default 10)")  # fmt: skip
-    soak.add_argument("--soak-days", type=int, default=9, metavar="D",
-                      help="days of event time over those minutes; more than the longest "
-                      "window and the attribution lookback (default 9)")  # fmt: skip
+    soak.add_argument("--soak-days", type=int, default=None, metavar="D",
+                      help="days of event time over those minutes (default: 1.5 x the "
+                      "longest window or attribution lookback, 11 with the defaults, so "
+                      "state is full before the last third)")  # fmt: skip
 
 
 # -- one run -------------------------------------------------------------------------------

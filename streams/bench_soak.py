@@ -4,10 +4,13 @@ The worker runs exactly as in the bench's drain (fresh topics, consumer group an
 chDB by default, ``/metrics`` on a free port): one process, or with ``--processes 2`` one
 per stage (ClickHouse server only), whose RSS is then the sum of both. The streaming simulator
 feeds it ``--soak-rate`` events/s for ``--soak-minutes``, with ``--soak-days`` of event time
-spread over those minutes: event time runs far ahead of the wall clock (9 days in 10
-minutes is about 1,300x), so the run covers more than the longest window and the
+spread over those minutes: event time runs far ahead of the wall clock (11 days in 10
+minutes is about 1,600x), so the run covers more than the longest window and the
 attribution lookback (7 days each by default), and every kind of state the worker keeps
-has been opened, made final and dropped many times before the end. The pace follows the
+has been opened, made final and dropped many times before the end. The default number of
+days (:func:`steady_days`) puts that moment before the last third of the run, the third
+the verdict reads RSS over: before it, state still grows by design (touches are kept a
+whole lookback). The pace follows the
 simulator's daily rhythm: quiet hours of event time go by about twice as fast as busy ones.
 
 The simulator runs without its ground truth (``follow_truth=False``): the truth keeps every
@@ -331,20 +334,27 @@ def _longest_window_seconds(settings: Settings, windows: WindowSet) -> int:
     return max([*tumbling, *(size for size, _ in hopping)])
 
 
+def steady_days(horizon_seconds: int) -> int:
+    """Days of event time after which state has had ``horizon_seconds`` (the longest window
+    or the lookback) to fill, by two thirds of the run: 1.5 times it, rounded up."""
+    return math.ceil(1.5 * horizon_seconds / 86_400)
+
+
 def run_soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     """Run the soak; returns the JSON-ready result (``verdict.passed`` says PASS)."""
-    rate, minutes, days = args.soak_rate, args.soak_minutes, args.soak_days
+    windows, campaigns = _window_set(args), _campaigns(args)
+    longest = _longest_window_seconds(settings, windows)
+    lookback = settings.attribution.lookback_seconds
+    rate, minutes = args.soak_rate, args.soak_minutes
+    days = args.soak_days or steady_days(max(longest, lookback))
     if rate <= 0 or minutes <= 0 or days < 1:
         raise BenchError("--soak-rate and --soak-minutes must be > 0 and --soak-days >= 1")
-    windows, campaigns = _window_set(args), _campaigns(args)
     if len(args.processes) != 1:
         raise BenchError("--soak runs one worker setup: give --processes one number")
     processes = args.processes[0]
     if processes == 2 and args.backend != "server":
         raise BenchError("--processes 2 needs --backend server (chDB: one process per store)")
     duration = minutes * 60.0
-    longest = _longest_window_seconds(settings, windows)
-    lookback = settings.attribution.lookback_seconds
     if days * 86_400 <= max(longest, lookback):
         print(
             f"bench: --soak-days {days} does not span the longest window ({longest} s) and "

@@ -20,7 +20,11 @@ from pipeline.settings import KafkaSettings, WorkerSettings
 
 __all__ = [
     "CHANGELOG_TOPIC_CONFIG",
+    "ENVELOPE_MAX_MESSAGE_BYTES",
+    "ENVELOPE_TOPIC_CONFIG",
     "HEARTBEAT_INTERVAL_SECONDS",
+    "INGEST_MAX_MESSAGE_BYTES",
+    "INGEST_TOPIC_CONFIG",
     "REBALANCE_TIMEOUT_SECONDS",
     "REPARTITION_TOPIC_CONFIG",
     "SESSION_TIMEOUT_SECONDS",
@@ -49,6 +53,22 @@ CHANGELOG_TOPIC_CONFIG: dict[str, str] = {
 # Event streams (ingest topics, dead letters, late events) are deleted by age, after the
 # broker's retention (``log.retention.*``), which is the operator's to set.
 STREAM_TOPIC_CONFIG: dict[str, str] = {"cleanup.policy": "delete"}
+# How large a message may be, stated on the topic rather than left to the broker's
+# ``message.max.bytes`` (1 MiB by default, but brokers differ): an ingest topic takes
+# messages up to 1 MiB, the broker refuses larger ones to their producer (nothing is cut).
+# Messages over ``limits.max_message_bytes`` (64 KiB) but within that are dead-lettered;
+# a dead letter or late event carries the original whole, base64-encoded (4/3 of it) in a
+# JSON envelope, so the topics carrying them (envelope topics) take 2 MiB.
+INGEST_MAX_MESSAGE_BYTES = 1024 * 1024
+ENVELOPE_MAX_MESSAGE_BYTES = 2 * 1024 * 1024
+INGEST_TOPIC_CONFIG: dict[str, str] = {
+    **STREAM_TOPIC_CONFIG,
+    "max.message.bytes": str(INGEST_MAX_MESSAGE_BYTES),
+}
+ENVELOPE_TOPIC_CONFIG: dict[str, str] = {
+    **STREAM_TOPIC_CONFIG,
+    "max.message.bytes": str(ENVELOPE_MAX_MESSAGE_BYTES),
+}
 # The repartition topic is a stream too, but its retention is ours to choose: stage one
 # commits past what it sent there, so a contribution deleted before stage two read it is
 # lost. Seven days (Kafka's default, not the 24 h a broker may be set to) lets stage two

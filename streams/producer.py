@@ -25,8 +25,9 @@ from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from pipeline.settings import Settings
 from streams.kafka_config import (
+    ENVELOPE_TOPIC_CONFIG,
+    INGEST_TOPIC_CONFIG,
     REPARTITION_TOPIC_CONFIG,
-    STREAM_TOPIC_CONFIG,
     kafka_python_options,
 )
 
@@ -130,12 +131,9 @@ def kafka_reachable(settings: Settings) -> bool:
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
     """Every topic ``ensure_topics`` creates -> the topic configs it is created with. Table
     changelogs are created by Faust when the worker starts (``streams.app``)."""
-    streams = [
-        *topic_for_kind(settings).values(),
-        settings.topics.dead_letters,
-        settings.topics.late,
-    ]
-    configs = {name: dict(STREAM_TOPIC_CONFIG) for name in streams}
+    configs = {name: dict(INGEST_TOPIC_CONFIG) for name in topic_for_kind(settings).values()}
+    for name in (settings.topics.dead_letters, settings.topics.late):
+        configs[name] = dict(ENVELOPE_TOPIC_CONFIG)
     configs[by_campaign_topic(settings)] = dict(REPARTITION_TOPIC_CONFIG)
     return configs
 

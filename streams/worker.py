@@ -20,11 +20,15 @@ Order within a batch, which gives the exactly-once effect (DESIGN.md section 3):
 4. then the first offset the state has not seen is committed (and ``take_events`` acks a
    batch Faust delivered).
 Faust assigns partitions and recovers tables; the worker reads its partitions itself, a
-batch at a time (see "reading the assigned partitions" below). Messages go straight to the
-aiokafka producer under Faust (``_deliver``), tables are written through their live values
-and their changelog topic explicitly (then, once Kafka acknowledged the changelog, to the
-local store: see ``streams.app``): a batch has no current Faust event. Which offsets a batch
-covers is decided from the state, not from what was fetched (see "consecutive offsets").
+batch at a time (``streams.feed``). Messages go straight to the aiokafka producer under
+Faust (``streams.batch_io.deliver``), tables are written through their live values and
+their changelog topic explicitly (then, once Kafka acknowledged the changelog, to the local
+store: see ``streams.app``): a batch has no current Faust event. Which offsets a batch
+covers is decided from the state, not from what was fetched (``streams.offsets``).
+
+With ``worker.stage`` set to ``ingest`` or ``aggregate``, a process runs one stage: its
+own consumer group, its stage's table and agent only; the other stage runs in another
+process (the two talk only through Kafka, so they then use two cores).
 """
 
 from __future__ import annotations
@@ -36,17 +40,14 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import faust
 import orjson
-from aiokafka.errors import KafkaError
-from faust.types import TP
 
 from pipeline.aggregate import Contribution
 from pipeline.contract import Contract
-from pipeline.gaps import missing_ranges
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts, as_record
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
@@ -76,22 +77,23 @@ from streams.batch_io import (
     Sent,
     app_table,
     campaign_partition,
+    deliver,
     table_dict,
 )
-from streams.direct import DirectReader, PartitionFeed, Record, record_of
+from streams.dead_letters import dead_letter_message
+from streams.direct import DirectReader, Record, record_of
+from streams.feed import Feed
 from streams.metrics import Metrics
+from streams.offsets import Offsets
 from streams.producer import by_campaign_topic, topic_for_kind
 
 __all__ = ["Worker"]
 
 log = logging.getLogger(__name__)
-# How long a stage's feed waits for messages before it looks at the assignment again.
-_FEED_WAIT_MS = 200
 # How long stopping waits for a batch under way.
 _STOP_WAIT_SECONDS = 60.0
 # How long without a batch before watermarks not yet sent since a rebalance are sent.
 _BEAT_IDLE_SECONDS = 2.0
-_READ_ATTEMPTS = 5
 
 
 class Worker:
@@ -146,7 +148,6 @@ class Worker:
         # Per (table, partition): changes of an abandoned batch (see ``_store``).
         self._unwritten: dict[tuple[str, int], dict[str, Any]] = {}
         self.last_delivered_at = time.monotonic()  # a batch reached a stage
-        self.last_progress_at = time.monotonic()  # a batch reached offsets the state had not seen
         self.batches = 0
         # One batch at a time per stage, whether its feed read it or Faust delivered it.
         self._ingest_lock = asyncio.Lock()
@@ -154,13 +155,14 @@ class Worker:
         self.direct = DirectReader(
             settings.kafka, settings.worker.batch_max_events, settings.worker.group_id
         )
-        # Forgotten at every rebalance (_since_rebalance): the (topic, partition) pairs
-        # handled (_replaying), and per source partition the watermark last sent (beat).
-        self._handled: set[tuple[str, int]] = set()
+        # Per source partition, the watermark last sent since the last rebalance (beat).
         self._beaten: dict[str, int | None] = {}
-        self._rebalance_seen = -1
         self.app = build_app(settings)
         self._define(self.app)
+        self.offsets = Offsets(
+            self.app, self.direct, metrics, self._positions, self.consumed_topics, self.partitions
+        )
+        self.offsets.on_rebalance.append(self._beaten.clear)
         self.app.on_partitions_revoked.connect(self._on_revoked)
         self.app.on_partitions_assigned.connect(self._on_assigned)
 
@@ -212,24 +214,33 @@ class Worker:
 
         self.consumed_topics = tuple(consumed)
 
-    # -- reading the assigned partitions ------------------------------------------------
-    # Faust assigns the partitions (group membership) and recovers the tables; the worker
-    # reads the messages itself, a batch at a time (``_feed``): Faust hands messages over one
-    # by one, with an event, an acknowledgement and queue steps around each, which took a
-    # quarter of the worker's time. Its agents still take what Faust fetches before the feed
-    # pauses it, through the same handlers, so either path gives the same result.
+    # -- reading the assigned partitions (``streams.feed``, ``streams.offsets``) -----------
     def start_feeds(self) -> list[asyncio.Task[None]]:
         """One task per stage this process runs, reading its assigned partitions; stop them
         by cancelling."""
-        feeds = []
+        stages = []
         if self.runs_ingest:
-            feed = self._feed("ingest", set(self.kinds), self.handle_ingest, self._ingest_lock)
-            feeds.append(asyncio.create_task(feed))
+            stages.append(("ingest", set(self.kinds), self.handle_ingest, self._ingest_lock))
         if self.runs_aggregate:
             topics = {self.by_campaign.get_topic_name()}
-            feed = self._feed("aggregate", topics, self.handle_aggregate, self._aggregate_lock)
-            feeds.append(asyncio.create_task(feed))
-        return feeds
+            stages.append(("aggregate", topics, self.handle_aggregate, self._aggregate_lock))
+        feeds = [
+            Feed(
+                stage,
+                topics,
+                handle,
+                lock,
+                app=self.app,
+                kafka=self.settings.kafka,
+                batch_max_events=self.settings.worker.batch_max_events,
+                offsets=self.offsets,
+                settled=self.settled,
+                delivered=self._delivered,
+                positioned=self._costs_positioned if stage == "ingest" else None,
+            )
+            for stage, topics, handle, lock in stages
+        ]
+        return [asyncio.create_task(feed.run()) for feed in feeds]
 
     async def stop_feeds(self, feeds: list[asyncio.Task[None]]) -> None:
         """Stop the feeds between batches (a batch under way may take up to a minute to
@@ -243,81 +254,42 @@ class Worker:
                 feed.cancel()
             await asyncio.gather(*feeds, return_exceptions=True)
 
-    async def _feed(
-        self,
-        stage: str,
-        topics: set[str],
-        handle: Callable[[Sequence[Record]], Awaitable[None]],
-        lock: asyncio.Lock,
-    ) -> None:
-        """Hand ``handle`` batches of the assigned partitions of ``topics``, each from where
-        its state says (``_start``), re-positioned after every rebalance. A batch fetched
-        before a rebalance is dropped; one under way holds the rebalance (``_on_revoked``).
-        A failure crashes the worker, which then processes the batch again on restart."""
-        feed = PartitionFeed(self.settings.kafka, self.settings.worker.batch_max_events, stage)
-        synced = -1  # the rebalance the feed is positioned for; -1: position it again
-        try:
-            while True:
-                if synced != self.app.rebalancing_count or not self.settled():
-                    positioned = False
-                    async with lock:
-                        # The count first: Faust flags a rebalance before it counts it, so
-                        # a rebalance starting between the two reads is seen next round.
-                        count = self.app.rebalancing_count
-                        if self.settled():
-                            try:
-                                await self._position(feed, topics)
-                                synced, positioned = count, True
-                            except (KafkaError, TimeoutError) as exc:
-                                log.warning("%s: could not position the feed: %s", stage, exc)
-                    if not positioned:
-                        # Always a real wait: taking a free asyncio lock does not yield, so
-                        # looping straight back would starve the loop, and with it the
-                        # other stage's ClickHouse retry that would end the outage.
-                        await asyncio.sleep(_FEED_WAIT_MS / 1000)
-                    continue
-                try:
-                    records = await feed.fetch(_FEED_WAIT_MS)
-                except (KafkaError, TimeoutError) as exc:
-                    log.warning("%s: could not fetch, positioning again: %s", stage, exc)
-                    synced = -1
-                    continue
-                if not records:
-                    continue
-                async with lock:
-                    if synced != self.app.rebalancing_count or not self.settled():
-                        # Fetched before the assignment changed or while ClickHouse is
-                        # down: dropped, and read again from where the state says.
-                        synced = -1
-                        continue
-                    self.last_delivered_at = time.monotonic()
-                    try:
-                        await handle(records)
-                    except BatchAbandoned:
-                        synced = -1  # read again from where the state says, if still ours
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("%s: reading or processing a batch failed", stage)
-            await self.app.crash(exc)
-        finally:
-            await feed.stop()
+    def _delivered(self) -> None:
+        self.last_delivered_at = time.monotonic()
 
-    async def _position(self, feed: PartitionFeed, topics: set[str]) -> None:
-        """Point ``feed`` at the assigned partitions of ``topics``, each at the first offset
-        to process (the replay start until a batch of it was handled since the rebalance),
-        and stop Faust fetching them: it resumes them after every recovery."""
-        tps = [(tp.topic, tp.partition) for tp in self.app.consumer.assignment()]
-        tps = sorted(tp for tp in tps if tp[0] in topics)
-        self.app.consumer.pause_partitions([TP(t, p) for t, p in tps])
-        starts = {(t, p): await self._start(t, p, replay=self._replaying(t, p)) for t, p in tps}
+    async def _costs_positioned(self, tps: list[tuple[str, int]]) -> None:
+        """Note the cost partitions with messages but no event read yet (``_watermarks``)."""
         costs = [tp for tp in tps if self.kinds.get(tp[0]) == WATERMARK_KINDS[2]]
         if costs:
             ends = await self.direct.ends(costs)
             self._costs_waiting = {
                 p for t, p in costs if self.next_unseen(t, p) is None and ends[(t, p)] > 0
             }
-        await feed.assign(starts)
+
+    def _positions(self, topic: str, partition: int) -> tuple[int | None, int | None]:
+        """(where a replay starts, first offset the state has not seen) for a consumed
+        partition, from its state; ``None`` for the start of the partition."""
+        if topic in self.kinds:
+            src = f"{self.kinds[topic]}:{partition}"
+            clock = PartitionClock.from_state(table_dict(self.state, partition).get(clock_key(src)))
+            return clock.replay_from(), clock.next_offset()
+        if topic != self.by_campaign.get_topic_name():
+            return None, None
+        stored = table_dict(self.windows, partition).get(position_key(partition))
+        return decode_position(stored) if stored is not None else (None, None)
+
+    def next_unseen(self, topic: str, partition: int) -> int | None:
+        """The first offset of a consumed partition its state has not seen."""
+        return self.offsets.next_unseen(topic, partition)
+
+    @property
+    def last_progress_at(self) -> float:
+        """When a batch last reached offsets the state had not seen (monotonic)."""
+        return self.offsets.last_progress_at
+
+    async def drained(self) -> bool:
+        """Settled, and the whole group is done (``Offsets.drained``)."""
+        return self.settled() and await self.offsets.drained()
 
     def _store(self, table: CompactedTable, partition: int) -> PartitionStore:
         """A batch's store for one partition of ``table``, holding the changes an abandoned
@@ -362,165 +334,6 @@ class Worker:
             async with self._aggregate_lock:
                 pass
 
-    # -- consecutive offsets ------------------------------------------------------------
-    # Each stage processes a partition as consecutive offsets, from where its state says,
-    # whatever Faust delivers: offsets it did not deliver are read directly, offsets the
-    # state has already taken for good are dropped. Faust's committed offsets only say
-    # where its own fetching starts.
-    def _positions(self, topic: str, partition: int) -> tuple[int | None, int | None]:
-        """(where a replay starts, first offset the state has not seen) for a consumed
-        partition; ``None`` for the start of the partition."""
-        if topic in self.kinds:
-            src = f"{self.kinds[topic]}:{partition}"
-            clock = PartitionClock.from_state(table_dict(self.state, partition).get(clock_key(src)))
-            return clock.replay_from(), clock.next_offset()
-        if topic != self.by_campaign.get_topic_name():
-            return None, None
-        stored = table_dict(self.windows, partition).get(position_key(partition))
-        return decode_position(stored) if stored is not None else (None, None)
-
-    def next_unseen(self, topic: str, partition: int) -> int | None:
-        """The first offset of a consumed partition its state has not seen (``None``: the
-        state has seen none)."""
-        return self._positions(topic, partition)[1]
-
-    async def _start(self, topic: str, partition: int, *, replay: bool = False) -> int:
-        """The first offset to process next: the first unseen one, or with ``replay`` the
-        first of the last batch, which a crash may have left half persisted."""
-        replay_from, unseen = self._positions(topic, partition)
-        start = replay_from if replay else unseen
-        if start is None:
-            start = await self.direct.beginning(topic, partition)
-        return start
-
-    def _since_rebalance(self) -> None:
-        """Forget what this process did before the latest rebalance."""
-        if self._rebalance_seen != self.app.rebalancing_count:
-            self._rebalance_seen = self.app.rebalancing_count
-            self._handled.clear()
-            self._beaten.clear()
-
-    def _replaying(self, topic: str, partition: int) -> bool:
-        """True until this process has handled a batch of the partition since the last
-        rebalance: until then its state came from the changelog and may hold only part of
-        the last batch's changes, so that batch is processed again."""
-        self._since_rebalance()
-        return (topic, partition) not in self._handled
-
-    async def _consecutive(self, records: list[Record]) -> list[Record]:
-        """``records`` of one partition as consecutive ascending offsets from ``_start``
-        to the last delivered: below it dropped, missing ones read directly."""
-        topic, partition = records[0].topic, records[0].partition
-        replay = self._replaying(topic, partition)
-        start = await self._start(topic, partition, replay=replay)
-        records = sorted((r for r in records if r.offset >= start), key=lambda r: r.offset)
-        if not records:
-            return records
-        self._handled.add((topic, partition))
-        self.last_progress_at = time.monotonic()
-        ranges = missing_ranges(start, [r.offset for r in records])
-        if not ranges:
-            return records
-        for first, stop in ranges:
-            # Expected on every start and rebalance: Faust fetches until the feed pauses
-            # it, then hands over (counted in ``socialroi_gap_reads``).
-            log.info(
-                "%s[%d]: offsets %d..%d were not delivered; reading them directly",
-                topic,
-                partition,
-                first,
-                stop - 1,
-            )
-            self.metrics.gap_reads.inc()
-            records += await self._read_retrying(topic, partition, first, stop)
-        records.sort(key=lambda r: r.offset)
-        return records
-
-    async def _read_retrying(
-        self, topic: str, partition: int, start: int, stop: int
-    ) -> list[Record]:
-        """A direct read inside a batch: retried a few times, then the batch fails (and is
-        processed again after the worker restarts)."""
-        attempt = 1
-        while True:
-            try:
-                return await self.direct.read(topic, partition, start, stop)
-            except (KafkaError, TimeoutError) as exc:
-                if attempt >= _READ_ATTEMPTS:
-                    raise
-                log.warning("could not read %s[%d] directly, retrying: %s", topic, partition, exc)
-                attempt += 1
-                await asyncio.sleep(1.0)
-
-    async def behind(
-        self, ends: dict[tuple[str, int], int] | None = None
-    ) -> list[tuple[str, int, int, int]]:
-        """Assigned partitions holding messages beyond what their state has seen, as
-        (topic, partition, first unseen offset, end offset). ``ends``: end offsets already
-        read (at least of the assigned partitions), else they are read here."""
-        assigned = sorted(
-            (tp.topic, tp.partition)
-            for tp in self.app.consumer.assignment()
-            if tp.topic in self.consumed_topics
-        )
-        if ends is None:
-            ends = await self.direct.ends(assigned)
-        found = []
-        for topic, partition in assigned:
-            start = await self._start(topic, partition)
-            if ends[(topic, partition)] > start:
-                found.append((topic, partition, start, ends[(topic, partition)]))
-        return found
-
-    async def drained(self) -> bool:
-        """The whole group is done: this worker holds partitions and its state has seen
-        every message in them, and every partition of the consumed topics (also those
-        another member holds, or a member that died and has not yet been expelled) is
-        committed up to its end."""
-        if not self.settled() or not self.app.consumer.assignment():
-            return False
-        every = [(t, p) for t in self.consumed_topics for p in range(self.partitions)]
-        try:
-            ends = await self.direct.ends(every)
-            if await self.behind(ends):
-                return False
-            committed = await self.direct.committed(every)
-        except (KafkaError, TimeoutError) as exc:  # asked again on the next round
-            log.warning("could not compare committed and end offsets: %s", exc)
-            return False
-        return all((committed[tp] or 0) >= end for tp, end in ends.items())
-
-    async def _commit_seen(self, tps: Iterable[tuple[str, int]]) -> None:
-        """Commit, for each partition, the first offset its state has not seen.
-
-        Faust commits only up to the first offset it did not deliver itself, so after it
-        skipped a message its commits stop moving while the worker goes on: the group's
-        offsets would then say work remains that is done, and a restart would replay it
-        all. Done through Faust's own commit step, which then never moves back, and one
-        commit at a time as Faust's are (``_commit_fut``): a commit of Faust's computes its
-        offsets before it awaits, so one in flight would land after ours, lower."""
-        consumer = self.app.consumer
-        while consumer._commit_fut is not None:
-            await consumer.maybe_wait_for_commit_to_finish()
-            await asyncio.sleep(0)  # a cancelled commit is cleared by its own coroutine
-        offsets = {}
-        for topic, partition in tps:
-            unseen = self.next_unseen(topic, partition)
-            tp = TP(topic, partition)
-            committed = consumer._committed_offset.get(tp)
-            if unseen is not None and (committed is None or unseen > committed):
-                offsets[tp] = unseen
-        if not offsets:
-            return
-        # Faust's commits meanwhile wait for this one, then commit nothing lower.
-        consumer._commit_fut = fut = asyncio.get_running_loop().create_future()
-        try:
-            await consumer._commit_offsets(offsets)
-        finally:
-            consumer._commit_fut = None
-            if not fut.done():
-                fut.set_result(None)
-
     def settled(self) -> bool:
         app = self.app
         return not (
@@ -556,7 +369,7 @@ class Worker:
                 live = table_dict(self.state, partition).items()
                 self.ingestor.index_touches(partition, live, shared)
             for topic, tp_records in by_topic.items():
-                records = await self._consecutive(tp_records)
+                records = await self.offsets.consecutive(tp_records)
                 if not records:
                     continue
                 count += len(records)
@@ -569,11 +382,11 @@ class Worker:
             credits += release.rows
             beats += self._heartbeats(partition, store)
         # Every stage-two partition gets this batch's contributions before its heartbeats.
-        await self._deliver(sent + packs.messages() + beats)
+        await deliver(self.app, sent + packs.messages() + beats)
         async with self._keeping_unwritten(stores):
             await self.sink.write(dead_letters=dead, credits=credits, raw=raw)
         await self._write_changelogs(stores)
-        await self._commit_seen({(r.topic, r.partition) for r in delivered})
+        await self.offsets.commit_seen({(r.topic, r.partition) for r in delivered})
         self._batch_done("ingest", count, began)
 
     def _ingest_slice(
@@ -593,12 +406,11 @@ class Worker:
         result = self.ingestor.run(
             kind, partition, [Message(r.offset, r.value) for r in records], store, now_ms
         )
-        limit = self.settings.limits.max_message_bytes
         dead = []
         for offset, rejection in result.rejected:
             msg = by_offset[offset]
-            # An oversize payload is kept up to the limit: enough to see what it was,
-            # without making the dead-letter topic refuse it too.
+            # The original whole, oversize or not: the dead-letter topic takes any message an
+            # ingest topic does, and the sink keeps a prefix with the length and digest.
             row = DeadLetterRow(
                 reason=rejection.reason.value,
                 detail=rejection.detail,
@@ -606,11 +418,12 @@ class Worker:
                 partition=partition,
                 offset=offset,
                 kafka_ts_ms=msg.timestamp_ms,
-                payload=(msg.value or b"")[:limit],
+                payload=msg.value or b"",
             )
             dead.append(row)
             self.metrics.dead_letters.labels(rejection.reason.value).inc()
-            sent.append((self.dead_topic.get_topic_name(), msg.key, _dead_letter_json(row), None))
+            letter = _dead_letter_json(row, msg.key)
+            sent.append((self.dead_topic.get_topic_name(), msg.key, letter, None))
         for offset, event, watermark in result.late:
             msg = by_offset[offset]
             self.metrics.late.labels(topic).inc()
@@ -673,7 +486,7 @@ class Worker:
     def _heartbeats(self, partition: int, store: PartitionStore | None = None) -> Sent:
         """Tell every stage-two partition how far each source partition has got, after
         everything this batch sent for it (same producer, so in order)."""
-        self._since_rebalance()
+        self.offsets.since_rebalance()
         sent: Sent = []
         for src, watermark in self._watermarks(partition, store).items():
             self._beaten[src] = watermark
@@ -691,7 +504,7 @@ class Worker:
         if time.monotonic() - self.last_delivered_at < _BEAT_IDLE_SECONDS or not self.settled():
             return
         async with self._ingest_lock:
-            self._since_rebalance()
+            self.offsets.since_rebalance()
             partitions = {
                 tp.partition for tp in self.app.consumer.assignment() if tp.topic in self.kinds
             }
@@ -700,7 +513,7 @@ class Worker:
                 marks = self._watermarks(partition).items()
                 if any(self._beaten.get(src) != watermark for src, watermark in marks):
                     sent += self._heartbeats(partition)
-            await self._deliver(sent)
+            await deliver(self.app, sent)
 
     # -- stage two ----------------------------------------------------------------------
     async def handle_aggregate(self, delivered: Sequence[Record]) -> None:
@@ -713,7 +526,7 @@ class Worker:
         positions: dict[int, tuple[int, int]] = {}
         count = 0
         for partition, part_records in by_partition.items():
-            records = await self._consecutive(part_records)
+            records = await self.offsets.consecutive(part_records)
             if not records:
                 continue
             count += len(records)
@@ -760,7 +573,7 @@ class Worker:
         for mark in marks:
             self._marked[mark.partition] = mark.watermark_ms
         await self._write_changelogs(stores.values())
-        await self._commit_seen({(r.topic, r.partition) for r in delivered})
+        await self.offsets.commit_seen({(r.topic, r.partition) for r in delivered})
         if items:
             self.metrics.freshness.set(max(i.ts_ms for i in items) / 1000)
         self._batch_done("aggregate", count, began)
@@ -793,57 +606,9 @@ class Worker:
         """Write the stores' changes to their changelogs, then, once Kafka acknowledged
         them, to the local store."""
         stores = list(stores)
-        last_offsets = await self._deliver([m for store in stores for m in store.flush()])
+        last_offsets = await deliver(self.app, [m for store in stores for m in store.flush()])
         for store in stores:
             store.persist(last_offsets)
-
-    async def _deliver(self, sent: Sent) -> dict[tuple[str, int], int]:
-        """Send, and wait until Kafka acknowledged every message; a failed send raises (the
-        batch is then not acknowledged and will be processed again). Returns the offset of
-        the last message sent to each (topic, partition) named in ``sent``.
-
-        Straight to the aiokafka producer under Faust, in record batches built here per
-        partition (``create_batch``/``send_batch``): Faust's own buffer sends one message at
-        a time with bookkeeping around each, a few thousand per second, and even aiokafka's
-        ``send`` costs a future and a lookup per message, while stage two writes thousands
-        of changelog messages per batch. A message without a partition (the producer picks
-        it from the key) goes through ``send``. Messages keep their order per partition."""
-        if not sent:
-            return {}
-        faust_producer = self.app.producer
-        producer = faust_producer._ensure_producer()  # the AIOKafkaProducer it wraps
-        by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
-        futures = []
-        batches = []  # (future of a record batch's base offset, its record count)
-        for topic, key, value, partition in sent:
-            if partition is None:
-                futures.append(await faust_producer.send(topic, key, value, None, None, None))
-            else:
-                by_tp[(topic, partition)].append((key, value))
-        for (topic, partition), messages in by_tp.items():
-            batch = producer.create_batch()
-            for key, value in messages:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    # Full: send it, go on in a new one, which takes any first message (one
-                    # too large for the broker fails there, and the batch with it).
-                    count = batch.record_count()
-                    batches.append(
-                        (await producer.send_batch(batch, topic, partition=partition), count)
-                    )
-                    batch = producer.create_batch()
-                    batch.append(key=key, value=value, timestamp=None)
-            if count := batch.record_count():
-                batches.append(
-                    (await producer.send_batch(batch, topic, partition=partition), count)
-                )
-        await asyncio.gather(*futures, *(future for future, _ in batches))
-        last: dict[tuple[str, int], int] = {}
-        for future, count in batches:
-            meta = future.result()
-            end = meta.offset + count - 1
-            tp = (meta.topic, meta.partition)
-            last[tp] = max(last.get(tp, end), end)
-        return last
 
     def _batch_done(self, stage: str, size: int, began: float) -> None:
         self.metrics.batch_size.labels(stage).observe(size)
@@ -851,15 +616,14 @@ class Worker:
         self.batches += 1
 
 
-def _dead_letter_json(row: DeadLetterRow) -> bytes:
-    return orjson.dumps(
-        {
-            "reason": row.reason,
-            "detail": row.detail,
-            "topic": row.topic,
-            "partition": row.partition,
-            "offset": row.offset,
-            "kafka_ts_ms": row.kafka_ts_ms,
-            "payload_b64": base64.b64encode(row.payload).decode(),
-        }
+def _dead_letter_json(row: DeadLetterRow, key: bytes | None) -> bytes:
+    return dead_letter_message(
+        reason=row.reason,
+        detail=row.detail,
+        topic=row.topic,
+        partition=row.partition,
+        offset=row.offset,
+        kafka_ts_ms=row.kafka_ts_ms,
+        payload=row.payload,
+        key=key,
     )

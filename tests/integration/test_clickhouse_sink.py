@@ -7,6 +7,7 @@ Each test runs on both engines with an empty store of its own. The server must b
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import subprocess
 import sys
 import threading
@@ -23,7 +24,7 @@ from pipeline.settings import ClickHouseSettings
 from sinks.backends import Backend, open_backend
 from sinks.errors import BackendUnavailable, QueryError, StoreLocked
 from sinks.migrate import apply_migrations, load_migrations
-from sinks.reader import dead_letter_counts, dead_letters, kpi_rows
+from sinks.reader import StoredDeadLetter, dead_letter_counts, dead_letters, kpi_rows
 from sinks.views import VIEW_READERS
 from sinks.writer import ClickHouseSink
 
@@ -90,7 +91,7 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
     assert apply_migrations(engine_backend) == []
     expected = {"schema_migrations", "kpi_windows", "kpi_current", "dead_letters"}
     expected |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
-    expected |= {"kpi_pane_current"}
+    expected |= {"kpi_pane_current", "dead_letter_originals"}
     expected |= set(VIEW_READERS)
     if engine_backend.cluster:  # each table is Distributed over a replicated local one
         engines = dict(
@@ -100,6 +101,7 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
         )
         stored = {"schema_migrations", "kpi_windows", "dead_letters"}
         stored |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
+        stored |= {"dead_letter_originals"}
         for name in stored:
             assert engines[name] == "Distributed", name
             assert engines[f"{name}_local"].startswith("Replicated"), name
@@ -225,14 +227,16 @@ def test_reader_filters_and_orders(engine_url: str) -> None:
 
 def test_dead_letters_keep_their_bytes(engine_url: str) -> None:
     every_byte = bytes(range(256))
+    big = every_byte * 400 + b"tail"  # 102,404 bytes: the table keeps the first 65,536
     letters = [
         DeadLetterRow("invalid_json", "Expecting value", "social.interactions", 0, 5, 0, b"\xff{"),
         DeadLetterRow("schema", "missing 'campaign_id'", "web.events", 2, 2**33, -1, every_byte),
-        DeadLetterRow("oversize", "70000 bytes", "web.events", 1, 9, BASE_MS + 1, b""),
+        DeadLetterRow("oversize", "102404 bytes", "web.events", 1, 9, BASE_MS + 1, big),
+        DeadLetterRow("empty", "", "web.events", 1, 10, BASE_MS + 1, b""),
         DeadLetterRow("schema", "d\u00e9j\u00e0 vu \\ 'quoted'", "web.events", 2, 7, 1, b"\x00"),
     ]
 
-    async def scenario() -> tuple[list[DeadLetterRow], dict[str, int]]:
+    async def scenario() -> tuple[list[StoredDeadLetter], dict[str, int]]:
         sink = ClickHouseSink(settings(engine_url))
         await sink.start()
         try:
@@ -245,15 +249,41 @@ def test_dead_letters_keep_their_bytes(engine_url: str) -> None:
             await sink.close()
 
     stored, counts = asyncio.run(scenario())
-    assert counts == {"invalid_json": 1, "oversize": 1, "schema": 2}
+    assert counts == {"empty": 1, "invalid_json": 1, "oversize": 1, "schema": 2}
     by_position = {(d.topic, d.partition, d.offset): d for d in stored}
-    assert len(stored) == 4
+    assert len(stored) == 5
     for letter in letters:
         got = by_position[(letter.topic, letter.partition, letter.offset)]
-        assert got.payload == letter.payload
+        assert got.payload == letter.payload[:65536]
+        assert got.payload_bytes == len(letter.payload)
+        assert got.payload_sha256 == hashlib.sha256(letter.payload).hexdigest()
+        assert got.complete == (letter.payload is not big)
         assert (got.reason, got.detail) == (letter.reason, letter.detail)
         expected_ts = max(letter.kafka_ts_ms, 0) // 1000 * 1000
         assert got.kafka_ts_ms == expected_ts
+
+
+def test_dead_letters_written_before_0009_survive_the_upgrade(
+    engine_backend: Backend, tmp_path: Path
+) -> None:
+    """A store at migration 0008 holds a dead letter; after 0009 it reads back unchanged,
+    its length and digest those of the payload it kept."""
+    older = tmp_path / "migrations-0008"
+    older.mkdir()
+    for migration in load_migrations():
+        if migration.version <= 8:
+            (older / migration.path.name).write_bytes(migration.path.read_bytes())
+    apply_migrations(engine_backend, older)
+    kept = b'{"big": "' + b"x" * 100
+    engine_backend.insert(
+        "dead_letters",
+        ("received_at", "reason", "detail", "topic", "partition", "offset", "kafka_ts", "payload"),
+        [(1_790_000_000, "oversize", "70000 bytes", "web.events", 1, 9, 1_790_000_000, kept)],
+    )
+    assert [m.version for m in apply_migrations(engine_backend)] == [9]
+    (got,) = dead_letters(engine_backend)
+    assert (got.reason, got.topic, got.offset, got.payload) == ("oversize", "web.events", 9, kept)
+    assert (got.payload_bytes, got.payload_sha256) == (len(kept), hashlib.sha256(kept).hexdigest())
 
 
 def test_ten_thousand_snapshots_in_one_flush(engine_url: str) -> None:

@@ -1,8 +1,13 @@
 """Hostile messages from a plain Kafka client (kcat) end as typed dead letters; the
-worker keeps running and every valid event sent alongside is counted."""
+worker keeps running and every valid event sent alongside is counted. An oversize message's
+dead letter carries its original bytes whole on the dead-letter topic; the table keeps a
+prefix with the original's length and SHA-256. A message over the ingest topic's 1 MiB is
+refused to its producer by the broker."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import shutil
 import subprocess
 from collections import Counter
@@ -13,6 +18,8 @@ from subprocess import CompletedProcess
 
 import orjson
 import pytest
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import MessageSizeTooLargeError
 
 from sinks import dead_letters, kpi_rows, open_backend
 
@@ -70,9 +77,11 @@ def test_hostile_messages_become_dead_letters_and_valid_ones_count(
             }
         )
 
+    # 900,024 bytes: its dead letter (base64) is over aiokafka's default request size of 1 MB.
+    big = b'{"big": "' + b"x" * 900_000 + b'", "tail": "\xc3\xa9"}'
     hostile = [
         (social, b'{"event_id": "x", "event_type": "like"', "bad_json"),
-        (social, b'{"big": "' + b"x" * (10 * 1024 * 1024) + b'"}', "oversize"),
+        (social, big, "oversize"),
         (social, like(100, count="ten"), "schema_violation"),
         (social, like(101, favourite_colour="blue"), "schema_violation"),
         (social, like(102, event_type="poke"), "unknown_event_type"),
@@ -92,8 +101,16 @@ def test_hostile_messages_become_dead_letters_and_valid_ones_count(
         valid += 1
         kcat(bootstrap, topic, payload, tmp_path, key="hostile")
 
+    refused = KafkaProducer(bootstrap_servers=bootstrap, max_request_size=16 * 1024 * 1024)
+    try:
+        with pytest.raises(MessageSizeTooLargeError):  # the broker says no: nothing is cut
+            refused.send(social, b'{"big": "' + b"x" * (1024 * 1024) + b'"}').get(timeout=30)
+    finally:
+        refused.close()
+
     worker = socialroi(env, "worker", "--stop-when-idle", "5")
     assert worker.returncode == 0, worker.stderr[-3000:]
+    assert "does not fit the dead-letter topic" not in worker.stderr  # no payload was cut
 
     backend = open_backend(fresh_server_url)
     backend.start()
@@ -105,9 +122,39 @@ def test_hostile_messages_become_dead_letters_and_valid_ones_count(
     assert Counter(d.reason for d in letters) == Counter(r for *_, r in hostile)
     by_reason = {d.reason: d for d in letters}
     oversize = by_reason["oversize"]
-    assert oversize.payload == b'{"big": "' + b"x" * (65536 - 9)  # kept up to the limit
-    assert "10485771 bytes" in oversize.detail
+    assert oversize.payload == b'{"big": "' + b"x" * (65536 - 9)  # the table: a prefix
+    assert (oversize.payload_bytes, oversize.complete) == (len(big), False)
+    assert oversize.payload_sha256 == hashlib.sha256(big).hexdigest()
+    assert f"{len(big)} bytes" in oversize.detail
+    assert all(d.complete for d in letters if d is not oversize)
+    # The topic: every dead letter with its original whole.
+    on_topic = _read_all(bootstrap, env["SOCIALROI_TOPICS__DEAD_LETTERS"], len(hostile))
+    payloads = {m["reason"]: base64.b64decode(m["payload_b64"]) for m in on_topic}
+    assert payloads["oversize"] == big
+    big_letter = next(m for m in on_topic if m["reason"] == "oversize")
+    assert big_letter["payload_bytes"] == len(big) and big_letter["payload_complete"] is True
+    assert big_letter["payload_sha256"] == oversize.payload_sha256
+    assert (big_letter["topic"], big_letter["offset"]) == (social, oversize.offset)
+    assert sorted(m["reason"] for m in on_topic) == sorted(r for *_, r in hostile)
     assert by_reason["clock_skew"].payload == like(103, event_time="2999-01-01T00:00:00Z")
     assert {d.topic for d in letters} == {social, web}
     assert sum(r["likes"] for r in rows) == valid
     assert {r["channel"] for r in rows} == {"instagram"}
+
+
+def _read_all(bootstrap: str, topic: str, expected: int) -> list[dict[str, object]]:
+    """Every message of ``topic`` (JSON values), once ``expected`` have arrived."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        found: list[dict[str, object]] = []
+        for _ in range(30):
+            for records in consumer.poll(timeout_ms=1000).values():
+                found += [orjson.loads(r.value) for r in records]
+            if len(found) >= expected:
+                break
+        return found
+    finally:
+        consumer.close()

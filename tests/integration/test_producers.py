@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import socket
 import subprocess
@@ -180,20 +181,84 @@ def test_collector_accepts_valid_batches_and_refuses_hostile_ones(
         ]
     )
     status, body = post(collector, hostile)
-    assert status == 400
-    assert [(r["index"], r["reason"]) for r in body["rejected"]] == [
-        (1, "schema_violation"),
-        (2, "schema_violation"),
-        (3, "clock_skew"),
-        (4, "unknown_event_type"),
+    assert (status, body["accepted"]) == (207, 1)  # e10 is in
+    assert [(r["index"], r["line"], r["reason"]) for r in body["rejected"]] == [
+        (1, None, "schema_violation"),
+        (2, None, "schema_violation"),
+        (3, None, "clock_skew"),
+        (4, None, "unknown_event_type"),
     ]
     assert post(collector, valid, ctype="text/html")[0] == 415
     status, body = post(collector, valid)
-    assert (status, body) == (202, {"accepted": 3})
+    assert (status, body) == (202, {"accepted": 3, "rejected": []})
     ndjson = b"\n".join(orjson.dumps(event(i)) for i in (20, 21))
-    assert post(collector, ndjson, ctype="application/x-ndjson") == (202, {"accepted": 2})
-    values = consume_all(
-        pipeline_env["SOCIALROI_KAFKA__BOOTSTRAP_SERVERS"], pipeline_env["SOCIALROI_TOPICS__WEB"], 5
+    assert post(collector, ndjson, ctype="application/x-ndjson") == (
+        202,
+        {"accepted": 2, "rejected": []},
     )
-    assert sorted(v["event_id"] for v in values) == ["e1", "e2", "e20", "e21", "e3"]
+    values = consume_all(
+        pipeline_env["SOCIALROI_KAFKA__BOOTSTRAP_SERVERS"], pipeline_env["SOCIALROI_TOPICS__WEB"], 6
+    )
+    assert sorted(v["event_id"] for v in values) == ["e1", "e10", "e2", "e20", "e21", "e3"]
     assert os.environ.get("SOCIALROI_COLLECTOR__TOKEN") is None
+
+
+def test_collector_keeps_the_valid_events_of_a_batch_and_dead_letters_the_others(
+    collector: str, pipeline_env: dict[str, str]
+) -> None:
+    """Three valid events and one invalid, as NDJSON and as an array: the valid ones reach
+    Kafka (a client retrying the batch no longer loses them), each invalid one reaches the
+    dead-letter topic with its reason and its bytes as sent, and the answer names it."""
+    bootstrap = pipeline_env["SOCIALROI_KAFKA__BOOTSTRAP_SERVERS"]
+    web, dead = (
+        pipeline_env["SOCIALROI_TOPICS__WEB"],
+        pipeline_env["SOCIALROI_TOPICS__DEAD_LETTERS"],
+    )
+    not_json = b'{"event_id": "e33", "event_type": "page_view", '
+    ndjson = b"\n".join(
+        [orjson.dumps(event(30)), orjson.dumps(event(31)), b"", not_json, orjson.dumps(event(32))]
+    )
+    status, body = post(collector, ndjson + b"\n", ctype="application/x-ndjson")
+    assert (status, body["accepted"]) == (207, 3)
+    (refused,) = body["rejected"]
+    assert (refused["index"], refused["line"], refused["reason"]) == (2, 4, "bad_json")
+
+    big = event(42, url="https://shop.example/?q=" + "x" * 70_000)  # over the 64 KiB limit
+    batch = [event(40), event(41, shoe_size=44), big, event(43)]
+    status, body = post(collector, orjson.dumps(batch), ctype="text/plain")  # read as JSON
+    assert (status, body["accepted"]) == (207, 2)
+    assert [(r["index"], r["line"], r["reason"]) for r in body["rejected"]] == [
+        (1, None, "schema_violation"),
+        (2, None, "oversize"),
+    ]
+    assert "shoe_size" in body["rejected"][0]["detail"]
+
+    status, body = post(collector, orjson.dumps([{"event_type": "poke"}, [1]]))
+    assert (status, body["error"], body["accepted"]) == (400, "invalid_events", 0)
+    assert [r["reason"] for r in body["rejected"]] == ["unknown_event_type", "not_an_object"]
+
+    values = consume_all(bootstrap, web, 5)
+    assert sorted(v["event_id"] for v in values) == ["e30", "e31", "e32", "e40", "e43"]
+    letters = consume_all(bootstrap, dead, 5)
+    by_reason = {str(m["reason"]): m for m in letters}
+    assert sorted(by_reason) == [
+        "bad_json",
+        "not_an_object",
+        "oversize",
+        "schema_violation",
+        "unknown_event_type",
+    ]
+    assert len(letters) == 5
+    for letter in letters:
+        assert (letter["partition"], letter["offset"], letter["payload_complete"]) == (
+            None,
+            None,
+            True,
+        )
+    assert base64.b64decode(by_reason["bad_json"]["payload_b64"]) == not_json
+    assert by_reason["bad_json"]["topic"] == ""
+    assert orjson.loads(base64.b64decode(by_reason["oversize"]["payload_b64"])) == big
+    assert by_reason["oversize"]["payload_bytes"] == len(orjson.dumps(big))
+    assert by_reason["schema_violation"]["topic"] == web
+    assert orjson.loads(base64.b64decode(by_reason["schema_violation"]["payload_b64"])) == batch[1]
+    assert base64.b64decode(by_reason["not_an_object"]["payload_b64"]) == b"[1]"

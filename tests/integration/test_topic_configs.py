@@ -32,7 +32,7 @@ def _configs(admin: KafkaAdminClient, prefix: str) -> dict[str, dict[str, tuple[
     """Topics whose names start with ``prefix`` -> {config: (value, source)} of the
     configs a topic can set, as the broker reports them."""
     names = sorted(t for t in admin.list_topics() if t.startswith(prefix))
-    keys = ["cleanup.policy", "retention.ms", "segment.ms", "segment.bytes"]
+    keys = ["cleanup.policy", "retention.ms", "segment.ms", "segment.bytes", "max.message.bytes"]
     described = admin.describe_configs(
         [
             ConfigResource(ConfigResourceType.TOPIC, name, configs=dict.fromkeys(keys))
@@ -82,6 +82,12 @@ def test_topics_then_worker_create_every_topic_with_its_policy(
         assert found[name]["retention.ms"][1] != "DYNAMIC_TOPIC_CONFIG", name
     assert found[repartition]["cleanup.policy"] == ("delete", "DYNAMIC_TOPIC_CONFIG")
     assert found[repartition]["retention.ms"] == (WEEK_MS, "DYNAMIC_TOPIC_CONFIG")
+    # Ingest topics take 1 MiB whatever the broker's default (this one allows 16 MiB); the
+    # topics carrying a whole message in base64 (dead letters, late events) take 2 MiB.
+    for name in streams[:4]:
+        assert found[name]["max.message.bytes"] == ("1048576", "DYNAMIC_TOPIC_CONFIG"), name
+    for name in streams[4:]:
+        assert found[name]["max.message.bytes"] == ("2097152", "DYNAMIC_TOPIC_CONFIG"), name
 
     # A worker start creates the table changelogs (Faust, through streams.app).
     result = _worker(env, tmp_path, "--stop-when-idle", "2")

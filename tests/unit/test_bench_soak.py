@@ -7,7 +7,7 @@ import math
 import pytest
 
 from pipeline.simulator import Simulation, SimulationConfig
-from streams.bench_soak import Sample, per_minute, verdict
+from streams.bench_soak import Sample, per_minute, steady_days, verdict
 
 MiB = 2**20
 
@@ -171,3 +171,12 @@ def test_the_simulator_makes_the_same_messages_without_its_truth() -> None:
     assert alone.sent == followed.sent == 3_000
     assert followed.truth.late + followed.truth.duplicates > 0
     assert alone.truth.late == alone.truth.duplicates == alone.truth.dead_letters == 0
+
+
+def test_the_default_days_fill_the_state_before_the_last_third() -> None:
+    week = 7 * 86_400
+    assert steady_days(week) == 11  # the defaults: 7-day lookback and weekly window
+    for horizon in (3600, 86_400, week, 30 * 86_400):
+        days = steady_days(horizon)
+        assert days * 86_400 * 2 / 3 >= horizon  # full by two thirds of the event time
+        assert (days - 1) * 86_400 * 2 / 3 < horizon  # and not a day more than that

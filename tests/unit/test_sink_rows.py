@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import pytest
 
-from pipeline.kpi import KPI_COUNTERS
+from pipeline.kpi import KPI_COUNTERS, KpiValues
 from pipeline.ports import DeadLetterRow, KpiSnapshot
 from sinks.tables import (
     DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_ORIGINAL_COLUMNS,
     KPI_COLUMNS,
     RowError,
+    dead_letter_original_row,
     dead_letter_row,
     snapshot_row,
 )
@@ -38,6 +41,22 @@ def test_snapshot_row_maps_every_column() -> None:
     assert row["impressions"] == 1000 and row["revenue_micros"] == 12_340_000
     untouched = set(KPI_COUNTERS) - {"impressions", "clicks", "revenue_micros"}
     assert {row[name] for name in untouched} == {0}
+
+
+def test_counters_in_catalogue_order_give_the_same_row_as_counters_by_name() -> None:
+    ordered = KpiValues([SNAPSHOT.counters.get(name, 0) for name in KPI_COUNTERS])
+    assert ordered == SNAPSHOT.counters | {n: 0 for n in KPI_COUNTERS if n not in SNAPSHOT.counters}
+    assert ordered["clicks"] == 17 and len(ordered) == len(KPI_COUNTERS)
+    with pytest.raises(KeyError):
+        ordered["nonsense"]
+    same = dataclasses.replace(SNAPSHOT, counters=ordered)
+    assert snapshot_row(same, 5) == snapshot_row(SNAPSHOT, 5)
+    too_big = ordered.ordered.copy()
+    too_big[KPI_COUNTERS.index("revenue_micros")] = 2**63
+    with pytest.raises(RowError, match="revenue_micros"):
+        snapshot_row(dataclasses.replace(SNAPSHOT, counters=KpiValues(too_big)), 0)
+    with pytest.raises(ValueError, match="KPI counters"):
+        KpiValues([1, 2, 3])
 
 
 def test_the_same_snapshot_maps_to_the_same_row() -> None:
@@ -85,6 +104,24 @@ def test_dead_letter_row_keeps_the_bytes() -> None:
         "offset": 2**40,
         "kafka_ts": 1_700_000_000,
         "payload": b"\xff\xfe{not json\x00",
+    }
+
+
+def test_an_oversize_payload_is_stored_as_a_prefix_with_its_length_and_digest() -> None:
+    payload = b"\x00" + bytes(range(256)) * 300  # 76,801 bytes
+    letter = dataclasses.replace(LETTER, payload=payload)
+    row = dead_letter_row(letter, 5)
+    assert row[DEAD_LETTER_COLUMNS.index("payload")] == payload[:65536]
+    original = dict(
+        zip(DEAD_LETTER_ORIGINAL_COLUMNS, dead_letter_original_row(letter, 5), strict=True)
+    )
+    assert original == {
+        "received_at": 5,
+        "topic": "social.interactions",
+        "partition": 3,
+        "offset": 2**40,
+        "payload_bytes": 76_801,
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
     }
 
 

@@ -13,7 +13,7 @@ from pipeline.ports import DeadLetterRow, KpiSnapshot, SinkUnavailable
 from pipeline.settings import ClickHouseSettings
 from sinks.errors import BackendUnavailable, QueryError, SinkError
 from sinks.memory import MemoryBackend
-from sinks.tables import DEAD_LETTER_TABLE, KPI_TABLE, RowError
+from sinks.tables import DEAD_LETTER_ORIGINAL_TABLE, DEAD_LETTER_TABLE, KPI_TABLE, RowError
 from sinks.writer import Backoff, ClickHouseSink, FlushEvent
 
 SETTINGS = ClickHouseSettings(
@@ -108,7 +108,11 @@ def test_flush_writes_each_table_as_one_insert() -> None:
         return backend, sink
 
     backend, sink = asyncio.run(scenario())
-    assert backend.insert_calls[-2:] == [(KPI_TABLE, 3), (DEAD_LETTER_TABLE, 1)]
+    assert backend.insert_calls[-3:] == [
+        (KPI_TABLE, 3),
+        (DEAD_LETTER_TABLE, 1),
+        (DEAD_LETTER_ORIGINAL_TABLE, 1),
+    ]
     rows = backend.tables[KPI_TABLE]
     assert [(r["campaign_id"], r["version"], r["clicks"]) for r in rows] == [
         ("a", 1, 1),
@@ -117,6 +121,8 @@ def test_flush_writes_each_table_as_one_insert() -> None:
     ]
     assert rows[0]["updated_at"] == 1_700_000_000
     assert backend.tables[DEAD_LETTER_TABLE][0]["payload"] == b"\xff"
+    original = backend.tables[DEAD_LETTER_ORIGINAL_TABLE][0]
+    assert (original["payload_bytes"], original["payload_sha256"][:8]) == (1, "a8100ae6")
     assert sink.buffered_rows == 0
 
 

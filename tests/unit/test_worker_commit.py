@@ -7,7 +7,7 @@ import asyncio
 
 from faust.types import TP
 
-from streams.worker import Worker
+from streams.offsets import Offsets
 
 
 class _Consumer:
@@ -42,11 +42,9 @@ class _Consumer:
             fut.set_result(None)
 
 
-def _worker(consumer: _Consumer, unseen: int) -> Worker:
-    worker = Worker.__new__(Worker)
-    worker.app = type("App", (), {"consumer": consumer})()  # type: ignore[assignment]
-    worker.next_unseen = lambda topic, partition: unseen  # type: ignore[method-assign]
-    return worker
+def _worker(consumer: _Consumer, unseen: int) -> Offsets:
+    app = type("App", (), {"consumer": consumer})()
+    return Offsets(app, None, None, lambda topic, partition: (None, unseen), (), 4)  # type: ignore[arg-type]
 
 
 def test_a_commit_of_faust_in_flight_lands_before_the_worker_s_never_after() -> None:
@@ -56,7 +54,7 @@ def test_a_commit_of_faust_in_flight_lands_before_the_worker_s_never_after() -> 
     async def scenario() -> None:
         faust = asyncio.create_task(consumer.faust_commit({tp: 100}))
         await asyncio.sleep(0)  # Faust's commit is in flight
-        await _worker(consumer, 500)._commit_seen([("social", 0)])
+        await _worker(consumer, 500).commit_seen([("social", 0)])
         await faust
 
     asyncio.run(scenario())
@@ -69,7 +67,7 @@ def test_faust_commits_nothing_while_the_worker_commits() -> None:
     tp = TP("social", 1)
 
     async def scenario() -> None:
-        ours = asyncio.create_task(_worker(consumer, 700)._commit_seen([("social", 1)]))
+        ours = asyncio.create_task(_worker(consumer, 700).commit_seen([("social", 1)]))
         await asyncio.sleep(0)  # ours holds the guard
         assert consumer._commit_fut is not None
         await consumer.faust_commit({tp: 300})  # waits for ours, then does nothing
@@ -83,5 +81,5 @@ def test_faust_commits_nothing_while_the_worker_commits() -> None:
 def test_nothing_new_to_commit_takes_no_turn() -> None:
     consumer = _Consumer()
     consumer._committed_offset[TP("social", 2)] = 40
-    asyncio.run(_worker(consumer, 40)._commit_seen([("social", 2)]))
+    asyncio.run(_worker(consumer, 40).commit_seen([("social", 2)]))
     assert consumer.landed == [] and consumer._commit_fut is None

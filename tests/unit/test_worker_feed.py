@@ -11,12 +11,12 @@ from typing import Any
 
 import pytest
 
-import streams.worker as worker_module
-from streams.worker import Worker
+import streams.feed as feed_module
+from streams.feed import Feed
 
 
 class _Feed:
-    """What ``Worker._feed`` uses of a ``PartitionFeed``: positioned once, then nothing new."""
+    """What ``Feed.run`` uses of a ``PartitionFeed``: positioned once, then nothing new."""
 
     def __init__(self, *args: Any) -> None:
         self.stopped = False
@@ -34,18 +34,16 @@ class _Spinning(Exception):
 
 
 class _Stage:
-    """The parts of a ``Worker`` that ``_feed`` reads: settled until an outage begins, then
-    not; each check while not settled notes how far the rest of the loop has got."""
+    """What a ``Feed`` reads of the worker: settled until an outage begins, then not; each
+    check while not settled notes how far the rest of the loop has got."""
 
     def __init__(self) -> None:
-        self.settings = SimpleNamespace(kafka=None, worker=SimpleNamespace(batch_max_events=10))
         self.crashed: list[BaseException] = []
         self.app = SimpleNamespace(rebalancing_count=1, crash=self._crash)
         self.outage = False
         self.positioned = 0
         self.ticks = 0
         self.seen_while_out: list[int] = []
-        self.last_delivered_at = 0.0
 
     async def _crash(self, exc: BaseException) -> None:
         self.crashed.append(exc)
@@ -58,16 +56,18 @@ class _Stage:
             raise _Spinning("enough checks made")
         return False
 
-    async def _position(self, feed: Any, topics: set[str]) -> None:
-        self.positioned += 1
-
 
 def test_a_positioned_feed_yields_to_the_loop_while_the_worker_is_not_settled(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "PartitionFeed", _Feed)
-    monkeypatch.setattr(worker_module, "_FEED_WAIT_MS", 1)
+    monkeypatch.setattr(feed_module, "PartitionFeed", _Feed)
+    monkeypatch.setattr(feed_module, "FEED_WAIT_MS", 1)
     stage = _Stage()
+
+    async def position(self: Feed, feed: Any) -> None:
+        stage.positioned += 1
+
+    monkeypatch.setattr(Feed, "_position", position)
 
     async def handle(records: Any) -> None:
         raise AssertionError("nothing was fetched, so nothing is handled")
@@ -82,8 +82,19 @@ def test_a_positioned_feed_yields_to_the_loop_while_the_worker_is_not_settled(
 
     async def run() -> None:
         ticker = asyncio.create_task(elsewhere())
-        feed = Worker._feed(stage, "aggregate", {"t"}, handle, asyncio.Lock())  # type: ignore[arg-type]
-        await asyncio.wait_for(feed, timeout=30)
+        feed = Feed(
+            "aggregate",
+            {"t"},
+            handle,
+            asyncio.Lock(),
+            app=stage.app,  # type: ignore[arg-type]
+            kafka=None,  # type: ignore[arg-type]
+            batch_max_events=10,
+            offsets=None,  # type: ignore[arg-type]
+            settled=stage.settled,
+            delivered=lambda: None,
+        )
+        await asyncio.wait_for(feed.run(), timeout=30)
         ticker.cancel()
 
     asyncio.run(run())
