@@ -212,8 +212,8 @@ class MetricsSettings(_Section):
         gt=0,
         description="/healthz answers 503 once the process's event loop has not turned for "
         "this long, or (worker) messages have waited this long with no batch taking any; "
-        "a ClickHouse outage, a rebalance or a table recovery does not count (readiness "
-        "reports those).",
+        "a ClickHouse outage does not count (readiness reports it), a rebalance or table "
+        "recovery that lasts this long does.",
     )
 
 

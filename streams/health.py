@@ -5,8 +5,8 @@ process that is not alive is restarted, one that is not ready gets no traffic (a
 worker, is a signal to look). So:
 
 - not alive: the event loop has stopped turning (a blocking call, a deadlock), or the
-  worker's batches have stopped reaching messages that wait, while nothing explains it.
-  A restart is the cure.
+  worker's batches have stopped reaching messages that wait, and ClickHouse refusing
+  writes does not explain it. A restart is the cure.
 - not ready: starting, stopping, ClickHouse refusing writes, a rebalance or table recovery,
   no partition, or messages waiting with none consumed for a short while (worker); Kafka
   refusing events (collector). Waiting is the cure: these end by themselves, and a restart
@@ -129,10 +129,13 @@ class Readiness:
 class Liveness:
     """``/healthz``: alive unless the event loop has not turned for ``timeout`` seconds,
     or (with a ``worker``) messages have waited that long in its assigned partitions with
-    no batch reaching any while the worker was settled. Waiting on ClickHouse (an outage
-    the sink reports), a rebalance or a table recovery restarts the count: those are
-    readiness's, and a restart would not end them sooner. A ClickHouse write that hangs
-    without failing is not an outage, so it does count.
+    no batch reaching any. Waiting on ClickHouse (an outage the sink reports) restarts the
+    count: the worker resumes by itself once ClickHouse is back, and a restart would not
+    bring it back sooner. A ClickHouse write that hangs without failing is not an outage,
+    so it counts; so does a rebalance or a table recovery that has not ended after
+    ``timeout`` (one waits for the batch under way, so a hung batch shows as a rebalance
+    that never ends). While the assignment changes the lag is not measured, and the last
+    one measured stands.
 
     ``run`` (the heartbeat) and ``observe`` run on the event loop; ``__call__`` runs on
     the metrics server's thread and reads only what they left."""
@@ -163,11 +166,13 @@ class Liveness:
     def observe(self, lag: int | None) -> None:
         """The assigned partitions' total lag (``None``: not known), on the event loop."""
         worker = self._worker
-        if not lag or worker is None or not worker.settled():
+        if lag is None:
+            lag = self._lag if self._lagging_since is not None else 0
+        if not lag or worker is None or worker.sink.outage:
             self._lagging_since = None
         elif self._lagging_since is None:
             self._lagging_since = self._clock()
-        self._lag = lag or 0
+        self._lag = lag
 
     def __call__(self) -> str | None:
         """Why the process is not alive, or ``None`` when it is."""

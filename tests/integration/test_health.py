@@ -87,7 +87,14 @@ async def _until(what: str, url: str, check: Callable[[int | None, str], bool], 
         if check(status, body):
             return time.monotonic() - began, body
         await asyncio.sleep(0.2)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} ({url})", pytrace=False)
+    base = url.rsplit("/", 1)[0]
+    ready = _get(f"{base}/readyz")
+    lag = [line for line in _get(f"{base}/metrics")[1].splitlines()
+           if line.startswith(("socialroi_consumer_lag", "socialroi_sink_outage"))]  # fmt: skip
+    pytest.fail(
+        f"timed out after {timeout}s waiting for {what} ({url}); /readyz: {ready}; {lag}",
+        pytrace=False,
+    )
 
 
 def test_healthz_fails_when_the_loop_is_frozen_or_the_sink_hangs(

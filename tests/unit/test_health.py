@@ -84,7 +84,7 @@ def test_lag_with_no_batch_reaching_it_is_not_alive_after_the_timeout() -> None:
     assert alive() is None
 
 
-def test_clickhouse_outage_rebalance_and_recovery_do_not_count_as_stuck() -> None:
+def test_a_clickhouse_outage_does_not_count_as_stuck() -> None:
     alive, worker, clock = _liveness(timeout=60)
     alive.observe(500)
     worker.sink.outage = True  # back-pressure: readiness says so; a restart would not help
@@ -98,10 +98,27 @@ def test_clickhouse_outage_rebalance_and_recovery_do_not_count_as_stuck() -> Non
     clock.now += 30
     alive.beat()
     assert alive() is None
-    worker.is_settled = False  # a long table recovery
-    alive.observe(None)
-    clock.now += 600
+    clock.now += 31
     alive.beat()
+    assert alive() is not None
+
+
+def test_a_rebalance_that_never_ends_counts_and_keeps_the_last_lag() -> None:
+    """A rebalance waits for the batch under way: a hung batch shows as a rebalance that
+    does not end, while the lag is not measured (``None``)."""
+    alive, worker, clock = _liveness(timeout=60)
+    alive.observe(500)
+    worker.is_settled = False
+    for _ in range(6):
+        clock.now += 10
+        alive.beat()
+        alive.observe(None)
+    assert alive() is None
+    clock.now += 1
+    alive.beat()
+    alive.observe(None)
+    assert alive() == "500 messages waiting, no batch reached any for 61s"
+    alive.observe(0)  # measured again: nothing waits
     assert alive() is None
 
 
