@@ -82,6 +82,21 @@ def _objects(path: str, text: str) -> Iterator[tuple[int, Any | BadLine]]:
     if path.lower().endswith(".csv"):
         types = _column_types()
         reader = csv.DictReader(io.StringIO(text))
+        header = reader.fieldnames or []
+        if "event_type" not in header:
+            # Without it no line can be read: one message, not one per line.
+            first = ",".join(header)[:120]
+            yield (
+                1,
+                BadLine(
+                    path,
+                    1,
+                    "missing_header",
+                    "the first line must be a header naming the columns, with event_type "
+                    f"among them; it is: {first!r}",
+                ),
+            )
+            return
         for row in reader:
             line = reader.line_num
             try:

@@ -8,6 +8,8 @@ for ``socialroi --help`` and ``socialroi config``.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
@@ -32,9 +34,45 @@ __all__ = [
     "WorkerSettings",
     "env_reference",
     "redact_url",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "SOCIALROI_"
+# SOCIALROI_* variables that are not settings: those of the scripts in deploy/ (local
+# services, compose) and, with the SOCIALROI_TEST_ prefix, of the tests. A test checks that
+# every such name the repository uses is listed here.
+OTHER_VARIABLES = frozenset(
+    {
+        "SOCIALROI_CACHE_DIR",
+        "SOCIALROI_CH_ADMIN_PASSWORD",
+        "SOCIALROI_CH_HTTP_PORT",
+        "SOCIALROI_CH_INGEST_PASSWORD",
+        "SOCIALROI_CH_INTERSERVER_PORT",
+        "SOCIALROI_CH_PORT",
+        "SOCIALROI_CH_READER_PASSWORD",
+        "SOCIALROI_COLLECTOR_PUBLISH",
+        "SOCIALROI_COLLECTOR_TOKEN",
+        "SOCIALROI_GRAFANA_ADMIN_PASSWORD",
+        "SOCIALROI_GRAFANA_CH_HOST",
+        "SOCIALROI_GRAFANA_CH_PASSWORD",
+        "SOCIALROI_GRAFANA_CH_PORT",
+        "SOCIALROI_GRAFANA_IMAGE",
+        "SOCIALROI_GRAFANA_PROMETHEUS_URL",
+        "SOCIALROI_IMAGE",
+        "SOCIALROI_KAFKA_CONTROLLER_PORT",
+        "SOCIALROI_KAFKA_HEAP",
+        "SOCIALROI_KAFKA_PORT",
+        "SOCIALROI_KAFKA_SASL_PORT",
+        "SOCIALROI_PROM_CONFIG",
+        "SOCIALROI_PROM_PORT",
+        "SOCIALROI_STATE_DIR",
+        "SOCIALROI_VENV",
+        "SOCIALROI_VERSION",
+        "SOCIALROI_ZK_HEAP",
+        "SOCIALROI_ZK_PORT",
+    }
+)
+TEST_PREFIX = "SOCIALROI_TEST_"
 
 
 class _Section(BaseModel):
@@ -169,6 +207,14 @@ class ClickHouseSettings(_Section):
 class MetricsSettings(_Section):
     host: str = Field("127.0.0.1", description="Address of /metrics, /healthz and /readyz.")
     port: int = Field(9464, ge=0, le=65535, description="Port of the metrics server (0: off).")
+    liveness_seconds: float = Field(
+        120.0,
+        gt=0,
+        description="/healthz answers 503 once the process's event loop has not turned for "
+        "this long, or (worker) messages have waited this long with no batch taking any; "
+        "a ClickHouse outage does not count (readiness reports it), a rebalance or table "
+        "recovery that lasts this long does.",
+    )
 
 
 class WorkerSettings(_Section):
@@ -293,3 +339,24 @@ def env_reference() -> list[tuple[str, str, str]]:
             name = f"{ENV_PREFIX}{section_name}__{field_name}".upper()
             rows.append((name, _describe_default(field.default), field.description or ""))
     return rows
+
+
+def unknown_variables(names: Iterable[str]) -> list[str]:
+    """A message for every ``SOCIALROI_*`` name in ``names`` that is no setting (nor one of
+    the scripts' or tests' own variables), with the setting it most likely meant: a
+    mistyped setting would otherwise be ignored, and its default used in silence."""
+    settings = [name for name, _, _ in env_reference()]
+    squeezed = {name.replace("_", ""): name for name in settings}
+    problems = []
+    for name in sorted(set(names)):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper.startswith(TEST_PREFIX):
+            continue
+        if upper in settings or upper in OTHER_VARIABLES:
+            continue
+        guess = squeezed.get(upper.replace("_", "")) or next(
+            iter(difflib.get_close_matches(upper, settings, n=1, cutoff=0.75)), None
+        )
+        hint = f"; did you mean {guess}?" if guess else " (socialroi --help lists them all)"
+        problems.append(f"{name} names no setting{hint}")
+    return problems

@@ -29,7 +29,7 @@ import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import IO, Any, Final
 
 import orjson
@@ -41,8 +41,16 @@ from pipeline.settings import AttributionSettings, CostSettings, WindowSettings
 from pipeline.truth import Truth, TruthConfig
 from pipeline.windows import specs_from_settings
 
-__all__ = ["SimMessage", "Simulation", "SimulationConfig", "simulate", "truth_config"]
+__all__ = [
+    "SimMessage",
+    "Simulation",
+    "SimulationConfig",
+    "default_start",
+    "simulate",
+    "truth_config",
+]
 
+# A fixed start for tests and benchmarks that must see the same event times on every run.
 DEFAULT_START: Final = "2026-10-01T00:00:00+00:00"
 _CHANNELS: Final = ("facebook", "instagram", "linkedin", "x", "tiktok")
 _CHANNEL_SPELLINGS: Final = {
@@ -96,6 +104,15 @@ class SimulationConfig:
     @property
     def allowed_lateness_ms(self) -> int:
         return self.truth.allowed_lateness_ms
+
+
+def default_start(days: int, now: datetime) -> str:
+    """The start the CLI uses when none is given: midnight UTC ``days + 1`` days before
+    ``now``, so that the simulated days and their follow-ups (orders up to a day after the
+    visit) lie in the past, a dashboard's "last 7 days" shows them, and the worker, which
+    refuses events ahead of its clock, accepts them all. The same for every run of a day."""
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return (midnight - timedelta(days=days + 1)).isoformat()
 
 
 def truth_config(

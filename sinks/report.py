@@ -106,6 +106,13 @@ def build_report(
         "last_day": days[-1] if days else None,
         "provisional_days": [d["day"] for d in trends if not d["is_final"]],
     }
+    previous = _previous_period(
+        backend,
+        start or (date.fromisoformat(days[0]) if days else None),
+        last or (date.fromisoformat(days[-1]) if days else None),
+        window_seconds,
+        campaigns,
+    )
     moment = now or datetime.now(UTC)
     return {
         "schema": SCHEMA,
@@ -125,6 +132,7 @@ def build_report(
         },
         "summary": summary,
         "totals": totals,
+        "previous_period": previous,
         "campaigns": rows,
         "audience": audience,
         "spend_vs_return": buckets,
@@ -134,6 +142,28 @@ def build_report(
         "data_quality": _quality(
             settings, dead_by_topic, dead_by_reason, counters, counters_source
         ),
+    }
+
+
+def _previous_period(
+    backend: Backend,
+    first: date | None,
+    last: date | None,
+    window_seconds: int,
+    campaigns: Sequence[str] | None,
+) -> dict[str, Any] | None:
+    """The totals of the days just before ``[first, last]``, as many of them: what a
+    director compares with first. ``None`` when the period is unknown (an empty store);
+    ``totals["windows"]`` is 0 when nothing was stored for those days."""
+    if first is None or last is None:
+        return None
+    length = (last - first).days + 1
+    begin = first - timedelta(days=length)
+    return {
+        "from": begin.isoformat(),
+        "to": (first - timedelta(days=1)).isoformat(),
+        "days": length,
+        "totals": report_totals(backend, begin, first, window_seconds, campaigns),
     }
 
 

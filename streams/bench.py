@@ -69,7 +69,7 @@ from typing import Any
 import orjson
 
 from pipeline.settings import Settings
-from pipeline.simulator import SimMessage, simulate
+from pipeline.simulator import DEFAULT_START, SimMessage, simulate
 from streams.bench_probes import (
     Scrape,
     delete_topics,
@@ -619,7 +619,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     freshness_runs: list[dict[str, Any]] = []
     first = True
     for campaigns in campaign_counts:
-        cfg = config_from(settings, args.events, args.seed, campaigns, args.days)
+        cfg = config_from(settings, args.events, args.seed, campaigns, args.days, DEFAULT_START)
         messages, _truth = simulate(cfg)
         for windows, processes in itertools.product(window_sets, args.processes):
             setup = {

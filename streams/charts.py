@@ -194,8 +194,10 @@ def grouped_bar_chart(
     x_label: str,
     y_label: str,
     fmt: Fmt,
+    provisional: Sequence[bool] = (),
 ) -> str:
-    """Side-by-side bars per category, one colour per series, with a legend."""
+    """Side-by-side bars per category, one colour per series, with a legend. The bars of a
+    ``provisional`` category (a day still open) are pale and say so."""
     every = [v for _, values, _ in series for v in values]
     frame = _Frame(nice_ticks(*_range(every, zero=True)))
     out = _open(chart_id, title) + _y_axis(frame, y_label, fmt)
@@ -209,10 +211,17 @@ def grouped_bar_chart(
                 continue
             x = frame.x0 + band * i + band * 0.15 + width * s
             top, bottom = sorted((frame.y(value), zero))
+            open_day = i < len(provisional) and provisional[i]
+            kind, pale, note = (
+                (" provisional", ' fill-opacity="0.4"', " (provisional)")
+                if open_day
+                else ("", "", "")
+            )
             out.append(
-                f'<rect class="mark" x="{x:.1f}" y="{top:.1f}" width="{width - 2:.1f}" '
-                f'height="{max(bottom - top, 1):.1f}" fill="{color}"><title>{escape(labels[i])}, '
-                f"{escape(name)}: {escape(fmt(value))}</title></rect>"
+                f'<rect class="mark{kind}" x="{x:.1f}" y="{top:.1f}" width="{width - 2:.1f}" '
+                f'height="{max(bottom - top, 1):.1f}" fill="{color}"{pale}>'
+                f"<title>{escape(labels[i])}, {escape(name)}: {escape(fmt(value))}{note}</title>"
+                "</rect>"
             )
     out += axis
     out.append(_x_label(x_label))
@@ -302,8 +311,10 @@ def line_chart(
     fmt: Fmt,
     zero_based: bool = True,
     y_range: tuple[float, float] | None = None,
+    provisional: Sequence[bool] = (),
 ) -> str:
-    """One line per series over the ``x_labels`` (days); a ``None`` breaks the line."""
+    """One line per series over the ``x_labels`` (days); a ``None`` breaks the line. A
+    point whose day is ``provisional`` (still open) is drawn hollow and says so."""
     every = [v for _, values, _ in series for v in values]
     lo, hi = y_range if y_range is not None else _range(every, zero=zero_based)
     frame = _Frame(nice_ticks(lo, hi))
@@ -326,10 +337,15 @@ def line_chart(
             if value is None:
                 continue
             x, y = frame.x0 + band * (i + 0.5), frame.y(value)
+            open_day = i < len(provisional) and provisional[i]
+            paint = (
+                f'fill="#fff" stroke="{color}" stroke-width="2"' if open_day else f'fill="{color}"'
+            )
             out.append(
-                f'<circle class="mark" cx="{x:.1f}" cy="{y:.1f}" r="4" fill="{color}">'
-                f"<title>{escape(name)}, {escape(x_labels[i])}: {escape(fmt(value))}</title>"
-                "</circle>"
+                f'<circle class="mark{" provisional" if open_day else ""}" cx="{x:.1f}" '
+                f'cy="{y:.1f}" r="4" {paint}>'
+                f"<title>{escape(name)}, {escape(x_labels[i])}: {escape(fmt(value))}"
+                f"{' (provisional)' if open_day else ''}</title></circle>"
             )
     out += axis
     out.append(_x_label(x_label))

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
+from dotenv import dotenv_values
 from pydantic import ValidationError
 
-from pipeline.settings import Settings, env_reference, redact_url
+from pipeline.settings import Settings, env_reference, redact_url, unknown_variables
 
 __all__ = ["main"]
 
@@ -36,6 +40,12 @@ def _env_epilog() -> str:
 
 
 def _settings() -> Settings:
+    names = list(os.environ)
+    if Path(".env").is_file():  # the file Settings reads too
+        names += list(dotenv_values(".env"))
+    problems = unknown_variables(names)
+    if problems:
+        raise CliError("unknown settings: " + "; ".join(problems))
     try:
         return Settings()
     except ValidationError as exc:
@@ -110,6 +120,11 @@ def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_collect(args: argparse.Namespace, settings: Settings) -> int:
     from streams.run import run_collector
 
+    if settings.collector.token is None or not settings.collector.token.get_secret_value():
+        raise CliError(
+            "the collector needs a token: set SOCIALROI_COLLECTOR__TOKEN (clients send it "
+            "as Authorization: Bearer <token>)"
+        )
     run_collector(settings)
     return 0
 
@@ -134,6 +149,51 @@ def cmd_verify(args: argparse.Namespace, settings: Settings) -> int:
     from streams.run import verify
 
     return verify(settings, args.truth)
+
+
+# The terminal table's columns, most wanted first: what a board asks about (ROI, money),
+# then reach and engagement. ``campaign_id`` always comes first.
+TABLE_PRIORITY: tuple[str, ...] = (
+    "campaign_id", "spend", "revenue", "roi", "roas", "conversions", "cpa",
+    "service_savings", "profit", "engagement_rate", "ctr", "conversion_rate", "impressions",
+    "engagements", "clicks", "visits", "follows", "net_follower_growth", "cpc", "cpm",
+    "cost_per_engagement", "unfollows", "service_resolved", "windows",
+)  # fmt: skip
+
+
+def _column_list(text: str) -> tuple[str, ...]:
+    from sinks.views import REPORT_COLUMNS
+
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    unknown = [name for name in names if name not in REPORT_COLUMNS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown column {', '.join(unknown) or '(none given)'}; choose among "
+            + ", ".join(REPORT_COLUMNS)
+        )
+    return names
+
+
+def table_columns(width: int, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]:
+    """The most wanted columns (``TABLE_PRIORITY``) whose table, as rendered for ``rows``
+    (the first 200 stand for all), fits ``width`` characters without cutting a cell; in
+    report order."""
+    from sinks.views import REPORT_COLUMNS
+    from streams.report import render
+
+    sample = rows[:200]
+
+    def fits(names: list[str]) -> bool:
+        chosen = [name for name in REPORT_COLUMNS if name in names]
+        text = render(sample, chosen, "table")
+        return "\u2026" not in text and max(map(len, text.splitlines())) <= width
+
+    chosen = [TABLE_PRIORITY[0]]
+    for name in TABLE_PRIORITY[1:]:
+        if not fits([*chosen, name]):
+            break
+        chosen.append(name)
+    return tuple(name for name in REPORT_COLUMNS if name in chosen)
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
@@ -164,11 +224,20 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         backend.close()
     period = f"{start or 'first day'} to {last or 'last day'}"
     title = f"Campaign ROI, {period} (windows of {args.window}s)"
-    text = render(rows, REPORT_COLUMNS, args.format, title)
+    columns = args.columns or REPORT_COLUMNS
+    if args.format == "table" and args.columns is None:
+        columns = table_columns(shutil.get_terminal_size((120, 24)).columns, rows)
+    text = render(rows, columns, args.format, title)
     if args.output is not None:
         args.output.write_text(text if text.endswith("\n") else text + "\n")
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if len(columns) < len(REPORT_COLUMNS) and args.columns is None:
+        print(
+            f"socialroi: {len(REPORT_COLUMNS) - len(columns)} more columns with a wider "
+            "terminal, --columns, or --format csv, json or html",
+            file=sys.stderr,
+        )
     if not rows:
         print(
             f"socialroi: no tumbling windows of {args.window}s in {period} "
@@ -292,7 +361,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=None, help="messages per second (default: max)")
     p.add_argument("--campaigns", type=int, default=5, help="number of campaigns")
     p.add_argument("--days", type=int, default=2, help="days of event time to cover")
-    p.add_argument("--start", default=None, help="first day, RFC 3339 (default 2026-10-01)")
+    p.add_argument(
+        "--start",
+        default=None,
+        help="first day, RFC 3339 (default: midnight UTC, days + 1 days ago, so that "
+        "everything lies in the past; give it for the same event times on every run)",
+    )
 
     p = add("replay", cmd_replay, "Validate JSONL or CSV event files, then produce them.")
     p.add_argument("files", nargs="+", type=Path, help="JSONL (.jsonl/.json) or CSV files")
@@ -366,6 +440,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="table, csv, json: the per-campaign table; html: the whole board report "
         "(one offline page); report-json: the whole report's data",
     )  # fmt: skip
+    p.add_argument(
+        "--columns", type=_column_list, default=None, metavar="COL,COL,...",
+        help="the columns of table, csv and json (default: all for csv and json; for the "
+        "table, those that fit the terminal, ROI and money first): "
+        f"{', '.join(REPORT_COLUMNS)}",
+    )  # fmt: skip
     p.add_argument("--output", type=Path, default=None, metavar="FILE", help="write to FILE")
     p.add_argument(
         "--metrics-url", action="append", default=None, metavar="URL",
@@ -416,12 +496,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
+# ClickHouse's UNKNOWN_TABLE and UNKNOWN_DATABASE: a store `socialroi migrate` never set up.
+_NOT_MIGRATED = frozenset({60, 81})
+
+
 def _expected_failure(exc: Exception) -> str | None:
     """One line for failures a user can act on; ``None`` for bugs (traceback shown)."""
     from pipeline.money import RatesError
-    from sinks import SinkError
+    from sinks import QueryError, SinkError
     from streams.producer import KafkaUnavailable, TopicMisconfigured
 
+    if isinstance(exc, QueryError) and exc.code in _NOT_MIGRATED:
+        first = str(exc).splitlines()[0][:300]
+        return f"the store has no socialroi schema yet: run `socialroi migrate` first ({first})"
     if isinstance(exc, KafkaUnavailable | TopicMisconfigured | SinkError | RatesError):
         return str(exc)
     if isinstance(exc, OSError) and exc.filename:

@@ -41,8 +41,9 @@ from pipeline.contract import Contract, Rejection, RejectReason
 from pipeline.files import kind_of_event_type
 from pipeline.settings import Settings
 from streams.dead_letters import dead_letter_message
+from streams.health import ProduceReadiness
 from streams.kafka_config import INGEST_MAX_MESSAGE_BYTES
-from streams.metrics import Metrics
+from streams.metrics import CollectorMetrics
 from streams.producer import EventProducer, OutgoingMessage, topic_for_kind
 
 __all__ = ["build_collector"]
@@ -105,9 +106,13 @@ def _parse(body: bytes) -> list[_Item]:
 
 
 def build_collector(
-    settings: Settings, producer: EventProducer, metrics: Metrics
+    settings: Settings,
+    producer: EventProducer,
+    metrics: CollectorMetrics,
+    readiness: ProduceReadiness,
 ) -> web.Application:
-    """The aiohttp application; the caller runs it and owns the producer's lifecycle."""
+    """The aiohttp application; the caller runs it and owns the producer's lifecycle.
+    ``readiness`` hears whether Kafka acknowledged each request's events."""
     if settings.collector.token is None:
         raise ValueError("the collector needs a token: set SOCIALROI_COLLECTOR__TOKEN")
     token = settings.collector.token.get_secret_value().encode()
@@ -173,7 +178,9 @@ def build_collector(
             await asyncio.to_thread(producer.send_confirmed, messages + letters)
         except KafkaError as exc:
             log.warning("collector could not produce: %s", type(exc).__name__)
+            readiness.refused(type(exc).__name__)
             return _error(503, "kafka_unavailable", "try again later")
+        readiness.acknowledged()
         for message in messages:
             metrics.produced.labels(message.topic).inc()
         for bad in rejected:

@@ -110,6 +110,31 @@ def _day_label(day: str) -> str:
     return f"{d.day} {d.strftime('%b')}"
 
 
+def _open_days(doc: dict[str, Any]) -> set[str]:
+    """Days whose windows are still open somewhere in the report (``is_final`` false)."""
+    days = set(doc["summary"]["provisional_days"])
+    days |= {d["day"] for d in doc["social_traffic"] if not d["is_final"]}
+    days |= {d["day"] for d in doc["daily"] if not d["is_final"]}
+    return days | {r["day"] for r in doc["followers"] if not r.get("is_final", True)}
+
+
+def _marked(day: str, open_days: set[str]) -> str:
+    """A day's axis label, with an asterisk while it is provisional."""
+    return _day_label(day) + ("*" if day in open_days else "")
+
+
+def _open_note(days: list[str], open_days: set[str]) -> str:
+    shown = [d for d in days if d in open_days]
+    if not shown:
+        return ""
+    names = ", ".join(_day_label(d) for d in shown)
+    return (
+        f'<p class="provisional-note">* Provisional: {names} '
+        f"{'is' if len(shown) == 1 else 'are'} still open, so late data may still change "
+        "the figures (hollow points, pale bars, rows marked provisional).</p>"
+    )
+
+
 def _long_day(day: str | None) -> str:
     if day is None:
         return "the first stored day"
@@ -224,6 +249,59 @@ def _meta(doc: dict[str, Any]) -> str:
     )
 
 
+def _change(now: float | None, before: float | None) -> str | None:
+    """``+12%`` from ``before`` to ``now``; ``None`` when there is no base to compare."""
+    if now is None or before is None or before == 0:
+        return None
+    return f"{(now - before) / abs(before) * 100:+.0f}%"
+
+
+def _against_previous(doc: dict[str, Any], f: _Fmt) -> str:
+    """One sentence comparing the period with the one before it, of the same length."""
+    previous = doc.get("previous_period")
+    if previous is None:
+        return ""
+    span = (
+        f"the previous {previous['days']} day{'s' if previous['days'] != 1 else ''} "
+        f"({_day_label(previous['from'])} to {_day_label(previous['to'])})"
+    )
+    before, t = previous["totals"], doc["totals"]
+    if not before["windows"]:
+        return f"Nothing was recorded in {span} to compare with."
+    parts = []
+    for key, name in (("spend", "spend"), ("revenue", "revenue")):
+        change = _change(t[key], before[key])
+        was = f.money(before[key])
+        parts.append(f"{name} {was}" + (f" ({change} since)" if change else ""))
+    if before["roi"] is not None:
+        moved = ""
+        if t["roi"] is not None:
+            moved = f" ({(t['roi'] - before['roi']) * 100:+.1f} points since)"
+        parts.append(f"ROI {_pct(before['roi'], signed=True)}{moved}")
+    return f"In {span}: {', '.join(parts)}."
+
+
+def _tile_change(doc: dict[str, Any], key: str) -> str:
+    """A summary tile's change against the previous period, when there is one."""
+    previous = doc.get("previous_period")
+    if previous is None or not previous["totals"]["windows"] or key not in previous["totals"]:
+        return ""
+    now, before = doc["totals"][key], previous["totals"][key]
+    if key == "roi":
+        if now is None or before is None:
+            return ""
+        text = f"{(now - before) * 100:+.1f} pts"
+    else:
+        change = _change(now, before)
+        if change is None:
+            return ""
+        text = change
+    return (
+        f'<div class="tile-change" data-change="{escape(text)}">{escape(text)} vs previous '
+        f"{previous['days']} days</div>"
+    )
+
+
 def _summary(doc: dict[str, Any], f: _Fmt) -> str:
     t, s = doc["totals"], doc["summary"]
     paid = [r for r in doc["campaigns"] if r["campaign_id"] != ""]
@@ -266,6 +344,7 @@ def _summary(doc: dict[str, Any], f: _Fmt) -> str:
     if s["provisional_days"]:
         days = ", ".join(_day_label(d) for d in s["provisional_days"])
         sentences.append(f"Figures for {days} are provisional: late data may still arrive.")
+    sentences.append(_against_previous(doc, f))
     tiles = [
         ("Total spend", f.money_short(t["spend"]), "spend", t["spend"], ""),
         ("Attributed revenue", f.money_short(t["revenue"]), "revenue", t["revenue"], ""),
@@ -280,7 +359,7 @@ def _summary(doc: dict[str, Any], f: _Fmt) -> str:
     tile_html = "".join(
         f'<div class="tile {cls}" data-kpi="{key}" data-value="{escape(orjson.dumps(v).decode())}">'
         f'<div class="tile-label">{escape(label)}</div>'
-        f'<div class="tile-value">{escape(text)}</div></div>'
+        f'<div class="tile-value">{escape(text)}</div>{_tile_change(doc, key)}</div>'
         for label, text, key, v, cls in tiles
     )
     return (
@@ -335,7 +414,8 @@ def _roi_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]) -> s
         '<section id="roi"><h2>Return per campaign</h2>'
         "<p>ROI = (attributed revenue + service savings \u2212 spend) ÷ spend. ROAS = revenue ÷ "
         "spend. CPA = spend ÷ conversions. Spend includes media, staff effort and tools.</p>"
-        f'<div class="grid">{roi}{money}</div>{table}</section>'
+        f'<div class="grid">{roi}{money}</div>{table}'
+        f"{_open_note(sorted(_open_days(doc)), _open_days(doc))}</section>"
     )
 
 
@@ -395,13 +475,16 @@ def _spend_vs_return_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str]
 
 def _traffic_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
     days = doc["social_traffic"]
-    labels = [_day_label(d["day"]) for d in days]
+    open_days = _open_days(doc)
+    labels = [_marked(d["day"], open_days) for d in days]
+    still_open = [d["day"] in open_days for d in days]
     line = chart(
         line_chart(
             "social-share", "Share of site visits from social, per day", labels,
             [("Social share", [d["social_share"] for d in days], PALETTE[0])],
             "Day (UTC)", "Visits from social (%)", lambda v: _pct(v, 0),
             y_range=(0.0, max([d["social_share"] or 0 for d in days] + [0.1])),
+            provisional=still_open,
         )
     )  # fmt: skip
     visits = chart(
@@ -410,11 +493,11 @@ def _traffic_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
             [("Social", [d["social_visits"] for d in days], PALETTE[0]),
              ("Direct", [d["direct_visits"] for d in days], PALETTE[5]),
              ("Other campaigns", [d["other_visits"] for d in days], PALETTE[4])],
-            "Day (UTC)", "Visits", lambda v: f"{v:,.0f}",
+            "Day (UTC)", "Visits", lambda v: f"{v:,.0f}", provisional=still_open,
         )
     )  # fmt: skip
     columns: list[Column] = [
-        ("day", "Day (UTC)", str),
+        ("day", "Day (UTC)", lambda v: f"{v} (provisional)" if v in open_days else v),
         ("visits", "All visits", _int),
         ("social_visits", "From social", _int),
         ("direct_visits", "Direct", _int),
@@ -426,7 +509,8 @@ def _traffic_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
         '<section id="traffic"><h2>Site traffic from social</h2>'
         "<p>Visits arriving from a social network (UTM tags or click ids), against all site "
         "visits, whatever the campaign filter.</p>"
-        f'<div class="grid">{line}{visits}</div>{table}</section>'
+        f'<div class="grid">{line}{visits}</div>{table}'
+        f"{_open_note([d['day'] for d in days], open_days)}</section>"
     )
 
 
@@ -441,10 +525,12 @@ def _followers_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]
         for i, (cid, values) in enumerate(sorted(by_campaign.items()))
         if cid != ""
     ]
+    open_days = _open_days(doc)
     line = chart(
         line_chart(
-            "followers", "Net new followers, cumulative", [_day_label(d) for d in days],
+            "followers", "Net new followers, cumulative", [_marked(d, open_days) for d in days],
             series, "Day (UTC)", "Followers (net, cumulative)", lambda v: f"{v:,.0f}",
+            provisional=[d in open_days for d in days],
         )
     )  # fmt: skip
     audience = [r for r in doc["audience"] if r["campaign_id"] != ""]
@@ -470,7 +556,7 @@ def _followers_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]
         '<section id="followers"><h2>Followers and what they are worth</h2>'
         "<p>Value per follower is the revenue from purchases by users who followed, traced "
         "follower → visit → order, divided by the follows.</p>"
-        f'<div class="grid">{line}{value}</div>{table}</section>'
+        f'<div class="grid">{line}{value}</div>{table}{_open_note(days, open_days)}</section>'
     )
 
 
@@ -505,13 +591,15 @@ def _service_section(doc: dict[str, Any], f: _Fmt, chart: Callable[[str], str]) 
 
 def _sentiment_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
     days = doc["daily"]
-    labels = [_day_label(d["day"]) for d in days]
+    open_days = _open_days(doc)
+    labels = [_marked(d["day"], open_days) for d in days]
+    still_open = [d["day"] in open_days for d in days]
     sentiment = chart(
         line_chart(
             "net-sentiment", "Net sentiment of mentions, per day", labels,
             [("Net sentiment", [d["net_sentiment"] for d in days], PALETTE[3])],
             "Day (UTC)", "Net sentiment (\u22121 to +1)", lambda v: f"{v:+.1f}" if v else "0",
-            y_range=(-1.0, 1.0),
+            y_range=(-1.0, 1.0), provisional=still_open,
         )
     )  # fmt: skip
     engagement = chart(
@@ -520,13 +608,15 @@ def _sentiment_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
             [("Engagement rate", [d["engagement_rate"] for d in days], PALETTE[1]),
              ("Click-through rate", [d["ctr"] for d in days], PALETTE[2])],
             "Day (UTC)", "Share of impressions (%)", lambda v: _pct(v, 1),
+            provisional=still_open,
         )
     )  # fmt: skip
     return (
         '<section id="sentiment"><h2>Sentiment and engagement</h2>'
         "<p>Net sentiment = (positive \u2212 negative mentions) ÷ (positive + negative). "
         "Engagement rate = (likes + comments + shares + saves) ÷ impressions.</p>"
-        f'<div class="grid">{sentiment}{engagement}</div></section>'
+        f'<div class="grid">{sentiment}{engagement}</div>'
+        f"{_open_note([d['day'] for d in days], open_days)}</section>"
     )
 
 
@@ -566,7 +656,9 @@ def _quality_section(doc: dict[str, Any]) -> str:
         "<p>Rejected messages never count in a KPI: each is kept as a dead letter with its "
         "reason and original bytes. Late events (older than the allowed lateness) and "
         f"duplicates (an event id already counted) are left out too. {note}</p>"
-        f'<div class="grid tables">{per_kpi}<div>{by_reason}{empty}</div></div></section>'
+        # each grid cell a div: a bare table ignores overflow-x and spills over its neighbour
+        f'<div class="grid tables"><div>{per_kpi}</div><div>{by_reason}{empty}</div></div>'
+        "</section>"
     )
 
 
@@ -618,6 +710,7 @@ p.callout { color:var(--ink); background:#eef4fa; border-left:4px solid var(--br
 .tile-label { font-size:12px; color:var(--muted); text-transform:uppercase; letter-spacing:.04em; }
 .tile-value { font-size:24px; font-weight:650; margin-top:2px; white-space:nowrap; }
 .tile.good .tile-value { color:var(--good); } .tile.bad .tile-value { color:var(--bad); }
+.tile-change { font-size:12px; color:var(--muted); margin-top:2px; }
 .grid { display:grid; grid-template-columns:1fr 1fr; gap:18px; align-items:start; }
 .grid.tables { grid-template-columns:2fr 1fr; }
 figure { margin:0; }

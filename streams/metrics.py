@@ -3,42 +3,99 @@
 Labels come only from small bounded sets (topic, partition, stage, reason, table); never
 campaign or user ids. Units are base units: seconds, bytes, totals. The alert rules in
 deploy/prometheus/alerts.yml and the dashboards in deploy/grafana/dashboards/ use these names.
+
+Each process exports only its own families (a collector does not report a worker's batch
+histograms as zeros), plus the process's own: ``process_*`` (memory, CPU, open files),
+``python_gc_*`` and ``python_info``, which a custom registry leaves out unless asked.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import sys
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
 from streams.logs import counts
 
-__all__ = ["Metrics", "MetricsServer"]
+__all__ = ["CollectorMetrics", "Metrics", "MetricsServer"]
 
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2000, 5000, 10000)
 _SECONDS_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
-class Metrics:
-    """The pipeline's collectors. Tests build one on a fresh ``CollectorRegistry``."""
+def _process(registry: CollectorRegistry) -> None:
+    """The process's own families: the collectors prometheus_client registers on its
+    global registry, registered on this one too (they read /proc and the interpreter when
+    scraped, and keep no state)."""
+    for collector in (PROCESS_COLLECTOR, GC_COLLECTOR, PLATFORM_COLLECTOR):
+        registry.register(collector)
+    registry.register(_LogCounts())  # what this process's log filters kept out
+
+
+def _identity(registry: CollectorRegistry, component: str) -> None:
+    """``socialroi_build_info{component, version} 1``: says which targets are socialroi
+    workers or collectors whatever the scrape job is called (compose names its jobs,
+    Kubernetes annotation scraping does not), so alerts and panels join on it."""
+    try:
+        version = importlib.metadata.version("socialroi")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    Gauge(
+        "socialroi_build_info",
+        "1, labelled with what this process is (worker or collector) and its version",
+        ["component", "version"],
+        registry=registry,
+    ).labels(component, version).set(1)
+
+
+def _produced(registry: CollectorRegistry) -> Counter:
+    return Counter("socialroi_events_produced", "Messages produced", ["topic"], registry=registry)
+
+
+def _dead_letters(registry: CollectorRegistry) -> Counter:
+    return Counter(
+        "socialroi_dead_letters", "Messages rejected, by reason", ["reason"], registry=registry
+    )
+
+
+class CollectorMetrics:
+    """The HTTP collector's collectors: what it produced and refused, and its process."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        _process(registry)
+        _identity(registry, "collector")
+        self.produced = _produced(registry)
+        self.dead_letters = _dead_letters(registry)
+
+
+class Metrics:
+    """The worker's collectors. Tests build one on a fresh ``CollectorRegistry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        _process(registry)
+        _identity(registry, "worker")
         self.consumed = Counter(
             "socialroi_events_consumed", "Messages consumed", ["topic", "stage"], registry=registry
         )
-        self.produced = Counter(
-            "socialroi_events_produced", "Messages produced", ["topic"], registry=registry
-        )
-        self.dead_letters = Counter(
-            "socialroi_dead_letters", "Messages rejected, by reason", ["reason"], registry=registry
-        )
+        self.produced = _produced(registry)
+        self.dead_letters = _dead_letters(registry)
         self.late = Counter(
             "socialroi_late_events",
             "Events later than the allowed lateness",
@@ -120,7 +177,6 @@ class Metrics:
             "Source partitions currently assigned to this worker",
             registry=registry,
         )
-        registry.register(_LogCounts())
 
 
 class _LogCounts(Collector):
@@ -160,18 +216,26 @@ class _QuietServer(ThreadingHTTPServer):
 
 
 class MetricsServer:
-    """``/metrics``, ``/healthz`` (alive) and ``/readyz`` on a background thread.
+    """``/metrics``, ``/healthz`` (alive) and ``/readyz`` (ready) on a background thread.
 
-    ``not_ready`` says why the process is not ready, or ``None`` when it is: ``/readyz``
-    answers 200, or 503 with the reason. It is called on the server's thread, so it should
-    only read a value the process keeps up to date."""
+    ``not_alive`` and ``not_ready`` say why the process is not alive or not ready, or
+    ``None`` when it is (``streams.health``): the endpoint answers 200, or 503 with the
+    reason. They are called on the server's thread, so they only read values the process
+    keeps up to date; this thread answering proves nothing about the event loop."""
 
     def __init__(
-        self, metrics: Metrics, host: str, port: int, not_ready: Callable[[], str | None]
+        self,
+        metrics: Metrics | CollectorMetrics,
+        host: str,
+        port: int,
+        *,
+        not_ready: Callable[[], str | None],
+        not_alive: Callable[[], str | None],
     ) -> None:
         self._metrics = metrics
         self._address = (host, port)
         self._not_ready = not_ready
+        self._not_alive = not_alive
         self._server: ThreadingHTTPServer | None = None
 
     @property
@@ -179,22 +243,24 @@ class MetricsServer:
         return self._server.server_address[1] if self._server else self._address[1]
 
     def start(self) -> None:
-        registry, not_ready = self._metrics.registry, self._not_ready
+        registry, not_ready, not_alive = self._metrics.registry, self._not_ready, self._not_alive
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 if self.path == "/metrics":
                     self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
                 elif self.path == "/healthz":
-                    self._send(200, b"ok\n")
+                    self._answer(not_alive(), b"ok\n", "not alive")
                 elif self.path == "/readyz":
-                    reason = not_ready()
-                    if reason is None:
-                        self._send(200, b"ready\n")
-                    else:
-                        self._send(503, f"not ready: {reason}\n".encode())
+                    self._answer(not_ready(), b"ready\n", "not ready")
                 else:
                     self._send(404, b"not found\n")
+
+            def _answer(self, reason: str | None, ok: bytes, what: str) -> None:
+                if reason is None:
+                    self._send(200, ok)
+                else:
+                    self._send(503, f"{what}: {reason}\n".encode())
 
             def _send(self, code: int, body: bytes, ctype: str = "text/plain") -> None:
                 self.send_response(code)

@@ -91,10 +91,16 @@ def _unreachable(settings: Settings, exc: Exception) -> KafkaUnavailable:
             "SOCIALROI_KAFKA__SASL_USERNAME / SOCIALROI_KAFKA__SASL_PASSWORD, and the "
             "security protocol"
         )
-    return KafkaUnavailable(
-        f"cannot reach Kafka at {kafka.bootstrap_servers} ({type(exc).__name__}); "
+    local = kafka.bootstrap_servers == type(kafka).model_fields["bootstrap_servers"].default
+    how = (
+        # the development broker of deploy/local is the default's only meaning
         "start the local broker with `bash deploy/local/kafka.sh start` or set "
         "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS"
+        if local
+        else "check that the brokers run and SOCIALROI_KAFKA__BOOTSTRAP_SERVERS names them"
+    )
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {kafka.bootstrap_servers} ({type(exc).__name__}); {how}"
     )
 
 
@@ -111,6 +117,15 @@ def _probe(settings: Settings) -> None:
             last = exc if isinstance(exc, OSError) else OSError(str(exc))
     assert last is not None
     raise _unreachable(settings, last)
+
+
+def kafka_reachable(settings: Settings) -> bool:
+    """Whether a bootstrap server accepts a TCP connection (the collector's readiness probe)."""
+    try:
+        _probe(settings)
+    except KafkaUnavailable:
+        return False
+    return True
 
 
 def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:

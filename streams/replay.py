@@ -10,6 +10,7 @@ from pipeline.contract import Contract
 from pipeline.files import BadLine, FileEvent, read_events
 from pipeline.settings import Settings
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
+from streams.progress import Reporter
 
 __all__ = ["run_replay"]
 
@@ -48,9 +49,10 @@ def run_replay(
     topics = topic_for_kind(settings)
     producer = EventProducer(settings, client_id="socialroi-replay")
     producer.start()
+    progress = Reporter("replay", "events sent", len(good))
     try:
         producer.send_all(
-            (
+            progress.counted(
                 OutgoingMessage(
                     topics[item.kind],
                     (item.event.user_id or item.event.campaign_id).encode() or None,
@@ -61,6 +63,7 @@ def run_replay(
             rate=rate,
         )
     finally:
+        progress.close()
         producer.close()
     print(f"replay: sent {len(good)} events; {len(bad)} bad lines skipped")
     return 1 if bad else 0

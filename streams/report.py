@@ -102,7 +102,8 @@ def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str], title: str) -
         table.add_column(_HEADERS.get(name, name.replace("_", " ")), justify=_justify(name))
     for row in rows:
         table.add_row(*(_cell(name, row[name]) for name in columns))
-    console = Console(file=io.StringIO(), width=max(120, 12 * len(columns)), record=True)
+    # Its natural width, never cut: the CLI chooses columns that fit the terminal.
+    console = Console(file=io.StringIO(), width=10_000, record=True)
     console.print(table)
     return console.export_text()
 

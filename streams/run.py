@@ -10,9 +10,8 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Protocol
 
 import faust
 import orjson
@@ -32,14 +31,14 @@ from pipeline.verify import (
 from sinks import ClickHouseSink, credited_rows, dead_letter_counts, kpi_rows, open_backend
 from sinks.views import campaigns
 from streams.collector import build_collector
-from streams.metrics import Metrics, MetricsServer
-from streams.producer import EventProducer, check_changelogs, ensure_topics
+from streams.health import Liveness, ProduceReadiness, Readiness
+from streams.metrics import CollectorMetrics, Metrics, MetricsServer
+from streams.producer import EventProducer, check_changelogs, ensure_topics, kafka_reachable
+from streams.progress import Reporter
 from streams.worker import Worker
 
 __all__ = [
     "ConsumerMetrics",
-    "Progress",
-    "Readiness",
     "run_collector",
     "run_worker",
     "verify",
@@ -50,91 +49,6 @@ log = logging.getLogger(__name__)
 
 # How often the worker's consumer position is turned into lag and rebalance metrics.
 CONSUMER_METRICS_INTERVAL_SECONDS = 1.0
-# How long messages may wait in a worker's partitions with no batch taking any before it
-# is not ready: a batch is taken every ``batch_within_seconds`` while there is lag, so
-# this is a stall, not a slow batch.
-STALL_SECONDS = 30.0
-
-
-class _Outage(Protocol):
-    @property
-    def outage(self) -> bool: ...
-
-
-class Progress(Protocol):
-    """What readiness asks of the worker (``streams.worker.Worker`` is one)."""
-
-    @property
-    def sink(self) -> _Outage: ...
-
-    @property
-    def last_progress_at(self) -> float:
-        """``time.monotonic()`` when a batch last reached offsets the state had not seen."""
-        ...
-
-    def settled(self) -> bool:
-        """No rebalance or table recovery under way, and ClickHouse takes writes."""
-        ...
-
-
-class Readiness:
-    """The worker's ``/readyz``: ready means making progress. Not ready while starting or
-    stopping, while ClickHouse refuses writes, while a rebalance or table recovery runs,
-    while no partition is assigned, and while messages have waited in the assigned
-    partitions for ``stall_seconds`` with no batch taking any.
-
-    ``observe`` runs on the event loop (each consumer metrics round); ``__call__`` only
-    reads the last answer, from the metrics server's thread."""
-
-    def __init__(
-        self,
-        worker: Progress,
-        stall_seconds: float = STALL_SECONDS,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._worker = worker
-        self._stall_seconds = stall_seconds
-        self._clock = clock
-        self._lagging_since: float | None = None
-        self._reason: str | None = "starting"
-
-    def __call__(self) -> str | None:
-        """Why the worker is not ready, or ``None`` when it is."""
-        return self._reason
-
-    def stopping(self) -> None:
-        self._reason = "stopping"
-
-    def observe(self, assigned: int | None, lag: int | None) -> None:
-        """Decide readiness from the assigned consumed partitions and their total lag
-        (``None``: not known, e.g. while the assignment changes)."""
-        now = self._clock()
-        if not lag:
-            self._lagging_since = None
-        elif self._lagging_since is None:
-            self._lagging_since = now
-        worker = self._worker
-        if worker.sink.outage:
-            reason: str | None = "ClickHouse refuses writes"
-        elif not worker.settled():
-            reason = "rebalance or table recovery under way"
-        elif assigned is None or lag is None:
-            reason = "assignment not known yet"
-        elif assigned == 0:
-            reason = "no partition assigned"
-        elif (
-            self._lagging_since is not None
-            and now - max(self._lagging_since, worker.last_progress_at) > self._stall_seconds
-        ):
-            reason = (
-                f"{lag} messages waiting, none consumed for "
-                f"{now - max(self._lagging_since, worker.last_progress_at):.0f}s"
-            )
-        else:
-            reason = None
-        if reason != self._reason:
-            log.info("readiness: %s", "ready" if reason is None else f"not ready: {reason}")
-        self._reason = reason
 
 
 class ConsumerMetrics:
@@ -159,6 +73,7 @@ class ConsumerMetrics:
         done: Callable[[str, int], int | None],
         ends: Callable[[list[tuple[str, int]]], Awaitable[dict[tuple[str, int], int]]],
         readiness: Readiness | None = None,
+        liveness: Liveness | None = None,
     ) -> None:
         self._app = app
         self._metrics = metrics
@@ -166,6 +81,7 @@ class ConsumerMetrics:
         self._done = done
         self._ends = ends
         self._readiness = readiness
+        self._liveness = liveness
         self._rebalances_seen = 0
         self._labelled: set[tuple[str, str]] = set()
 
@@ -205,6 +121,8 @@ class ConsumerMetrics:
     def _observe(self, assigned: int | None, lag: int | None) -> None:
         if self._readiness is not None:
             self._readiness.observe(assigned, lag)
+        if self._liveness is not None:
+            self._liveness.observe(lag)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Update every interval until ``stop`` is set; errors are logged, never raised."""
@@ -252,15 +170,22 @@ async def worker_main(
         await sink.close()
         raise
     readiness = Readiness(worker)
+    liveness = Liveness(settings.metrics.liveness_seconds, worker)
     server = None
     if settings.metrics.port:
         server = MetricsServer(
-            metrics, settings.metrics.host, settings.metrics.port, not_ready=readiness
+            metrics,
+            settings.metrics.host,
+            settings.metrics.port,
+            not_ready=readiness,
+            not_alive=liveness,
         )
         server.start()
     app = worker.app
     metrics_stop = asyncio.Event()
     metrics_task: asyncio.Task[None] | None = None
+    # The loop's heartbeat starts before the app: a start that blocks the loop counts.
+    heartbeat = asyncio.create_task(liveness.run(metrics_stop))
     feeds: list[asyncio.Task[None]] = []
     try:
         if not await _started(app, stop):
@@ -275,6 +200,7 @@ async def worker_main(
             worker.next_unseen,
             worker.direct.ends,
             readiness,
+            liveness,
         )
         metrics_task = asyncio.create_task(consumer_metrics.run(metrics_stop))
         drained_since: float | None = None
@@ -308,6 +234,7 @@ async def worker_main(
         metrics_stop.set()
         if metrics_task is not None:
             await metrics_task
+        await heartbeat
         readiness.stopping()
         await worker.stop_feeds(feeds)
         await app.stop()
@@ -338,13 +265,44 @@ async def _started(app: faust.App, stop: asyncio.Event) -> bool:
     return False
 
 
+def _consumed_and_waiting(metrics: Metrics) -> tuple[int, int]:
+    """Messages the ingest stage consumed so far, and the lag of the assigned partitions."""
+    consumed = waiting = 0
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            if sample.name == "socialroi_events_consumed_total":
+                consumed += int(sample.value) if sample.labels.get("stage") == "ingest" else 0
+            elif sample.name == "socialroi_consumer_lag":
+                waiting += int(sample.value)
+    return consumed, waiting
+
+
+async def _report_progress(metrics: Metrics, stop: asyncio.Event) -> None:
+    """The worker's progress (consumed, rate, lag, ETA) until ``stop`` is set."""
+    reporter = Reporter("worker", "messages consumed", every=60.0)
+    try:
+        while not stop.is_set():
+            reporter.update(*_consumed_and_waiting(metrics))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+    finally:
+        reporter.close()
+
+
 def run_worker(settings: Settings, stop_when_idle: float | None = None) -> None:
     ensure_topics(settings)
 
     async def main() -> None:
         stop = asyncio.Event()
         _stop_on_signals(stop)
-        await worker_main(settings, stop, stop_when_idle)
+        metrics = Metrics(CollectorRegistry())
+        done = asyncio.Event()
+        progress = asyncio.create_task(_report_progress(metrics, done))
+        try:
+            await worker_main(settings, stop, stop_when_idle, metrics=metrics)
+        finally:
+            done.set()
+            await progress
 
     asyncio.run(main())
 
@@ -352,14 +310,31 @@ def run_worker(settings: Settings, stop_when_idle: float | None = None) -> None:
 def run_collector(settings: Settings) -> None:
     """Serve the collector until SIGINT/SIGTERM."""
     ensure_topics(settings)
-    metrics = Metrics(CollectorRegistry())
+    metrics = CollectorMetrics(CollectorRegistry())
+    readiness = ProduceReadiness(lambda: kafka_reachable(settings))
+    liveness = Liveness(settings.metrics.liveness_seconds)
     producer = EventProducer(settings, client_id="socialroi-collector")
     producer.start()
-    app = build_collector(settings, producer, metrics)
+    app = build_collector(settings, producer, metrics, readiness)
+
+    async def watched(_: web.Application) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(liveness.run(stop)), asyncio.create_task(readiness.run(stop))]
+        readiness.started()
+        yield
+        readiness.stopping()
+        stop.set()
+        await asyncio.gather(*tasks)
+
+    app.cleanup_ctx.append(watched)
     server = None
     if settings.metrics.port:
         server = MetricsServer(
-            metrics, settings.metrics.host, settings.metrics.port, not_ready=lambda: None
+            metrics,
+            settings.metrics.host,
+            settings.metrics.port,
+            not_ready=readiness,
+            not_alive=liveness,
         )
         server.start()
     try:

@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from datetime import UTC, datetime
 
 from pipeline.money import Rates
 from pipeline.settings import Settings
-from pipeline.simulator import DEFAULT_START, Simulation, SimulationConfig, truth_config
+from pipeline.simulator import Simulation, SimulationConfig, default_start, truth_config
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
+from streams.progress import Reporter
 
 __all__ = ["config_from", "run_simulation"]
 
@@ -24,14 +26,17 @@ def config_from(
     days: int = 2,
     start: str | None = None,
 ) -> SimulationConfig:
-    """Simulation parameters that agree with the settings the worker will use."""
+    """Simulation parameters that agree with the settings the worker will use. Without
+    ``start`` the days end before today (``pipeline.simulator.default_start``), so the data
+    lands in the dashboards' default range; give ``start`` for the same event times on
+    every run."""
     costs = settings.costs
     return SimulationConfig(
         events=events,
         seed=seed,
         campaigns=campaigns,
         days=days,
-        start=start or DEFAULT_START,
+        start=start or default_start(days, datetime.now(UTC)),
         truth=truth_config(
             settings.kafka.partitions,
             Rates.from_file(costs.base_currency, costs.rates_file),
@@ -53,12 +58,16 @@ def run_simulation(settings: Settings, args: argparse.Namespace) -> None:
     producer = EventProducer(settings, client_id="socialroi-simulator")
     producer.start(topics.values())
     began = time.monotonic()
+    progress = Reporter("simulate", "messages sent", args.events)
     try:
         producer.send_all(
-            (OutgoingMessage(topics[m.kind], m.key, m.value, m.partition) for m in run.messages()),
+            progress.counted(
+                OutgoingMessage(topics[m.kind], m.key, m.value, m.partition) for m in run.messages()
+            ),
             rate=args.rate,
         )
     finally:
+        progress.close()
         producer.close()
     elapsed = time.monotonic() - began
     with args.truth.open("wb") as out:

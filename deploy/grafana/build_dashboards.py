@@ -1,11 +1,13 @@
 """Write the Grafana dashboards in deploy/grafana/dashboards/ from the queries below.
 
-    python deploy/grafana/build_dashboards.py          # rewrite the JSON files
-    python deploy/grafana/build_dashboards.py --check  # exit 1 if a file is out of date
+    python deploy/grafana/build_dashboards.py                 # rewrite the JSON files
+    python deploy/grafana/build_dashboards.py --check         # exit 1 if a file is out of date
+    python deploy/grafana/build_dashboards.py --currency USD  # money in another base currency
 
 The JSON files are what Grafana provisions; this script is their source (a test checks they
 agree, runs every ClickHouse query against a real server and every PromQL expression
-through promtool).
+through promtool). Money is shown in the base currency (SOCIALROI_COSTS__BASE_CURRENCY,
+EUR by default): regenerate with ``--currency`` when yours differs.
 
 ClickHouse panels read the reader views of migration 0006 (column lists at the top of
 sinks/migrations/0006_reader_views.sql) as they are: ``kpi_campaign_windows`` (hourly
@@ -13,12 +15,23 @@ engagement), ``roi_by_campaign``, ``social_traffic_share``, ``follower_growth`` 
 ``service_savings`` (one-day windows, filtered on ``window_start``). The views already keep
 only the newest version of every window, so no query needs FINAL or argMax. A panel that
 totals a period sums the views' counters and money, then divides (never averages ratios);
-ratios are NULL when their denominator is 0, as in the views. The campaign variable lists
-the campaigns of ``kpi_current``, the view the reader views are built on.
+ratios are NULL when their denominator is 0, as in the views.
+
+What a first-time reader needs to read them right:
+- dashboards open on the last 7 days, where ``socialroi simulate`` puts its data by default;
+- every number has its unit (percent, the base currency, counts) and decimals; ROI below 0
+  is red;
+- windows still open (``is_final = 0``: today's partial day) are shaded as an annotation
+  on every time series, and tables count the provisional days they include;
+- the campaign variable's "All" is no filter at all (``$__conditionalAll``), so 10,000
+  campaigns cost no 10,000-item ``IN``; it lists the campaigns of ``kpi_current`` without
+  the empty id of direct traffic, which "All" includes.
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -33,16 +46,134 @@ def rate(metric: str) -> str:
     return f"rate({metric}[$__rate_interval])"
 
 
-CAMPAIGNS = "campaign_id IN (${campaign:singlequote})"
+# "All" means no filter: the plugin replaces the macro by 1=1 when every value is selected
+# (or none), and by the condition otherwise.
+CAMPAIGNS = "$__conditionalAll(campaign_id IN (${campaign:singlequote}), $campaign)"
+# What the campaign variable shows for a campaign id: its declared name (the newest
+# campaign.meta record, ``campaign_directory``), else the id; the value stays the id, which
+# the panels filter on.
+CAMPAIGN_LABEL = "if(campaign_name = '', campaign_id, campaign_name)"
+
+# Grafana's currency units; any other ISO code is shown as a suffix.
+_GRAFANA_CURRENCIES = {
+    "BRL", "CHF", "CZK", "DKK", "EUR", "GBP", "IDR", "INR", "ISK", "JPY", "KRW", "NOK", "PHP",
+    "PLN", "RUB", "SEK", "UAH", "USD", "VND", "ZAR",
+}  # fmt: skip
+
+RED_BELOW_ZERO = {
+    "mode": "absolute",
+    "steps": [{"color": "red", "value": None}, {"color": "green", "value": 0}],
+}
+ORANGE_FROM_ONE = {
+    "mode": "absolute",
+    "steps": [{"color": "green", "value": None}, {"color": "orange", "value": 1}],
+}
 
 
-def ch(title: str, sql: str, columns: list[str], kind: str = "timeseries", **extra: Any) -> dict:
+def units(currency: str) -> dict[str, dict[str, Any]]:
+    """Field configs by kind of column: what a number means decides how it is shown."""
+    money = f"currency{currency}" if currency in _GRAFANA_CURRENCIES else f"suffix: {currency}"
+    return {
+        "money": {"unit": money, "decimals": 2},
+        "percent": {"unit": "percentunit", "decimals": 1},
+        "roi": {"unit": "percentunit", "decimals": 0, "thresholds": RED_BELOW_ZERO},
+        "multiple": {"unit": "suffix:x", "decimals": 2},
+        "count": {"unit": "locale", "decimals": 0},
+        "credit": {"unit": "locale", "decimals": 1},  # attributed conversions are fractions
+        "days": {"unit": "none", "decimals": 0, "thresholds": ORANGE_FROM_ONE},
+    }
+
+
+COUNTS = (
+    "likes", "comments", "shares", "saves", "visits", "social_visits", "follows",
+    "unfollows", "net_follower_growth", "service_contacts", "service_resolved",
+)  # fmt: skip
+# The kind of every column a ClickHouse panel returns (a test checks none is missing).
+COLUMN_KINDS = {
+    "spend": "money",
+    "revenue": "money",
+    "service_savings": "money",
+    "follower_revenue": "money",
+    "value_per_follower": "money",
+    "cpa": "money",
+    "roi": "roi",
+    "roas": "multiple",
+    "engagement_rate": "percent",
+    "ctr": "percent",
+    "social_share": "percent",
+    "resolution_rate": "percent",
+    "conversions": "credit",
+    "provisional_days": "days",
+    "budget": "money",
+    "budget_used": "percent",
+    **dict.fromkeys(COUNTS, "count"),
+}
+# Columns that name rather than measure.
+LABEL_COLUMNS = {"time", "campaign_id", "campaign_name"}
+
+
+def _properties(kind: str, table: bool, currency: str) -> dict[str, Any]:
+    """Grafana field properties (by override id) for a kind of column. Thresholds colour
+    a table's text (ROI below 0 red); in a time series they shade below 0 and a dashed
+    line marks it."""
+    found = dict(units(currency)[kind])
+    thresholds = found.pop("thresholds", None)
+    if thresholds is not None and table:
+        found["thresholds"] = thresholds
+        found["color"] = {"mode": "thresholds"}
+        found["custom.cellOptions"] = {"type": "color-text"}
+    elif thresholds is not None:
+        found["thresholds"] = {
+            "mode": "absolute",
+            "steps": [
+                {"color": "rgba(242, 73, 92, 0.15)", "value": None},
+                {"color": "transparent", "value": 0},
+            ],
+        }
+        found["custom.thresholdsStyle"] = {"mode": "dashed+area"}
+    return found
+
+
+def field_config(columns: list[str], table: bool, currency: str) -> dict[str, Any]:
+    """Defaults from the first measured column; an override for every other column of
+    another kind."""
+    measured = [c for c in columns if c not in LABEL_COLUMNS]
+    first = COLUMN_KINDS[measured[0]]
+    defaults: dict[str, Any] = {}
+    for key, value in _properties(first, table, currency).items():
+        if key.startswith("custom."):
+            defaults.setdefault("custom", {})[key.removeprefix("custom.")] = value
+        else:
+            defaults[key] = value
+    overrides = [
+        {
+            "matcher": {"id": "byName", "options": column},
+            "properties": [
+                {"id": key, "value": value}
+                for key, value in _properties(COLUMN_KINDS[column], table, currency).items()
+            ],
+        }
+        for column in measured[1:]
+        if COLUMN_KINDS[column] != first
+    ]
+    return {"defaults": defaults, "overrides": overrides}
+
+
+def ch(
+    title: str,
+    sql: str,
+    columns: list[str],
+    kind: str = "timeseries",
+    currency: str = "EUR",
+    **extra: Any,
+) -> dict:
     """A ClickHouse panel; ``columns`` are the columns the panel needs (tested)."""
     table = kind == "table"
     return {
         "type": kind,
         "title": title,
         "datasource": CH,
+        "fieldConfig": field_config(columns, table, currency),
         "targets": [
             {
                 "refId": "A",
@@ -58,11 +189,26 @@ def ch(title: str, sql: str, columns: list[str], kind: str = "timeseries", **ext
     }
 
 
-def prom(title: str, exprs: dict[str, str], kind: str = "timeseries", **extra: Any) -> dict:
+def prom(
+    title: str,
+    exprs: dict[str, str],
+    unit: str,
+    kind: str = "timeseries",
+    decimals: int | None = None,
+    thresholds: dict[str, Any] | None = None,
+    **extra: Any,
+) -> dict:
+    defaults: dict[str, Any] = {"unit": unit}
+    if decimals is not None:
+        defaults["decimals"] = decimals
+    if thresholds is not None:
+        defaults["thresholds"] = thresholds
+        defaults["color"] = {"mode": "thresholds"}
     return {
         "type": kind,
         "title": title,
         "datasource": PROM,
+        "fieldConfig": {"defaults": defaults, "overrides": []},
         "targets": [
             {"refId": chr(65 + i), "datasource": PROM, "expr": expr, "legendFormat": legend}
             for i, (legend, expr) in enumerate(exprs.items())
@@ -72,13 +218,23 @@ def prom(title: str, exprs: dict[str, str], kind: str = "timeseries", **extra: A
 
 
 def campaign_variable() -> dict:
+    """Value: the campaign id (first column); text: ``CAMPAIGN_LABEL`` (second column).
+    Direct traffic (campaign id '') is not listed: the plugin would take a selection of
+    just '' for "All", and "All" already includes it."""
+    sql = (
+        f"SELECT campaign_id, {CAMPAIGN_LABEL} AS label FROM "
+        "(SELECT DISTINCT campaign_id FROM kpi_current WHERE campaign_id != '') "
+        "ANY LEFT JOIN (SELECT campaign_id, any(campaign_name) AS campaign_name "
+        "FROM campaign_directory GROUP BY campaign_id) USING campaign_id "
+        "ORDER BY label"
+    )
     return {
         "name": "campaign",
         "label": "Campaign",
         "type": "query",
         "datasource": CH,
-        "query": "SELECT DISTINCT campaign_id FROM kpi_current ORDER BY campaign_id",
-        "definition": "SELECT DISTINCT campaign_id FROM kpi_current ORDER BY campaign_id",
+        "query": sql,
+        "definition": sql,
         "multi": True,
         "includeAll": True,
         "current": {"text": "All", "value": "$__all"},
@@ -86,7 +242,39 @@ def campaign_variable() -> dict:
     }
 
 
-def dashboard(uid: str, title: str, panels: list[dict], variables: list[dict]) -> dict:
+def provisional(view: str, where: str) -> dict:
+    """A dashboard annotation shading the period of windows that are still open."""
+    sql = f"""SELECT time, timeEnd, text FROM (
+        SELECT min(window_start) AS time, max(window_end) AS timeEnd,
+            'Provisional: these windows are still open (is_final = 0); their figures will grow'
+                AS text,
+            count() AS windows
+        FROM {view} WHERE is_final = 0 AND $__timeFilter(window_start){where})
+        WHERE windows > 0"""
+    return {
+        "name": "Provisional windows",
+        "datasource": CH,
+        "enable": True,
+        "iconColor": "rgba(255, 152, 48, 0.5)",
+        "target": {
+            "refId": "Provisional",
+            "datasource": CH,
+            "editorType": "sql",
+            "queryType": "table",
+            "format": 1,
+            "rawSql": " ".join(sql.split()),
+            "meta": {"socialroiColumns": ["time", "timeEnd", "text"]},
+        },
+    }
+
+
+def dashboard(
+    uid: str,
+    title: str,
+    panels: list[dict],
+    variables: list[dict],
+    annotations: list[dict] | None = None,
+) -> dict:
     for i, panel in enumerate(panels):
         panel["id"] = i + 1
         wide = panel["type"] == "table"
@@ -105,8 +293,10 @@ def dashboard(uid: str, title: str, panels: list[dict], variables: list[dict]) -
         "version": 1,
         "editable": True,
         "refresh": "30s",
-        "time": {"from": "now-30d", "to": "now"},
+        # where `socialroi simulate` puts its data by default (pipeline.simulator.default_start)
+        "time": {"from": "now-7d", "to": "now"},
         "templating": {"list": variables},
+        "annotations": {"list": annotations or []},
         "panels": panels,
     }
 
@@ -116,24 +306,32 @@ def daily(view: str, columns: str, by_campaign: bool = True) -> str:
     return f"SELECT window_start AS time, {columns} FROM {view} WHERE {where}"
 
 
-def dashboards() -> dict[str, dict]:
+DAILY_PROVISIONAL = f" AND {CAMPAIGNS}"
+# A worker's own series: its process metrics joined on what it says it is (any job name).
+WORKERS = 'socialroi_build_info{component="worker"}'
+
+
+def dashboards(currency: str = "EUR") -> dict[str, dict]:
+    panel = functools.partial(ch, currency=currency)
     roi = dashboard(
         "socialroi-campaign-roi",
         "socialroi / Campaign ROI",
         [
-            ch(
+            panel(
                 "ROI, spend and return per campaign (selected period)",
                 f"""SELECT campaign_id, campaign_name, spend, budget, budget_used, revenue,
                     service_savings, conversions,
                     if(spend = 0, NULL, (revenue + service_savings - spend) / spend) AS roi,
                     if(spend = 0, NULL, revenue / spend) AS roas,
-                    if(conversions = 0, NULL, spend / conversions) AS cpa
+                    if(conversions = 0, NULL, spend / conversions) AS cpa,
+                    provisional_days
                 FROM (
                     SELECT campaign_id, any(campaign_name) AS campaign_name,
                         sum(spend) AS spend, any(budget) AS budget,
                         sum(budget_used) AS budget_used, sum(revenue) AS revenue,
                         sum(service_savings) AS service_savings,
-                        sum(conversions) AS conversions
+                        sum(conversions) AS conversions,
+                        countIf(is_final = 0) AS provisional_days
                     FROM roi_by_campaign
                     WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
                     GROUP BY campaign_id)
@@ -150,15 +348,16 @@ def dashboards() -> dict[str, dict]:
                     "roi",
                     "roas",
                     "cpa",
+                    "provisional_days",
                 ],
                 kind="table",
             ),
-            ch(
+            panel(
                 "Daily ROI per campaign",
                 daily("roi_by_campaign", "campaign_name, roi") + " ORDER BY time",
                 ["time", "campaign_name", "roi"],
             ),
-            ch(
+            panel(
                 "Spend versus return (per campaign, selected period)",
                 f"""SELECT any(campaign_name) AS campaign_name, sum(spend) AS spend,
                     sum(revenue) AS revenue
@@ -170,46 +369,47 @@ def dashboards() -> dict[str, dict]:
             ),
         ],
         [campaign_variable()],
+        [provisional("roi_by_campaign", DAILY_PROVISIONAL)],
     )
+    hourly = "window_kind = 'tumbling' AND window_seconds = 3600"
     engagement = dashboard(
         "socialroi-engagement",
         "socialroi / Engagement",
         [
-            ch(
+            panel(
                 "Engagement rate and CTR (hourly)",
                 f"""SELECT window_start AS time,
                     if(sum(impressions) = 0, NULL, sum(engagements) / sum(impressions))
                         AS engagement_rate,
                     if(sum(impressions) = 0, NULL, sum(clicks) / sum(impressions)) AS ctr
                 FROM kpi_campaign_windows
-                WHERE window_kind = 'tumbling' AND window_seconds = 3600
-                    AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY time ORDER BY time""",
                 ["time", "engagement_rate", "ctr"],
             ),
-            ch(
+            panel(
                 "Likes, comments, shares, saves (hourly)",
                 f"""SELECT window_start AS time, sum(likes) AS likes, sum(comments) AS comments,
                     sum(shares) AS shares, sum(saves) AS saves
                 FROM kpi_campaign_windows
-                WHERE window_kind = 'tumbling' AND window_seconds = 3600
-                    AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY time ORDER BY time""",
                 ["time", "likes", "comments", "shares", "saves"],
             ),
         ],
         [campaign_variable()],
+        [provisional("kpi_campaign_windows", f" AND {hourly} AND {CAMPAIGNS}")],
     )
     traffic = dashboard(
         "socialroi-traffic",
         "socialroi / Site traffic from social",
         [
-            ch(
+            panel(
                 "Share of site visits that come from social (daily)",
                 daily("social_traffic_share", "social_share", by_campaign=False) + " ORDER BY time",
                 ["time", "social_share"],
             ),
-            ch(
+            panel(
                 "Visits: all and from social (daily)",
                 daily("social_traffic_share", "visits, social_visits", by_campaign=False)
                 + " ORDER BY time",
@@ -217,12 +417,13 @@ def dashboards() -> dict[str, dict]:
             ),
         ],
         [],
+        [provisional("social_traffic_share", "")],
     )
     followers = dashboard(
         "socialroi-followers",
         "socialroi / Followers",
         [
-            ch(
+            panel(
                 "Follows, unfollows and net growth (daily)",
                 daily(
                     "follower_growth",
@@ -232,43 +433,53 @@ def dashboards() -> dict[str, dict]:
                 + " GROUP BY time ORDER BY time",
                 ["time", "follows", "unfollows", "net_follower_growth"],
             ),
-            ch(
+            panel(
                 "Value per follower (selected period)",
                 f"""SELECT campaign_id, net_follower_growth, follower_revenue,
-                    if(follows = 0, NULL, follower_revenue / follows) AS value_per_follower
+                    if(follows = 0, NULL, follower_revenue / follows) AS value_per_follower,
+                    provisional_days
                 FROM (
                     SELECT campaign_id, sum(net_follower_growth) AS net_follower_growth,
-                        sum(follower_revenue) AS follower_revenue, sum(follows) AS follows
+                        sum(follower_revenue) AS follower_revenue, sum(follows) AS follows,
+                        countIf(is_final = 0) AS provisional_days
                     FROM follower_growth
                     WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
                     GROUP BY campaign_id)
                 ORDER BY campaign_id""",
-                ["campaign_id", "net_follower_growth", "follower_revenue", "value_per_follower"],
+                [
+                    "campaign_id",
+                    "net_follower_growth",
+                    "follower_revenue",
+                    "value_per_follower",
+                    "provisional_days",
+                ],
                 kind="table",
             ),
         ],
         [campaign_variable()],
+        [provisional("follower_growth", DAILY_PROVISIONAL)],
     )
     service = dashboard(
         "socialroi-service-savings",
         "socialroi / Customer service savings",
         [
-            ch(
+            panel(
                 "Service savings (daily, base currency)",
                 daily("service_savings", "sum(service_savings) AS service_savings")
                 + " GROUP BY time ORDER BY time",
                 ["time", "service_savings"],
             ),
-            ch(
+            panel(
                 "Contacts handled on social and resolved (selected period)",
                 f"""SELECT campaign_id, service_contacts, service_resolved,
                     if(service_contacts = 0, NULL, service_resolved / service_contacts)
                         AS resolution_rate,
-                    service_savings
+                    service_savings, provisional_days
                 FROM (
                     SELECT campaign_id, sum(service_contacts) AS service_contacts,
                         sum(service_resolved) AS service_resolved,
-                        sum(service_savings) AS service_savings
+                        sum(service_savings) AS service_savings,
+                        countIf(is_final = 0) AS provisional_days
                     FROM service_savings
                     WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
                     GROUP BY campaign_id)
@@ -279,21 +490,43 @@ def dashboards() -> dict[str, dict]:
                     "service_resolved",
                     "resolution_rate",
                     "service_savings",
+                    "provisional_days",
                 ],
                 kind="table",
             ),
         ],
         [campaign_variable()],
+        [provisional("service_savings", DAILY_PROVISIONAL)],
     )
     health = dashboard(
         "socialroi-pipeline-health",
         "socialroi / Pipeline health",
         [
-            prom("Workers up", {"up": 'sum(up{job=~"socialroi.*"})'}, kind="stat"),
+            prom(
+                "Workers up",
+                {"up": f"sum(up * on (job, instance) group_left () {WORKERS}) or vector(0)"},
+                "none",
+                kind="stat",
+                decimals=0,
+                thresholds={
+                    "mode": "absolute",
+                    "steps": [{"color": "red", "value": None}, {"color": "green", "value": 1}],
+                },
+            ),
             prom(
                 "Data freshness (seconds behind the clock)",
                 {"freshness": "time() - max(socialroi_last_write_event_time_seconds > 0)"},
+                "s",
                 kind="stat",
+                decimals=0,
+                thresholds={
+                    "mode": "absolute",
+                    "steps": [
+                        {"color": "green", "value": None},
+                        {"color": "orange", "value": 300},
+                        {"color": "red", "value": 900},  # SocialroiDataStale
+                    ],
+                },
             ),
             prom(
                 "Consumed messages per second",
@@ -302,15 +535,23 @@ def dashboards() -> dict[str, dict]:
                     + rate("socialroi_events_consumed_total")
                     + ")"
                 },
+                "suffix: msg/s",
             ),
-            prom("Consumer lag", {"{{topic}}": "sum by (topic) (socialroi_consumer_lag)"}),
+            prom(
+                "Consumer lag",
+                {"{{topic}}": "sum by (topic) (socialroi_consumer_lag)"},
+                "suffix: msgs",
+                decimals=0,
+            ),
             prom(
                 "Dead letters per second, by reason",
                 {"{{reason}}": "sum by (reason) (" + rate("socialroi_dead_letters_total") + ")"},
+                "suffix: msg/s",
             ),
             prom(
                 "Late events per second",
                 {"{{topic}}": "sum by (topic) (" + rate("socialroi_late_events_total") + ")"},
+                "suffix: msg/s",
             ),
             prom(
                 "ClickHouse sink",
@@ -320,10 +561,12 @@ def dashboards() -> dict[str, dict]:
                     "p95 flush seconds": "histogram_quantile(0.95, sum by (le) "
                     "(rate(socialroi_sink_flush_seconds_bucket[$__rate_interval])))",
                 },
+                "short",
             ),
             prom(
                 "Rows written per second",
                 {"{{table}}": "sum by (table) (" + rate("socialroi_sink_rows_written_total") + ")"},
+                "suffix: rows/s",
             ),
             prom(
                 "Batch processing p95 seconds",
@@ -331,6 +574,7 @@ def dashboards() -> dict[str, dict]:
                     "{{stage}}": "histogram_quantile(0.95, sum by (le, stage) "
                     "(rate(socialroi_batch_seconds_bucket[$__rate_interval])))"
                 },
+                "s",
             ),
             prom(
                 "Rebalances (15 min) and assigned partitions",
@@ -338,6 +582,16 @@ def dashboards() -> dict[str, dict]:
                     "rebalances": "sum(increase(socialroi_rebalances_total[15m]))",
                     "assigned partitions": "sum(socialroi_assigned_partitions)",
                 },
+                "short",
+                decimals=0,
+            ),
+            prom(
+                "Worker memory (resident)",
+                {
+                    "{{instance}} RSS": "process_resident_memory_bytes"
+                    f" * on (job, instance) group_left () {WORKERS}",
+                },
+                "bytes",
             ),
         ],
         [],
@@ -352,15 +606,24 @@ def dashboards() -> dict[str, dict]:
     }
 
 
-def render() -> dict[str, str]:
-    return {name: json.dumps(d, indent=2) + "\n" for name, d in dashboards().items()}
+def render(currency: str = "EUR") -> dict[str, str]:
+    return {
+        name: json.dumps(d, indent=2, ensure_ascii=False) + "\n"
+        for name, d in dashboards(currency).items()
+    }
 
 
 def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description="Write the Grafana dashboards.")
+    parser.add_argument("--check", action="store_true", help="exit 1 if a file is out of date")
+    parser.add_argument(
+        "--currency", default="EUR", help="base currency (SOCIALROI_COSTS__BASE_CURRENCY)"
+    )
+    args = parser.parse_args(argv)
     stale = []
-    for name, text in render().items():
+    for name, text in render(args.currency.upper()).items():
         path = OUT / name
-        if "--check" in argv:
+        if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(name)
         else:

@@ -356,3 +356,133 @@ def test_the_page_renders_in_headless_chromium(store: tuple[str, Path]) -> None:
     assert f'data-charts-expected="{CHARTS}"' in root_tag
     assert f'data-charts-rendered="{CHARTS}"' in root_tag, root_tag
     assert 'data-script-errors=""' in root_tag, root_tag
+
+
+# Added to a copy of the page (its policy allows inline scripts): every table, chart and
+# tile as the reader sees it, i.e. clipped by any ancestor that scrolls or hides its
+# overflow, must not overlap another one.
+_OVERLAPS = """
+<script>
+addEventListener('load', () => {
+  const visible = (el) => {
+    let r = el.getBoundingClientRect();
+    let box = {left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+    for (let a = el.parentElement; a; a = a.parentElement) {
+      if (getComputedStyle(a).overflowX === 'visible') continue;
+      const c = a.getBoundingClientRect();
+      box.left = Math.max(box.left, c.left); box.right = Math.min(box.right, c.right);
+    }
+    return box;
+  };
+  const items = [...document.querySelectorAll('table, svg.chart, .tile')];
+  const named = (el) => el.id || (el.closest('section') || {}).id + ' ' + el.tagName;
+  const boxes = items.map((el) => [named(el), visible(el)]);
+  const found = [];
+  for (let i = 0; i < boxes.length; i++) for (let j = i + 1; j < boxes.length; j++) {
+    const [a, p] = boxes[i], [b, q] = boxes[j];
+    const w = Math.min(p.right, q.right) - Math.max(p.left, q.left);
+    const h = Math.min(p.bottom, q.bottom) - Math.max(p.top, q.top);
+    if (w > 1 && h > 1) found.push(a + ' / ' + b);
+  }
+  document.documentElement.dataset.boxes = String(boxes.length);
+  document.documentElement.dataset.overlaps = found.join('; ');
+});
+</script>
+"""
+
+
+@pytest.mark.parametrize("width", [1280, 1440, 1920])
+def test_no_table_or_chart_overlaps_another_at_common_widths(
+    store: tuple[str, Path], width: int
+) -> None:
+    if not CHROMIUM.exists():
+        pytest.fail("headless Chromium is missing: apt-get install chromium", pytrace=False)
+    url, root = store
+    page = root / f"board-{width}.html"
+    out = cli(url, root, *PERIOD, "--format", "html", "--output", str(page))
+    assert out.returncode == 0, out.stderr
+    html = page.read_text(encoding="utf-8")
+    probe = root / f"probe-{width}.html"
+    probe.write_text(html.replace("</body>", _OVERLAPS + "</body>"), encoding="utf-8")
+    dom = subprocess.run(
+        [
+            str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={root / f'chromium-{width}'}", f"--window-size={width},3000",
+            "--dump-dom", probe.as_uri(),
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    root_tag = dom.stdout[
+        dom.stdout.index("<html") : dom.stdout.index(">", dom.stdout.index("<html"))
+    ]
+    boxes = re.search(r'data-boxes="(\d+)"', root_tag)
+    assert boxes and int(boxes[1]) >= CHARTS + 5, root_tag  # it measured the page
+    overlaps = re.search(r'data-overlaps="([^"]*)"', root_tag)
+    assert overlaps is not None and overlaps[1] == "", f"{width}px: {overlaps and overlaps[1]}"
+
+
+def test_provisional_days_are_marked_in_every_chart_and_table_where_they_appear(
+    store: tuple[str, Path],
+) -> None:
+    """views_data's last day is still open: each daily chart draws it hollow or pale with
+    an asterisk on its label, the traffic table says so, and each section with daily data
+    (and the per-campaign totals that include it) explains the mark."""
+    url, root = store
+    page_file = root / "provisional.html"
+    out = cli(url, root, *PERIOD, "--format", "html", "--output", str(page_file))
+    assert out.returncode == 0, out.stderr
+    html = page_file.read_text(encoding="utf-8")
+    doc = orjson.loads(cli(url, root, *PERIOD, "--format", "report-json").stdout)
+    (open_day,) = doc["summary"]["provisional_days"]
+    label = f"{date.fromisoformat(open_day).day} {date.fromisoformat(open_day):%b}"
+    charts = dict(re.findall(r'data-chart="([\w-]+)"(.*?)</svg>', html, flags=re.S))
+    for chart in ("social-share", "visits", "followers", "net-sentiment", "engagement-rate"):
+        svg = charts[chart]
+        assert f">{label}*<" in svg, f"{chart}: the open day's label has no asterisk"
+        marks = re.findall(r'<(?:circle|rect) class="mark( provisional)?"[^>]*>', svg)
+        provisional = [m for m in marks if m]
+        assert provisional, f"{chart}: no provisional mark"
+        assert all(f"{label}*" in t for t in re.findall(
+            r'class="mark provisional".*?<title>(.*?)</title>', svg, flags=re.S
+        )), chart  # fmt: skip
+    closed = re.findall(r'class="mark"[^>]*><title>([^<]*)</title>', charts["social-share"])
+    assert closed and not any("provisional" in t for t in closed)
+    sections = dict(re.findall(r'<section id="([\w-]+)">(.*?)</section>', html, flags=re.S))
+    for section in ("roi", "traffic", "followers", "sentiment"):
+        assert f"* Provisional: {label} is still open" in sections[section], section
+    assert f"{open_day} (provisional)" in sections["traffic"]
+
+
+def test_the_summary_compares_with_the_previous_period_of_equal_length(
+    store: tuple[str, Path],
+) -> None:
+    url, root = store
+    one_day = ("--from", "2026-10-02", "--to", "2026-10-02")
+    doc = orjson.loads(cli(url, root, *one_day, "--format", "report-json").stdout)
+    before = orjson.loads(
+        cli(url, root, "--from", "2026-10-01", "--to", "2026-10-01", "--format", "report-json")
+        .stdout
+    )  # fmt: skip
+    previous = doc["previous_period"]
+    assert previous == {
+        "from": "2026-10-01", "to": "2026-10-01", "days": 1, "totals": before["totals"],
+    }  # fmt: skip
+    assert previous["totals"]["windows"] > 0
+    page_file = root / "compared.html"
+    out = cli(url, root, *one_day, "--format", "html", "--output", str(page_file))
+    assert out.returncode == 0, out.stderr
+    html = page_file.read_text(encoding="utf-8")
+    now, was = doc["totals"]["spend"], before["totals"]["spend"]
+    change = f"{(now - was) / abs(was) * 100:+.0f}%"
+    spend_tile = re.search(r'data-kpi="spend".*?data-change="([^"]+)"', html, flags=re.S)
+    assert spend_tile and spend_tile[1] == change, spend_tile
+    assert "In the previous 1 day (1 Oct to 1 Oct): spend " in html
+    # the three stored days have nothing before them: said, not hidden
+    doc = orjson.loads(cli(url, root, *PERIOD, "--format", "report-json").stdout)
+    assert doc["previous_period"]["from"] == "2026-09-28"
+    assert doc["previous_period"]["totals"]["windows"] == 0
+    html = cli(url, root, *PERIOD, "--format", "html").stdout
+    assert "Nothing was recorded in the previous 3 days (28 Sep to 30 Sep) to compare with." in html
+    assert "data-change=" not in html

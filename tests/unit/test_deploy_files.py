@@ -127,6 +127,26 @@ def test_compose_prometheus_scrapes_the_metrics_port() -> None:
     assert 'job=~"socialroi.*"' in (DEPLOY / "prometheus/alerts.yml").read_text()
 
 
+def test_compose_kafka_has_a_listener_that_producers_on_the_host_reach() -> None:
+    kafka = compose()["services"]["kafka"]
+    env = kafka["environment"]
+
+    def listeners(value: str) -> dict[str, str]:
+        return dict(item.split("://", 1) for item in value.split(","))
+
+    assert listeners(env["KAFKA_LISTENERS"])["EXTERNAL"] == ":9094"
+    advertised = listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+    assert advertised["PLAINTEXT"] == "kafka:9092"  # the services inside the network
+    assert (
+        advertised["EXTERNAL"] == "${KAFKA_EXTERNAL_HOST:-127.0.0.1}:${KAFKA_EXTERNAL_PORT:-9094}"
+    )
+    assert "EXTERNAL:PLAINTEXT" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    # published on the port it advertises, on the loopback unless asked otherwise
+    assert kafka["ports"] == ["${KAFKA_EXTERNAL_BIND:-127.0.0.1}:${KAFKA_EXTERNAL_PORT:-9094}:9094"]
+    readme = (DEPLOY.parent / "README.md").read_text()
+    assert "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS=127.0.0.1:9094" in readme
+
+
 # -- Dockerfile --------------------------------------------------------------------------------
 
 
@@ -199,6 +219,114 @@ def test_k8s_images_are_pinned_in_the_kustomization() -> None:
             assert path.name in resources, f"{path.name} is not applied"
 
 
+def rendered_k8s() -> list[dict[str, Any]]:
+    """What ``kubectl apply -k deploy/k8s`` applies: the kustomization's resources with its
+    namespace and image tags (the only transformations it uses; a test checks that)."""
+    kustomization = yaml.safe_load((DEPLOY / "k8s/kustomization.yaml").read_text())
+    assert set(kustomization) == {"apiVersion", "kind", "namespace", "resources", "images"}
+    images = {i["name"]: f"{i['newName']}:{i['newTag']}" for i in kustomization["images"]}
+    docs = []
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()):
+            if doc["kind"] != "Namespace":
+                doc["metadata"]["namespace"] = kustomization["namespace"]
+            for container in _containers(doc) if doc["kind"] in {"Deployment", "Job"} else []:
+                container["image"] = images[container["image"]]
+            docs.append(doc)
+    return docs
+
+
+def test_k8s_rendered_manifests_are_valid_kubernetes_objects() -> None:
+    """Strict validation against the API's schemas (offline, kubernetes-validate): a
+    misspelt or misplaced field is an error, not silently dropped by the API server."""
+    import kubernetes_validate
+
+    docs = rendered_k8s()
+    assert {d["kind"] for d in docs} >= {"Deployment", "Job", "PodDisruptionBudget"}
+    for doc in docs:
+        for version in ("1.27", "1.33"):
+            kubernetes_validate.validate(doc, version, strict=True)
+    broken = next(d for d in rendered_k8s() if d["kind"] == "Deployment")
+    broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]["readOnlyRoot"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(broken, "1.33", strict=True)
+
+
+# The Pod Security Standards' "restricted" profile, as far as these manifests can break it.
+_RESTRICTED_VOLUMES = {
+    "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim",
+    "projected", "secret",
+}  # fmt: skip
+
+
+def _pod_specs() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (doc["metadata"]["name"], doc["spec"]["template"]["spec"])
+        for doc in rendered_k8s()
+        if doc["kind"] in {"Deployment", "Job", "StatefulSet"}
+    ]
+
+
+def test_k8s_pods_meet_the_restricted_profile_and_the_namespace_enforces_it() -> None:
+    namespace = yaml.safe_load((DEPLOY / "k8s/namespace.yaml").read_text())
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    specs = _pod_specs()
+    assert {name for name, _ in specs} == {
+        "socialroi-worker",
+        "socialroi-collector",
+        "socialroi-migrate",
+        "socialroi-topics",
+    }
+    for name, spec in specs:
+        pod = spec.get("securityContext", {})
+        assert not spec.get("hostNetwork") and not spec.get("hostPID"), name
+        assert not spec.get("hostIPC"), name
+        for volume in spec.get("volumes", []):
+            kinds = set(volume) - {"name"}
+            assert kinds <= _RESTRICTED_VOLUMES, f"{name}: {volume}"
+        for container in spec["containers"] + spec.get("initContainers", []):
+            own = container.get("securityContext", {})
+            where = f"{name}/{container['name']}"
+            assert own.get("runAsNonRoot", pod.get("runAsNonRoot")) is True, where
+            assert own.get("runAsUser", pod.get("runAsUser")) not in (None, 0), where
+            assert own["allowPrivilegeEscalation"] is False, where
+            assert own["capabilities"]["drop"] == ["ALL"], where
+            assert not own["capabilities"].get("add"), where
+            assert not own.get("privileged"), where
+            seccomp = own.get("seccompProfile", pod.get("seccompProfile", {}))
+            assert seccomp.get("type") in {"RuntimeDefault", "Localhost"}, where
+            # not in the profile, but asked for: nothing writes the image
+            assert own["readOnlyRootFilesystem"] is True, where
+            mounts = {m["mountPath"] for m in container.get("volumeMounts", [])}
+            assert "/tmp" in mounts, f"{where}: a read-only root needs a writable /tmp"
+            resources = container["resources"]
+            assert resources["requests"]["memory"] and resources["limits"]["memory"], where
+
+
+def _mebibytes(quantity: str) -> float:
+    number, unit = re.fullmatch(r"(\d+)(Mi|Gi)", quantity).groups()  # type: ignore[union-attr]
+    return int(number) * (1024 if unit == "Gi" else 1)
+
+
+def test_k8s_workers_have_a_disruption_budget_a_topics_job_and_room_for_their_peak() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in rendered_k8s()}
+    budget = docs[("PodDisruptionBudget", "socialroi-worker")]["spec"]
+    worker = docs[("Deployment", "socialroi-worker")]
+    assert budget["selector"] == worker["spec"]["selector"]
+    assert budget["maxUnavailable"] == 1
+    topics = _containers(docs[("Job", "socialroi-topics")])[0]
+    assert topics["args"] == ["topics"]
+    # the README's peak RSS at 10,000 campaigns, as the worker is now, with headroom
+    readme = (ROOT / "README.md").read_text()
+    final = re.search(r"^\| \w+: final .*\| [\d,]+ / ([\d,]+) MiB \|", readme, re.M)
+    assert final, "the README's performance table has no final row"
+    peak = int(final[1].replace(",", ""))
+    (container,) = _containers(worker)
+    limit = _mebibytes(container["resources"]["limits"]["memory"])
+    request = _mebibytes(container["resources"]["requests"]["memory"])
+    assert request >= peak and limit >= 2 * peak, (peak, request, limit)
+
+
 # -- Grafana -----------------------------------------------------------------------------------
 
 
@@ -212,9 +340,27 @@ def test_grafana_reads_clickhouse_read_only_with_a_password_from_the_environment
     assert clickhouse["jsonData"]["username"] == "socialroi_reader"
     assert clickhouse["secureJsonData"]["password"] == "${SOCIALROI_GRAFANA_CH_PASSWORD}"
     grafana = compose()["services"]["grafana"]
-    assert grafana["environment"]["GF_INSTALL_PLUGINS"].startswith("grafana-clickhouse-datasource")
     referenced = set(re.findall(r"\$\{(\w+)\}", yaml.safe_dump(sources)))
     assert referenced <= set(grafana["environment"]), referenced - set(grafana["environment"])
+
+
+def test_grafana_has_its_plugin_pinned_in_the_image_and_installs_nothing_at_start() -> None:
+    grafana = compose()["services"]["grafana"]
+    assert not any(key.startswith("GF_INSTALL_PLUGINS") for key in grafana["environment"])
+    assert grafana["build"]["context"] == "../grafana"
+    plugin = grafana["build"]["args"]["GRAFANA_CLICKHOUSE_PLUGIN_VERSION"]
+    pinned = re.fullmatch(r"\$\{GRAFANA_CLICKHOUSE_PLUGIN_VERSION:-(\d+\.\d+\.\d+)\}", plugin)
+    assert pinned, plugin
+    dockerfile = (DEPLOY / "grafana/Dockerfile").read_text()
+    assert f"ARG GRAFANA_CLICKHOUSE_PLUGIN_VERSION={pinned[1]}" in dockerfile
+    install = re.search(r"plugins install grafana-clickhouse-datasource (\S+)", dockerfile)
+    assert install and install[1] == '"$GRAFANA_CLICKHOUSE_PLUGIN_VERSION"'
+    # the air-gapped instructions name the same version
+    assert f"grafana-clickhouse-datasource/versions/{pinned[1]}/download" in dockerfile
+    grafana_version = re.search(r"\$\{GRAFANA_VERSION:-([\d.]+)\}", grafana["image"])
+    assert grafana_version and f"ARG GRAFANA_VERSION={grafana_version[1]}" in dockerfile
+    sources = (DEPLOY / "grafana/provisioning/datasources/datasources.yml").read_text()
+    assert "GF_INSTALL_PLUGINS" not in sources
 
 
 def test_kafka_python_checksums_batches_in_c() -> None:

@@ -1,6 +1,6 @@
 """``/readyz`` means progress, a worker is a static group member, and every topic the
 pipeline creates says how it is kept. Readiness is driven through its own seam
-(``streams.run.Progress``) with a fake worker and a fake clock."""
+(``streams.health.Progress``) with a fake worker and a fake clock."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from pipeline.settings import Settings, WorkerSettings
 from streams.app import build_app
 from streams.batch_io import app_table
+from streams.health import Readiness
 from streams.kafka_config import (
     CHANGELOG_TOPIC_CONFIG,
     REBALANCE_TIMEOUT_SECONDS,
@@ -26,7 +27,7 @@ from streams.kafka_config import (
 )
 from streams.metrics import Metrics, MetricsServer
 from streams.producer import by_campaign_topic, topic_configs
-from streams.run import Readiness, _started
+from streams.run import _started
 
 
 @dataclass
@@ -112,7 +113,9 @@ def test_lag_without_progress_becomes_not_ready_after_the_stall_time() -> None:
 
 def test_readyz_answers_503_with_the_reason() -> None:
     ready, _, _ = _readiness()
-    server = MetricsServer(Metrics(CollectorRegistry()), "127.0.0.1", 0, not_ready=ready)
+    server = MetricsServer(
+        Metrics(CollectorRegistry()), "127.0.0.1", 0, not_ready=ready, not_alive=lambda: None
+    )
     server.start()
     try:
         url = f"http://127.0.0.1:{server.port}/readyz"

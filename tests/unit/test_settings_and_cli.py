@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipeline.settings import AttributionModel, Settings, env_reference, redact_url
@@ -69,5 +71,194 @@ def test_unreachable_kafka_is_one_line_with_advice(
     assert main(["topics"]) == 2
     err = capsys.readouterr().err
     assert "cannot reach Kafka at 127.0.0.1:1" in err
-    assert "deploy/local/kafka.sh start" in err
+    # not the local default: the local broker's script would be the wrong advice
+    assert "SOCIALROI_KAFKA__BOOTSTRAP_SERVERS names them" in err
+    assert "deploy/local" not in err
     assert "Traceback" not in err
+
+
+def _clear_socialroi_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.upper().startswith("SOCIALROI_") and not name.startswith("SOCIALROI_TEST_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.mark.parametrize(
+    ("variable", "hint"),
+    [
+        ("SOCIALROI_KAFKA_BOOTSTRAP_SERVERS", "did you mean SOCIALROI_KAFKA__BOOTSTRAP_SERVERS?"),
+        ("SOCIALROI_WORKER__BATCH_MAX_EVENT", "did you mean SOCIALROI_WORKER__BATCH_MAX_EVENTS?"),
+        ("socialroi_clickhouse_url", "did you mean SOCIALROI_CLICKHOUSE__URL?"),
+        ("SOCIALROI_FOO", "names no setting (socialroi --help lists them all)"),
+    ],
+)
+def test_a_variable_that_names_no_setting_is_an_error_with_a_suggestion(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    variable: str,
+    hint: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    monkeypatch.setenv(variable, "k1:9092")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"socialroi: unknown settings: {variable} ") and hint in err, err
+    assert err.count("\n") == 1  # one line, no traceback
+
+
+def test_a_mistyped_setting_in_dot_env_is_an_error_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    (tmp_path / ".env").write_text("SOCIALROI_LOG__LEVL=DEBUG\n")
+    assert main(["config"]) == 2
+    assert "did you mean SOCIALROI_LOG__LEVEL?" in capsys.readouterr().err
+
+
+def test_settings_and_the_scripts_own_variables_pass(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    monkeypatch.setenv("SOCIALROI_KAFKA__BOOTSTRAP_SERVERS", "k1:9092")
+    monkeypatch.setenv("SOCIALROI_KAFKA_PORT", "19092")  # deploy/local/kafka.sh's
+    monkeypatch.setenv("SOCIALROI_TEST_ANYTHING", "1")
+    assert main(["config"]) == 0
+    assert "k1:9092" in capsys.readouterr().out
+
+
+def test_every_socialroi_variable_the_repository_uses_is_known() -> None:
+    """A script's or test's new variable must be listed in OTHER_VARIABLES (or be a
+    setting), or the CLI would refuse to run where it is set."""
+    import re
+
+    from pipeline.settings import unknown_variables
+
+    root = Path(__file__).resolve().parents[2]
+    used: set[str] = set()
+    for folder in ("pipeline", "streams", "sinks", "deploy", "tests"):
+        for path in (root / folder).rglob("*"):
+            if path.is_file() and path.suffix in {
+                ".py",
+                ".sh",
+                ".yml",
+                ".yaml",
+                ".env",
+                ".xml",
+                "",
+            }:
+                used |= set(
+                    re.findall(r"\bSOCIALROI_[A-Z0-9_]*[A-Z0-9]", path.read_text(errors="ignore"))
+                )
+    # section prefixes written in code and docs (SOCIALROI_TOPICS__...)
+    sections = {name.rsplit("__", 1)[0] for name, _, _ in env_reference()}
+    used -= sections | {"SOCIALROI_TEST"}
+    # names made up on purpose by the test above
+    made_up = {"SOCIALROI_KAFKA_BOOTSTRAP_SERVERS", "SOCIALROI_WORKER__BATCH_MAX_EVENT",
+               "SOCIALROI_FOO", "SOCIALROI_LOG__LEVL"}  # fmt: skip
+    assert unknown_variables(used - made_up) == []
+
+
+def test_collect_without_a_token_is_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    assert main(["collect"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "socialroi: the collector needs a token: set SOCIALROI_COLLECTOR__TOKEN (clients send "
+        "it as Authorization: Bearer <token>)\n"
+    )
+
+
+def test_a_store_never_migrated_says_to_run_migrate(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    monkeypatch.setenv("SOCIALROI_CLICKHOUSE__URL", f"chdb://{tmp_path / 'store'}")
+    (tmp_path / "t.json").write_text("{}")
+    assert main(["verify", "--truth", str(tmp_path / "t.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        "socialroi: the store has no socialroi schema yet: run `socialroi migrate` first ("
+    ), err
+    assert err.count("\n") == 1
+
+
+def test_a_csv_without_an_event_type_header_is_one_bad_line() -> None:
+    from pipeline.contract import Contract
+    from pipeline.files import BadLine, read_events
+
+    no_header = "c-1,like,2026-12-01T00:00:00Z\nc-2,like,2026-12-01T00:00:01Z\n"
+    contract = Contract(max_message_bytes=65536, max_future_skew_ms=300_000)
+    found = list(read_events("events.csv", no_header, contract, 0))
+    assert len(found) == 1 and isinstance(found[0], BadLine)
+    assert (found[0].line, found[0].reason) == (1, "missing_header")
+    assert "with event_type among them" in found[0].detail
+    assert "c-1,like,2026-12-01T00:00:00Z" in found[0].detail
+
+
+@pytest.mark.parametrize(
+    ("servers", "local"), [("127.0.0.1:19092", True), ("kafka.prod.example:9092", False)]
+)
+def test_kafka_hints_name_the_local_script_only_for_the_local_default(
+    servers: str, local: bool
+) -> None:
+    from pipeline.settings import KafkaSettings
+    from streams.producer import _unreachable
+
+    settings = Settings.model_construct(kafka=KafkaSettings(bootstrap_servers=servers))
+    message = str(_unreachable(settings, ConnectionRefusedError()))
+    assert message.startswith(f"cannot reach Kafka at {servers} (ConnectionRefusedError); ")
+    assert ("deploy/local/kafka.sh" in message) is local
+
+
+def _report_rows() -> list[dict[str, object]]:
+    """Two campaigns as the views give them: counts, money in base units, ratios."""
+    from sinks.views import REPORT_COLUMNS
+
+    row: dict[str, object] = {name: 48_213 for name in REPORT_COLUMNS}
+    row.update(
+        campaign_id="summer-sale-2026", windows=14, conversions=312.5, spend=123_456.78,
+        revenue=98_765.43, profit=40_120.0, service_savings=1_840.0, roi=-0.1852,
+        roas=0.8, cpa=395.06, cpc=2.56, cpm=2_560.5, cost_per_engagement=2.56,
+        engagement_rate=0.0461, ctr=0.0123, conversion_rate=0.0065,
+    )  # fmt: skip
+    return [row, {**row, "campaign_id": ""}]
+
+
+@pytest.mark.parametrize("width", [80, 120, 160])
+def test_the_report_table_fits_the_terminal_with_roi_and_money_first(width: int) -> None:
+    from sinks.views import REPORT_COLUMNS
+    from streams.cli import table_columns
+    from streams.report import render
+
+    rows = _report_rows()
+    columns = table_columns(width, rows)
+    assert {"campaign_id", "spend", "revenue", "roi", "roas"} <= set(columns)
+    assert columns == tuple(c for c in REPORT_COLUMNS if c in columns)  # in report order
+    assert columns[0] == "campaign_id" and len(columns) < len(REPORT_COLUMNS)
+    text = render(rows, columns, "table", "Campaign ROI")
+    assert max(len(line) for line in text.splitlines()) <= width, text
+    assert "summer-sale-2026" in text and "(none)" in text
+    assert len(table_columns(width + 100, rows)) > len(columns)  # wider shows more
+
+
+def test_report_columns_must_be_known(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    with pytest.raises(SystemExit) as exited:
+        main(["report", "--columns", "campaign_id,popularity"])
+    assert exited.value.code == 2
+    assert "unknown column popularity; choose among campaign_id, windows" in (
+        capsys.readouterr().err
+    )
