@@ -61,6 +61,13 @@ class Progress(Protocol):
         """``time.monotonic()`` when a batch last reached offsets the state had not seen."""
         ...
 
+    @property
+    def batch_since(self) -> float | None:
+        """``time.monotonic()`` when the batch under way began (``None``: none is). A batch
+        that hangs has already moved the worker's live state past its offsets, so the lag
+        no longer shows the messages it holds: its age does."""
+        ...
+
     def settled(self) -> bool:
         """No rebalance or table recovery under way, and ClickHouse takes writes."""
         ...
@@ -181,6 +188,9 @@ class Liveness:
         if silent > self._timeout:
             return f"event loop has not turned for {silent:.0f}s"
         since, worker = self._lagging_since, self._worker
+        busy = worker.batch_since if worker is not None else None
+        if busy is not None and now - busy > self._timeout and not worker.sink.outage:  # type: ignore[union-attr]
+            return f"a batch has been under way for {now - busy:.0f}s"
         if since is not None and worker is not None:
             stuck = now - max(since, worker.last_progress_at)
             if stuck > self._timeout:

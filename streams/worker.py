@@ -40,7 +40,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import faust
@@ -149,6 +149,7 @@ class Worker:
         # Per (table, partition): changes of an abandoned batch (see ``_store``).
         self._unwritten: dict[tuple[str, int], dict[str, Any]] = {}
         self.last_delivered_at = time.monotonic()  # a batch reached a stage
+        self.batch_since: float | None = None  # when the batch under way began (liveness)
         self.batches = 0
         # One batch at a time per stage, whether its feed read it or Faust delivered it.
         self._ingest_lock = asyncio.Lock()
@@ -229,7 +230,7 @@ class Worker:
             Feed(
                 stage,
                 topics,
-                handle,
+                self._timed(handle),
                 lock,
                 app=self.app,
                 kafka=self.settings.kafka,
@@ -257,6 +258,20 @@ class Worker:
 
     def _delivered(self) -> None:
         self.last_delivered_at = time.monotonic()
+
+    def _timed(
+        self, handle: Callable[[Sequence[Record]], Awaitable[None]]
+    ) -> Callable[[Sequence[Record]], Awaitable[None]]:
+        """``handle``, noting when the batch under way began (``batch_since``)."""
+
+        async def timed(records: Sequence[Record]) -> None:
+            self.batch_since = time.monotonic()
+            try:
+                await handle(records)
+            finally:
+                self.batch_since = None
+
+        return timed
 
     async def _costs_positioned(self, tps: list[tuple[str, int]]) -> None:
         """Note the cost partitions with messages but no event read yet (``_watermarks``)."""

@@ -27,6 +27,7 @@ class _Worker:
     sink: _Sink = field(default_factory=_Sink)
     last_progress_at: float = 0.0
     is_settled: bool = True
+    batch_since: float | None = None
 
     def settled(self) -> bool:
         return self.is_settled and not self.sink.outage
@@ -214,7 +215,14 @@ def test_the_collector_exports_only_its_own_families() -> None:
     collector = _families(CollectorMetrics(CollectorRegistry()).registry)
     worker = _families(Metrics(CollectorRegistry()).registry)
     ours = {name for name in collector if name.startswith("socialroi_")}
-    assert ours == {"socialroi_events_produced", "socialroi_dead_letters", "socialroi_build_info"}
+    assert ours == {
+        "socialroi_events_produced",
+        "socialroi_dead_letters",
+        "socialroi_build_info",
+        # what the process's log filters kept out (streams.logs): the collector's own
+        "socialroi_log_repeats_suppressed",
+        "socialroi_log_silenced",
+    }
     assert ours < worker  # the same names, so the alerts and panels read both
     text = generate_latest(CollectorMetrics(CollectorRegistry()).registry).decode()
     for name in ("socialroi_batch_seconds", "socialroi_sink_outage", "socialroi_consumer_lag"):
@@ -223,3 +231,22 @@ def test_the_collector_exports_only_its_own_families() -> None:
     assert 'socialroi_build_info{component="collector",version="' in text
     worker_text = generate_latest(Metrics(CollectorRegistry()).registry).decode()
     assert 'socialroi_build_info{component="worker",version="' in worker_text
+
+
+def test_a_batch_under_way_too_long_is_not_alive_unless_clickhouse_is_down() -> None:
+    """A hung batch has moved the live state past its offsets, so the lag reads 0: the
+    batch's age is what shows it."""
+    alive, worker, clock = _liveness(timeout=60)
+    worker.batch_since = clock.now
+    clock.now += 59
+    alive.beat()
+    alive.observe(0)
+    assert alive() is None
+    clock.now += 2
+    alive.beat()
+    assert alive() == "a batch has been under way for 61s"
+    worker.sink.outage = True  # waiting for ClickHouse to come back: it resumes by itself
+    assert alive() is None
+    worker.sink.outage = False
+    worker.batch_since = None  # the batch ended
+    assert alive() is None

@@ -259,6 +259,6 @@ def test_report_columns_must_be_known(
     with pytest.raises(SystemExit) as exited:
         main(["report", "--columns", "campaign_id,popularity"])
     assert exited.value.code == 2
-    assert "unknown column popularity; choose among campaign_id, windows" in (
+    assert "unknown column popularity; choose among campaign_id, campaign_name, windows" in (
         capsys.readouterr().err
     )
