@@ -51,14 +51,9 @@ import orjson
 
 from pipeline.settings import Settings
 from pipeline.simulator import DEFAULT_START, Simulation, SimulationConfig
-from streams.bench import (
-    BenchError,
-    WindowSet,
-    _fresh_run,
-    _Stages,
-    parse_windows,
-)
+from streams.bench import parse_windows
 from streams.bench_probes import end_offsets_total, scrape
+from streams.bench_workers import BenchError, Stages, WindowSet, fresh_run
 from streams.producer import EventProducer, OutgoingMessage, by_campaign_topic, topic_for_kind
 from streams.simulate import config_from
 
@@ -219,7 +214,7 @@ class _Input:
     them and follows their event time. Stops with ``BenchError`` if the worker exits."""
 
     def __init__(
-        self, run: Simulation, topics: dict[str, str], deadline: float, workers: _Stages
+        self, run: Simulation, topics: dict[str, str], deadline: float, workers: Stages
     ) -> None:
         self.sent = 0
         self.event_time = 0.0  # read by the sampler thread: one float, replaced whole
@@ -254,7 +249,7 @@ class _Sampler:
     next has begun."""
 
     def __init__(
-        self, workers: _Stages, feed: _Input, began: float, rate: float, duration: float
+        self, workers: Stages, feed: _Input, began: float, rate: float, duration: float
     ) -> None:
         self.samples: list[Sample] = []
         self._workers, self._feed, self._began = workers, feed, began
@@ -385,8 +380,8 @@ def run_soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         f"({setup['event_time_pace']:,.0f}x the wall clock), {campaigns} campaigns, "
         f"windows {windows.name}, {args.backend}, {processes} worker process(es)"
     )
-    with _fresh_run(settings, args.backend) as (s, run_dir):
-        workers = _Stages(s, windows, run_dir, processes, scrape_every=None)
+    with fresh_run(settings, args.backend) as (s, run_dir):
+        workers = Stages(s, windows, run_dir, processes, scrape_every=None)
         try:
 
             def assigned() -> bool:
@@ -418,7 +413,7 @@ def run_soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _produce_and_drain(
-    workers: _Stages, s: Settings, cfg: SimulationConfig, rate: float, duration: float
+    workers: Stages, s: Settings, cfg: SimulationConfig, rate: float, duration: float
 ) -> tuple[dict[str, Any], list[Sample], dict[str, Any]]:
     """Production for ``duration`` seconds with its samples, then the bounded drain."""
     run = Simulation(cfg, follow_truth=False)
@@ -453,7 +448,7 @@ def _produce_and_drain(
     return produced, sampler.samples, _drain(s, workers, feed.sent)
 
 
-def _drain(s: Settings, workers: _Stages, sent: int) -> dict[str, Any]:
+def _drain(s: Settings, workers: Stages, sent: int) -> dict[str, Any]:
     """Wait at most ``DRAIN_TIMEOUT_SECONDS`` for every message sent to be in ClickHouse
     (ingest batches hold them all, then the aggregate stage's hold the repartition topic)."""
     began = time.monotonic()
