@@ -50,9 +50,15 @@ import argparse
 import itertools
 import os
 import shlex
+import shutil
 import statistics
 import sys
+import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -60,6 +66,7 @@ import orjson
 from pipeline.settings import Settings
 from pipeline.simulator import DEFAULT_START, SimMessage, simulate
 from streams.bench_probes import (
+    delete_topics,
     end_offsets,
     end_offsets_total,
     fresh_events,
@@ -73,17 +80,18 @@ from streams.bench_workers import (
     Scraper,
     Stages,
     WindowSet,
-    fresh_run,
+    free_port,
 )
 from streams.producer import (
     EventProducer,
     OutgoingMessage,
     by_campaign_topic,
+    ensure_topics,
     topic_for_kind,
 )
 from streams.simulate import config_from
 
-__all__ = ["NOISE_NOTE", "add_arguments", "parse_windows", "run_bench"]
+__all__ = ["NOISE_NOTE", "add_arguments", "fresh_run", "parse_windows", "run_bench"]
 
 NOISE_NOTE = (
     "Figures are noisy (shared 2-core machine, other processes running): medians of "
@@ -181,6 +189,69 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # -- one run -------------------------------------------------------------------------------
+
+
+def _run_settings(base: Settings, run_id: str, port: int, url: str, data_dir: Path) -> Settings:
+    names = ("social", "web", "costs", "campaigns", "dead_letters", "late")
+    topics = base.topics.model_copy(update={n: f"bench-{run_id}.{n}" for n in names})
+    return base.model_copy(
+        update={
+            "topics": topics,
+            "worker": base.worker.model_copy(
+                update={"app_id": f"bench-{run_id}", "data_dir": data_dir}
+            ),
+            "clickhouse": base.clickhouse.model_copy(
+                update={"url": type(base.clickhouse.url)(url)}
+            ),
+            "metrics": base.metrics.model_copy(update={"port": port, "host": "127.0.0.1"}),
+        }
+    )
+
+
+def _fresh_url(backend: str, run_dir: Path, run_id: str) -> str:
+    if backend == "chdb":
+        return f"chdb://{run_dir / 'chdb'}"
+    url = os.environ.get("SOCIALROI_CLICKHOUSE__URL", DEFAULT_SERVER_URL)
+    if not url.startswith(("clickhouse://", "clickhouses://")):
+        raise BenchError(f"--backend server needs a clickhouse:// URL, not {url.split(':')[0]}://")
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, f"/bench_{run_id}", parts.query, ""))
+
+
+def _drop_database(url: str) -> None:
+    from sinks import open_backend
+
+    backend = open_backend(url)
+    try:
+        backend.start()
+        backend.execute(f"DROP DATABASE IF EXISTS {backend.database}")
+    except Exception as exc:  # cleanup only: say so, never fail the figures for it
+        print(f"bench: could not drop {backend.database}: {exc}", file=sys.stderr)
+    finally:
+        backend.close()
+
+
+@contextmanager
+def fresh_run(base: Settings, backend: str) -> Iterator[tuple[Settings, Path]]:
+    """Settings and a directory for one run on its own topics, group and store, all created
+    here (topics included) and removed afterwards."""
+    run_id = uuid.uuid4().hex[:8]
+    run_dir = Path(tempfile.mkdtemp(prefix=f"socialroi-bench-{run_id}-"))
+    url = _fresh_url(backend, run_dir, run_id)
+    s = _run_settings(base, run_id, free_port(), url, run_dir / "worker")
+    try:
+        ensure_topics(s)
+        yield s, run_dir
+    finally:
+        try:
+            delete_topics(s, f"bench-{run_id}")
+        except Exception as exc:  # cleanup only
+            print(f"bench: could not delete topics bench-{run_id}*: {exc}", file=sys.stderr)
+        if backend == "server":
+            _drop_database(url)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
 def one_run(

@@ -51,9 +51,9 @@ import orjson
 
 from pipeline.settings import Settings
 from pipeline.simulator import DEFAULT_START, Simulation, SimulationConfig
-from streams.bench import parse_windows
+from streams.bench import fresh_run, parse_windows
 from streams.bench_probes import end_offsets_total, scrape
-from streams.bench_workers import BenchError, Stages, WindowSet, fresh_run
+from streams.bench_workers import BenchError, Stages, WindowSet
 from streams.producer import EventProducer, OutgoingMessage, by_campaign_topic, topic_for_kind
 from streams.simulate import config_from
 

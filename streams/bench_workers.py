@@ -1,22 +1,17 @@
-"""The worker under a bench: each run's own topics, consumer group and store (created here
-and removed afterwards), and the worker as one process or a process per stage, each
-scraped on its own metrics port. ``streams.bench`` (the drain and freshness) and
+"""The worker under a bench: one process, or a process per stage, each scraped on its own
+metrics port, and the settings it gets (``WindowSet``). ``streams.bench`` (the drain and
+freshness; it also makes each run's topics, group and store, ``fresh_run``) and
 ``streams.bench_soak`` (the soak) run it."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +19,7 @@ from typing import Any
 import orjson
 
 from pipeline.settings import Settings
-from streams.bench_probes import Scrape, delete_topics, peak_rss_bytes, rss_bytes, scrape
-from streams.producer import ensure_topics
+from streams.bench_probes import Scrape, peak_rss_bytes, rss_bytes, scrape
 
 __all__ = [
     "DEFAULT_SERVER_URL",
@@ -35,7 +29,6 @@ __all__ = [
     "Stages",
     "WindowSet",
     "free_port",
-    "fresh_run",
 ]
 
 # The drain's scrape period: long next to a 200 ms scrape the drain does not need finer
@@ -81,23 +74,6 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-def _run_settings(base: Settings, run_id: str, port: int, url: str, data_dir: Path) -> Settings:
-    names = ("social", "web", "costs", "campaigns", "dead_letters", "late")
-    topics = base.topics.model_copy(update={n: f"bench-{run_id}.{n}" for n in names})
-    return base.model_copy(
-        update={
-            "topics": topics,
-            "worker": base.worker.model_copy(
-                update={"app_id": f"bench-{run_id}", "data_dir": data_dir}
-            ),
-            "clickhouse": base.clickhouse.model_copy(
-                update={"url": type(base.clickhouse.url)(url)}
-            ),
-            "metrics": base.metrics.model_copy(update={"port": port, "host": "127.0.0.1"}),
-        }
-    )
 
 
 def _worker_env(s: Settings, windows: WindowSet) -> dict[str, str]:
@@ -248,49 +224,3 @@ class Stages:
             scraper.stop()
         for proc in self.procs.values():
             proc.stop()
-
-
-def _fresh_url(backend: str, run_dir: Path, run_id: str) -> str:
-    if backend == "chdb":
-        return f"chdb://{run_dir / 'chdb'}"
-    url = os.environ.get("SOCIALROI_CLICKHOUSE__URL", DEFAULT_SERVER_URL)
-    if not url.startswith(("clickhouse://", "clickhouses://")):
-        raise BenchError(f"--backend server needs a clickhouse:// URL, not {url.split(':')[0]}://")
-    from urllib.parse import urlsplit, urlunsplit
-
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, f"/bench_{run_id}", parts.query, ""))
-
-
-def _drop_database(url: str) -> None:
-    from sinks import open_backend
-
-    backend = open_backend(url)
-    try:
-        backend.start()
-        backend.execute(f"DROP DATABASE IF EXISTS {backend.database}")
-    except Exception as exc:  # cleanup only: say so, never fail the figures for it
-        print(f"bench: could not drop {backend.database}: {exc}", file=sys.stderr)
-    finally:
-        backend.close()
-
-
-@contextmanager
-def fresh_run(base: Settings, backend: str) -> Iterator[tuple[Settings, Path]]:
-    """Settings and a directory for one run on its own topics, group and store, all created
-    here (topics included) and removed afterwards."""
-    run_id = uuid.uuid4().hex[:8]
-    run_dir = Path(tempfile.mkdtemp(prefix=f"socialroi-bench-{run_id}-"))
-    url = _fresh_url(backend, run_dir, run_id)
-    s = _run_settings(base, run_id, free_port(), url, run_dir / "worker")
-    try:
-        ensure_topics(s)
-        yield s, run_dir
-    finally:
-        try:
-            delete_topics(s, f"bench-{run_id}")
-        except Exception as exc:  # cleanup only
-            print(f"bench: could not delete topics bench-{run_id}*: {exc}", file=sys.stderr)
-        if backend == "server":
-            _drop_database(url)
-        shutil.rmtree(run_dir, ignore_errors=True)
