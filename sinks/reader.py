@@ -15,7 +15,13 @@ from pipeline.kpi import KPI_COUNTERS
 from sinks.backends import Backend, sql_string
 from sinks.tables import CREDIT_TABLE, DEAD_LETTER_ORIGINAL_TABLE, DEAD_LETTER_TABLE, KPI_VIEW
 
-__all__ = ["StoredDeadLetter", "dead_letter_counts", "dead_letters", "kpi_rows"]
+__all__ = [
+    "StoredDeadLetter",
+    "dead_letter_counts",
+    "dead_letters",
+    "dead_letters_by_topic",
+    "kpi_rows",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +114,15 @@ def dead_letter_counts(backend: Backend) -> dict[str, int]:
         "GROUP BY reason ORDER BY reason"
     )
     return {str(reason): int(count) for reason, count in result.rows}
+
+
+def dead_letters_by_topic(backend: Backend) -> list[dict[str, Any]]:
+    """Distinct dead letters (by topic, partition, offset) per source topic and reason, over
+    everything stored: ``topic``, ``reason``, ``letters``; ordered by topic, reason."""
+    return backend.query(
+        f"SELECT topic, reason, count() AS letters FROM ({_DEDUPLICATED_DEAD_LETTERS}) "
+        "GROUP BY topic, reason ORDER BY topic, reason"
+    ).dicts()
 
 
 def dead_letters(

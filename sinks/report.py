@@ -22,19 +22,37 @@ from typing import Any, Final
 
 from pipeline.settings import Settings
 from sinks.backends import Backend
-from sinks.reader import dead_letter_counts
+from sinks.reader import dead_letter_counts, dead_letters_by_topic
 from sinks.views import (
-    campaign_audience,
+    DAILY_WINDOW_SECONDS,
+    DECLARED_COLUMNS,
+    DECLARED_WINDOWS,
+    ENGAGEMENTS,
+    MONEY_EXPRESSIONS,
+    RATIO_EXPRESSIONS,
+    REPORT_COLUMNS,
+    SUMMED,
+    WITHIN_CAMPAIGN,
     campaign_report,
-    daily_trends,
-    dead_letters_by_topic,
+    derived_columns,
     follower_growth,
-    report_totals,
+    period_conditions,
+    query_rows,
     social_traffic_share,
     spend_vs_return,
+    where_clause,
 )
 
-__all__ = ["SCHEMA", "build_report"]
+__all__ = [
+    "CAMPAIGN_AUDIENCE_COLUMNS",
+    "DAILY_TREND_COLUMNS",
+    "REPORT_TOTAL_COLUMNS",
+    "SCHEMA",
+    "build_report",
+    "campaign_audience",
+    "daily_trends",
+    "report_totals",
+]
 
 SCHEMA: Final = "socialroi.report/1"
 
@@ -47,6 +65,152 @@ _KPI_SOURCES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("Engagement rate and net sentiment", ("social",)),
     ("Customer service on social", ("social",)),
 )
+
+
+# -- the period queries only the board report makes (per campaign: sinks.views) ---------
+
+
+REPORT_TOTAL_COLUMNS: Final[tuple[str, ...]] = (
+    *(name for name in REPORT_COLUMNS if name not in ("campaign_id", "windows", *DECLARED_COLUMNS)),
+    "campaigns",
+    "windows",
+    "service_contacts",
+    "mentions_positive",
+    "mentions_negative",
+    "net_sentiment",
+    "value_per_follower",
+)
+"""Columns of :func:`report_totals`: the report's figures over all chosen campaigns."""
+
+
+def _report_sums_sql(conditions: Sequence[str], group: str) -> str:
+    keys = f"{group}, " if group else ""
+    by = f"GROUP BY {group}" if group else ""
+    return (
+        f"SELECT {keys}uniqExact(campaign_id) AS campaigns, uniqExact(window_start) AS windows, "
+        f"{SUMMED} FROM {DECLARED_WINDOWS.format(where=where_clause(conditions))} "
+        f"WHERE {WITHIN_CAMPAIGN} {by}"
+    )
+
+
+def report_totals(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    window_seconds: int = DAILY_WINDOW_SECONDS,
+    campaigns: Sequence[str] | None = None,
+) -> dict[str, Any]:
+    """The figures of :func:`campaign_report` summed over every chosen campaign: one row,
+    columns :data:`REPORT_TOTAL_COLUMNS`; ratios from the period's sums (not averages of
+    the campaigns' ratios), NULL when a denominator is 0. ``windows`` counts distinct window
+    starts. With no matching window the counts are 0 and the ratios NULL."""
+    conditions = period_conditions(window_seconds, campaigns, start, end)
+    derived = {
+        "engagements": ENGAGEMENTS,
+        "net_follower_growth": "follows - unfollows",
+        **MONEY_EXPRESSIONS,
+        **RATIO_EXPRESSIONS,
+    }
+    outer = derived_columns(REPORT_TOTAL_COLUMNS, derived)
+    sql = f"SELECT {', '.join(outer)} FROM ({_report_sums_sql(conditions, '')})"
+    rows = query_rows(backend, sql)
+    return rows[0]
+
+
+DAILY_TREND_COLUMNS: Final[tuple[str, ...]] = (
+    "day",
+    "window_start_ms",
+    "is_final",
+    "campaigns",
+    "impressions",
+    "engagements",
+    "clicks",
+    "visits",
+    "follows",
+    "unfollows",
+    "mentions_positive",
+    "mentions_negative",
+    "service_resolved",
+    "spend",
+    "revenue",
+    "service_savings",
+    "engagement_rate",
+    "ctr",
+    "net_sentiment",
+    "roi",
+    "roas",
+)
+"""Columns of :func:`daily_trends`."""
+
+
+def daily_trends(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Per UTC day (one-day tumbling windows starting in ``[start, end)``), the chosen
+    campaigns summed: counts, money, and engagement rate, CTR, net sentiment, ROI and ROAS
+    from the day's sums (NULL when a denominator is 0); columns :data:`DAILY_TREND_COLUMNS`.
+    ``is_final`` is true only when every row summed is final."""
+    conditions = period_conditions(DAILY_WINDOW_SECONDS, campaigns, start, end)
+    derived = {
+        "day": "toString(toDate(window_start))",
+        "window_start_ms": "toUInt64(toUnixTimestamp(window_start)) * 1000",
+        "engagements": ENGAGEMENTS,
+        **MONEY_EXPRESSIONS,
+        **RATIO_EXPRESSIONS,
+    }
+    outer = derived_columns(DAILY_TREND_COLUMNS, derived)
+    sql = (
+        f"SELECT {', '.join(outer)} FROM (SELECT window_start, min(is_final) AS is_final, "
+        f"uniqExact(campaign_id) AS campaigns, {SUMMED} FROM kpi_current "
+        f"{where_clause(conditions)} GROUP BY window_start) ORDER BY window_start_ms"
+    )
+    return query_rows(backend, sql)
+
+
+CAMPAIGN_AUDIENCE_COLUMNS: Final[tuple[str, ...]] = (
+    "campaign_id",
+    "follows",
+    "unfollows",
+    "net_follower_growth",
+    "follower_revenue",
+    "value_per_follower",
+    "service_contacts",
+    "service_resolved",
+    "resolution_rate",
+    "service_savings",
+    "mentions_positive",
+    "mentions_negative",
+    "net_sentiment",
+)
+"""Columns of :func:`campaign_audience`."""
+
+
+def campaign_audience(
+    backend: Backend,
+    start: date | None = None,
+    end: date | None = None,
+    window_seconds: int = DAILY_WINDOW_SECONDS,
+    campaigns: Sequence[str] | None = None,
+) -> list[dict[str, Any]]:
+    """Per campaign over the tumbling windows of ``window_seconds`` starting in
+    ``[start, end)``: followers and their measured value, customer-service contacts and the
+    money they saved, and net sentiment; columns :data:`CAMPAIGN_AUDIENCE_COLUMNS`, ratios
+    from the period's sums (NULL when a denominator is 0), ordered by campaign id."""
+    conditions = period_conditions(window_seconds, campaigns, start, end)
+    derived = {
+        "net_follower_growth": "follows - unfollows",
+        **MONEY_EXPRESSIONS,
+        **RATIO_EXPRESSIONS,
+    }
+    outer = derived_columns(CAMPAIGN_AUDIENCE_COLUMNS, derived)
+    sql = (
+        f"SELECT {', '.join(outer)} FROM ({_report_sums_sql(conditions, 'campaign_id')}) "
+        "ORDER BY campaign_id"
+    )
+    return query_rows(backend, sql)
 
 
 def build_report(

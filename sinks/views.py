@@ -24,32 +24,33 @@ from typing import Any, Final
 from pipeline.kpi import KPI_COUNTERS
 from sinks.backends import Backend, sql_string
 from sinks.errors import QueryError
-from sinks.reader import _DEDUPLICATED_DEAD_LETTERS
 
 __all__ = [
-    "CAMPAIGN_AUDIENCE_COLUMNS",
-    "DAILY_TREND_COLUMNS",
     "DAILY_WINDOW_SECONDS",
+    "DECLARED_COLUMNS",
+    "DECLARED_WINDOWS",
+    "ENGAGEMENTS",
     "MONEY_EXPRESSIONS",
     "RATIO_EXPRESSIONS",
     "REPORT_COLUMNS",
-    "REPORT_TOTAL_COLUMNS",
     "SOCIAL_CHANNELS_SQL",
     "SPEND_BUCKETS",
+    "SUMMED",
     "VIEW_READERS",
-    "campaign_audience",
+    "WITHIN_CAMPAIGN",
     "campaign_report",
     "campaign_windows",
     "campaigns",
     "channel_windows",
-    "daily_trends",
-    "dead_letters_by_topic",
+    "derived_columns",
     "follower_growth",
-    "report_totals",
+    "period_conditions",
+    "query_rows",
     "roi_by_campaign",
     "service_savings",
     "social_traffic_share",
     "spend_vs_return",
+    "where_clause",
 ]
 
 DAILY_WINDOW_SECONDS: Final = 86400
@@ -81,7 +82,7 @@ SPEND_BUCKETS: Final[tuple[tuple[int, str, int | None], ...]] = (
 """``spend_vs_return`` buckets: (number, label, exclusive upper bound in base units)."""
 
 _SPEND = "(media_spend_micros + effort_spend_micros + tools_spend_micros)"
-_ENGAGEMENTS = "(likes + comments + shares + saves)"
+ENGAGEMENTS = "(likes + comments + shares + saves)"
 
 
 def _ratio(numerator: str, denominator: str) -> str:
@@ -102,7 +103,7 @@ MONEY_EXPRESSIONS: Final[dict[str, str]] = {
 """Base-currency money (Float64) from summed micro-unit columns."""
 
 RATIO_EXPRESSIONS: Final[dict[str, str]] = {
-    "engagement_rate": _ratio(_ENGAGEMENTS, "impressions"),
+    "engagement_rate": _ratio(ENGAGEMENTS, "impressions"),
     "applause_rate": _ratio("likes", "impressions"),
     "conversation_rate": _ratio("comments", "impressions"),
     "amplification_rate": _ratio("shares", "impressions"),
@@ -116,7 +117,7 @@ RATIO_EXPRESSIONS: Final[dict[str, str]] = {
     "cpa": _ratio(_SPEND, "conversion_credit_micros"),
     "cpc": _ratio(_SPEND, "(clicks * 1000000)"),
     "cpm": _ratio(_SPEND, "(impressions * 1000)"),
-    "cost_per_engagement": _ratio(_SPEND, f"({_ENGAGEMENTS} * 1000000)"),
+    "cost_per_engagement": _ratio(_SPEND, f"({ENGAGEMENTS} * 1000000)"),
     "conversion_rate": _ratio("conversion_credit_micros", "(visits * 1000000)"),
     "value_per_follower": _ratio("follower_revenue_micros", "(follows * 1000000)"),
     "resolution_rate": _ratio("service_resolved", "service_contacts"),
@@ -176,7 +177,7 @@ REPORT_COLUMNS: Final[tuple[str, ...]] = (
 """Columns of :func:`campaign_report`, in order (``socialroi report`` prints these)."""
 
 # From the campaign's record (campaign_directory), not summed from windows.
-_DECLARED = ("campaign_name", "budget", "budget_used")
+DECLARED_COLUMNS = ("campaign_name", "budget", "budget_used")
 
 _WINDOW_TIMES = (
     "toUInt64(toUnixTimestamp(window_start)) * 1000 AS window_start_ms",
@@ -185,7 +186,7 @@ _WINDOW_TIMES = (
 _DAY = "toString(toDate(window_start)) AS day"
 
 
-def _where(conditions: Sequence[str]) -> str:
+def where_clause(conditions: Sequence[str]) -> str:
     return f"WHERE {' AND '.join(conditions)}" if conditions else ""
 
 
@@ -212,7 +213,7 @@ def _epoch(day: date) -> int:
     return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
 
 
-def _rows(backend: Backend, sql: str) -> list[dict[str, Any]]:
+def query_rows(backend: Backend, sql: str) -> list[dict[str, Any]]:
     rows = backend.query(sql).dicts()
     for row in rows:
         if "is_final" in row:
@@ -221,7 +222,7 @@ def _rows(backend: Backend, sql: str) -> list[dict[str, Any]]:
 
 
 def _select(view: str, columns: Sequence[str], conditions: Sequence[str], order: str) -> str:
-    return f"SELECT {', '.join(columns)} FROM {view} {_where(conditions)} ORDER BY {order}"
+    return f"SELECT {', '.join(columns)} FROM {view} {where_clause(conditions)} ORDER BY {order}"
 
 
 def _window_filter(
@@ -256,7 +257,7 @@ def campaign_windows(
         *_WINDOW_RATIOS,
     )
     order = "campaign_id, window_kind, window_seconds, window_start_ms"
-    return _rows(backend, _select("kpi_campaign_windows", columns, conditions, order))
+    return query_rows(backend, _select("kpi_campaign_windows", columns, conditions, order))
 
 
 def channel_windows(
@@ -280,7 +281,7 @@ def channel_windows(
         *_WINDOW_RATIOS,
     )
     order = "campaign_id, channel, window_kind, window_seconds, window_start_ms"
-    return _rows(backend, _select("kpi_channel_windows", columns, conditions, order))
+    return query_rows(backend, _select("kpi_channel_windows", columns, conditions, order))
 
 
 def roi_by_campaign(
@@ -312,7 +313,7 @@ def roi_by_campaign(
         "budget_used",
     )
     conditions = _campaign_filter(campaigns) + _period(start, end)
-    return _rows(
+    return query_rows(
         backend, _select("roi_by_campaign", columns, conditions, "campaign_id, window_start_ms")
     )
 
@@ -340,7 +341,7 @@ def campaigns(backend: Backend, keys: Sequence[str] | None = None) -> list[dict[
     if keys is not None:
         listed = ", ".join(sql_string(k.strip().lower()) for k in keys)
         conditions.append(f"campaign_key IN ({listed})" if keys else "0")
-    return _rows(backend, _select("campaign_directory", columns, conditions, "campaign_key"))
+    return query_rows(backend, _select("campaign_directory", columns, conditions, "campaign_key"))
 
 
 def spend_vs_return(backend: Backend) -> list[dict[str, Any]]:
@@ -359,7 +360,7 @@ def spend_vs_return(backend: Backend) -> list[dict[str, Any]]:
         "roi",
         "roas",
     )
-    return _rows(backend, _select("spend_vs_return", columns, [], "spend_bucket"))
+    return query_rows(backend, _select("spend_vs_return", columns, [], "spend_bucket"))
 
 
 def social_traffic_share(
@@ -376,7 +377,7 @@ def social_traffic_share(
         "other_visits",
         "social_share",
     )
-    return _rows(
+    return query_rows(
         backend, _select("social_traffic_share", columns, _period(start, end), "window_start_ms")
     )
 
@@ -402,7 +403,7 @@ def follower_growth(
         "value_per_follower",
     )
     conditions = _campaign_filter(campaigns) + _period(start, end)
-    return _rows(
+    return query_rows(
         backend, _select("follower_growth", columns, conditions, "campaign_id, window_start_ms")
     )
 
@@ -425,7 +426,7 @@ def service_savings(
         "service_savings",
     )
     conditions = _campaign_filter(campaigns) + _period(start, end)
-    return _rows(
+    return query_rows(
         backend, _select("service_savings", columns, conditions, "campaign_id, window_start_ms")
     )
 
@@ -443,8 +444,27 @@ VIEW_READERS: Final = {
 """Reader function of every view the migrations create for readers (checked by a test)."""
 
 # Every counter a period report sums: all but reach (distinct users do not add up) and
-# neutral mentions (no ratio uses them).
+# neutral mentions (no ratio uses them); SUMMED is their select list.
 _REPORT_SUMS = tuple(n for n in KPI_COUNTERS if n not in ("reach", "mentions_neutral"))
+SUMMED: Final = ", ".join(f"sum({name}) AS {name}" for name in _REPORT_SUMS)
+
+
+def period_conditions(
+    window_seconds: int, campaigns: Sequence[str] | None, start: date | None, end: date | None
+) -> list[str]:
+    """The tumbling windows of ``window_seconds`` of ``campaigns`` (``None``: all) starting
+    in ``[start, end)``: what every period report sums."""
+    return [
+        "window_kind = 'tumbling'",
+        f"window_seconds = {int(window_seconds)}",
+        *_campaign_filter(campaigns),
+        *_period(start, end),
+    ]
+
+
+def derived_columns(columns: Sequence[str], derived: dict[str, str]) -> list[str]:
+    """A select list of ``columns``: each as itself, or as its ``derived`` expression."""
+    return [name if name not in derived else f"{derived[name]} AS {name}" for name in columns]
 
 
 def campaign_report(
@@ -469,15 +489,9 @@ def campaign_report(
     """
     if sort not in REPORT_COLUMNS:
         raise QueryError(f"cannot sort by {sort!r}; choose one of: {', '.join(REPORT_COLUMNS)}")
-    conditions = [
-        "window_kind = 'tumbling'",
-        f"window_seconds = {int(window_seconds)}",
-        *_campaign_filter(campaigns),
-        *_period(start, end),
-    ]
-    inner = ", ".join(f"sum({name}) AS {name}" for name in _REPORT_SUMS)
+    conditions = period_conditions(window_seconds, campaigns, start, end)
     derived = {
-        "engagements": _ENGAGEMENTS,
+        "engagements": ENGAGEMENTS,
         "net_follower_growth": "follows - unfollows",
         **MONEY_EXPRESSIONS,
         **RATIO_EXPRESSIONS,
@@ -485,212 +499,31 @@ def campaign_report(
     derived["campaign_name"] = "if(declared_name = '', campaign_id, declared_name)"
     derived["budget"] = "if(budget_micros <= 0, NULL, budget_micros / 1000000)"
     derived["budget_used"] = f"if(budget_micros <= 0, NULL, {_SPEND} / budget_micros)"
-    outer = [
-        name if name not in derived else f"{derived[name]} AS {name}" for name in REPORT_COLUMNS
-    ]
+    outer = derived_columns(REPORT_COLUMNS, derived)
     direction = "DESC" if descending else "ASC"
     order = f"{sort} {direction} NULLS LAST, campaign_id" if sort != "campaign_id" else sort
     if sort == "campaign_id" and descending:
         order = "campaign_id DESC"
     sql = (
         f"SELECT {', '.join(outer)} FROM ("
-        f"SELECT campaign_id, uniqExact(window_start) AS windows, {inner}, "
+        f"SELECT campaign_id, uniqExact(window_start) AS windows, {SUMMED}, "
         "any(campaign_name) AS declared_name, any(budget_micros) AS budget_micros "
-        f"FROM {_DECLARED_WINDOWS.format(where=_where(conditions))} "
-        f"WHERE {_WITHIN_CAMPAIGN} GROUP BY campaign_id) ORDER BY {order}"
+        f"FROM {DECLARED_WINDOWS.format(where=where_clause(conditions))} "
+        f"WHERE {WITHIN_CAMPAIGN} GROUP BY campaign_id) ORDER BY {order}"
     )
-    return _rows(backend, sql)
+    return query_rows(backend, sql)
 
 
 # kpi_current's rows with their campaign's record (campaign_directory: no record gives
 # '' and 0s); unmatched keys are the campaigns without one.
-_DECLARED_WINDOWS: Final = (
+DECLARED_WINDOWS: Final = (
     "(SELECT *, lower(campaign_id) AS campaign_key FROM kpi_current {where}) AS windows "
     "ANY LEFT JOIN (SELECT campaign_key, campaign_name, budget_micros, starts_ms, ends_ms "
     "FROM campaign_directory) AS declared USING campaign_key"
 )
 # A window within the campaign's days: from the UTC day of starts_at through the UTC day
 # of ends_at (0 or -1: not declared).
-_WITHIN_CAMPAIGN: Final = (
+WITHIN_CAMPAIGN: Final = (
     "(starts_ms <= 0 OR window_start >= toDateTime(intDiv(starts_ms, 86400000) * 86400)) "
     "AND (ends_ms <= 0 OR window_start < toDateTime((intDiv(ends_ms, 86400000) + 1) * 86400))"
 )
-
-
-REPORT_TOTAL_COLUMNS: Final[tuple[str, ...]] = (
-    *(name for name in REPORT_COLUMNS if name not in ("campaign_id", "windows", *_DECLARED)),
-    "campaigns",
-    "windows",
-    "service_contacts",
-    "mentions_positive",
-    "mentions_negative",
-    "net_sentiment",
-    "value_per_follower",
-)
-"""Columns of :func:`report_totals`: the report's figures over all chosen campaigns."""
-
-
-def _report_sums_sql(conditions: Sequence[str], group: str) -> str:
-    inner = ", ".join(f"sum({name}) AS {name}" for name in _REPORT_SUMS)
-    keys = f"{group}, " if group else ""
-    by = f"GROUP BY {group}" if group else ""
-    return (
-        f"SELECT {keys}uniqExact(campaign_id) AS campaigns, uniqExact(window_start) AS windows, "
-        f"{inner} FROM {_DECLARED_WINDOWS.format(where=_where(conditions))} "
-        f"WHERE {_WITHIN_CAMPAIGN} {by}"
-    )
-
-
-def report_totals(
-    backend: Backend,
-    start: date | None = None,
-    end: date | None = None,
-    window_seconds: int = DAILY_WINDOW_SECONDS,
-    campaigns: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """The figures of :func:`campaign_report` summed over every chosen campaign: one row,
-    columns :data:`REPORT_TOTAL_COLUMNS`; ratios from the period's sums (not averages of
-    the campaigns' ratios), NULL when a denominator is 0. ``windows`` counts distinct window
-    starts. With no matching window the counts are 0 and the ratios NULL."""
-    conditions = [
-        "window_kind = 'tumbling'",
-        f"window_seconds = {int(window_seconds)}",
-        *_campaign_filter(campaigns),
-        *_period(start, end),
-    ]
-    derived = {
-        "engagements": _ENGAGEMENTS,
-        "net_follower_growth": "follows - unfollows",
-        **MONEY_EXPRESSIONS,
-        **RATIO_EXPRESSIONS,
-    }
-    outer = [
-        name if name not in derived else f"{derived[name]} AS {name}"
-        for name in REPORT_TOTAL_COLUMNS
-    ]
-    sql = f"SELECT {', '.join(outer)} FROM ({_report_sums_sql(conditions, '')})"
-    rows = _rows(backend, sql)
-    return rows[0]
-
-
-DAILY_TREND_COLUMNS: Final[tuple[str, ...]] = (
-    "day",
-    "window_start_ms",
-    "is_final",
-    "campaigns",
-    "impressions",
-    "engagements",
-    "clicks",
-    "visits",
-    "follows",
-    "unfollows",
-    "mentions_positive",
-    "mentions_negative",
-    "service_resolved",
-    "spend",
-    "revenue",
-    "service_savings",
-    "engagement_rate",
-    "ctr",
-    "net_sentiment",
-    "roi",
-    "roas",
-)
-"""Columns of :func:`daily_trends`."""
-
-
-def daily_trends(
-    backend: Backend,
-    start: date | None = None,
-    end: date | None = None,
-    campaigns: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Per UTC day (one-day tumbling windows starting in ``[start, end)``), the chosen
-    campaigns summed: counts, money, and engagement rate, CTR, net sentiment, ROI and ROAS
-    from the day's sums (NULL when a denominator is 0); columns :data:`DAILY_TREND_COLUMNS`.
-    ``is_final`` is true only when every row summed is final."""
-    conditions = [
-        "window_kind = 'tumbling'",
-        f"window_seconds = {DAILY_WINDOW_SECONDS}",
-        *_campaign_filter(campaigns),
-        *_period(start, end),
-    ]
-    inner = ", ".join(f"sum({name}) AS {name}" for name in _REPORT_SUMS)
-    derived = {
-        "day": "toString(toDate(window_start))",
-        "window_start_ms": "toUInt64(toUnixTimestamp(window_start)) * 1000",
-        "engagements": _ENGAGEMENTS,
-        **MONEY_EXPRESSIONS,
-        **RATIO_EXPRESSIONS,
-    }
-    outer = [
-        name if name not in derived else f"{derived[name]} AS {name}"
-        for name in DAILY_TREND_COLUMNS
-    ]
-    sql = (
-        f"SELECT {', '.join(outer)} FROM (SELECT window_start, min(is_final) AS is_final, "
-        f"uniqExact(campaign_id) AS campaigns, {inner} FROM kpi_current "
-        f"{_where(conditions)} GROUP BY window_start) ORDER BY window_start_ms"
-    )
-    return _rows(backend, sql)
-
-
-def dead_letters_by_topic(backend: Backend) -> list[dict[str, Any]]:
-    """Distinct dead letters (by topic, partition, offset) per source topic and reason, over
-    everything stored: ``topic``, ``reason``, ``letters``; ordered by topic, reason."""
-    return _rows(
-        backend,
-        f"SELECT topic, reason, count() AS letters FROM ({_DEDUPLICATED_DEAD_LETTERS}) "
-        "GROUP BY topic, reason ORDER BY topic, reason",
-    )
-
-
-CAMPAIGN_AUDIENCE_COLUMNS: Final[tuple[str, ...]] = (
-    "campaign_id",
-    "follows",
-    "unfollows",
-    "net_follower_growth",
-    "follower_revenue",
-    "value_per_follower",
-    "service_contacts",
-    "service_resolved",
-    "resolution_rate",
-    "service_savings",
-    "mentions_positive",
-    "mentions_negative",
-    "net_sentiment",
-)
-"""Columns of :func:`campaign_audience`."""
-
-
-def campaign_audience(
-    backend: Backend,
-    start: date | None = None,
-    end: date | None = None,
-    window_seconds: int = DAILY_WINDOW_SECONDS,
-    campaigns: Sequence[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Per campaign over the tumbling windows of ``window_seconds`` starting in
-    ``[start, end)``: followers and their measured value, customer-service contacts and the
-    money they saved, and net sentiment; columns :data:`CAMPAIGN_AUDIENCE_COLUMNS`, ratios
-    from the period's sums (NULL when a denominator is 0), ordered by campaign id."""
-    conditions = [
-        "window_kind = 'tumbling'",
-        f"window_seconds = {int(window_seconds)}",
-        *_campaign_filter(campaigns),
-        *_period(start, end),
-    ]
-    derived = {
-        "net_follower_growth": "follows - unfollows",
-        **MONEY_EXPRESSIONS,
-        **RATIO_EXPRESSIONS,
-    }
-    outer = [
-        name if name not in derived else f"{derived[name]} AS {name}"
-        for name in CAMPAIGN_AUDIENCE_COLUMNS
-    ]
-    sql = (
-        f"SELECT {', '.join(outer)} FROM ({_report_sums_sql(conditions, 'campaign_id')}) "
-        "ORDER BY campaign_id"
-    )
-    return _rows(backend, sql)
