@@ -13,6 +13,7 @@ __all__ = [
     "CampaignRow",
     "CreditRow",
     "DeadLetterRow",
+    "ForwardingSink",
     "KpiSnapshot",
     "RawEventRow",
     "SinkUnavailable",
@@ -159,3 +160,39 @@ class SnapshotSink(Protocol):
     async def flush(self) -> None: ...
 
     async def close(self) -> None: ...
+
+
+class ForwardingSink:
+    """A ``SnapshotSink`` that hands everything to ``inner``: subclass it to watch or hold
+    some calls (the demo's live table, a test's hanging store) and every other method of the
+    port, including one added later, still reaches the real sink."""
+
+    def __init__(self, inner: SnapshotSink) -> None:
+        self._inner = inner
+
+    async def start(self) -> None:
+        await self._inner.start()
+
+    def add_snapshots(self, rows: Sequence[KpiSnapshot]) -> None:
+        self._inner.add_snapshots(rows)
+
+    def add_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
+        self._inner.add_dead_letters(rows)
+
+    def add_credits(self, rows: Sequence[CreditRow]) -> None:
+        self._inner.add_credits(rows)
+
+    def add_raw_events(self, rows: Sequence[RawEventRow]) -> None:
+        self._inner.add_raw_events(rows)
+
+    def add_campaigns(self, rows: Sequence[CampaignRow]) -> None:
+        self._inner.add_campaigns(rows)
+
+    def add_watermarks(self, rows: Sequence[WatermarkRow]) -> None:
+        self._inner.add_watermarks(rows)
+
+    async def flush(self) -> None:
+        await self._inner.flush()
+
+    async def close(self) -> None:
+        await self._inner.close()

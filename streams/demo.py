@@ -32,7 +32,7 @@ from rich.table import Table
 
 from pipeline.campaigns import declare, newest_records
 from pipeline.kpi import MICROS
-from pipeline.ports import CampaignRow, CreditRow, DeadLetterRow, KpiSnapshot, RawEventRow
+from pipeline.ports import CampaignRow, ForwardingSink, KpiSnapshot
 from pipeline.settings import Settings
 from pipeline.simulator import simulate
 from sinks import ClickHouseSink, kpi_rows, open_backend
@@ -129,20 +129,17 @@ def _print_kpis(console: Console, settings: Settings) -> None:
     console.print(table)
 
 
-class _LiveSink:
+class _LiveSink(ForwardingSink):
     """The worker's ClickHouse sink, keeping the newest one-day snapshot of every window in
     memory for the live table (the store itself cannot be read while the worker holds it)."""
 
     def __init__(self, inner: ClickHouseSink) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.daily: dict[tuple[str, str, int], KpiSnapshot] = {}
         self.records: list[CampaignRow] = []
 
-    async def start(self) -> None:
-        await self._inner.start()
-
     def add_snapshots(self, rows: Sequence[KpiSnapshot]) -> None:
-        self._inner.add_snapshots(rows)
+        super().add_snapshots(rows)
         for snap in rows:
             if snap.window_kind != "tumbling" or snap.window_seconds != 86400:
                 continue
@@ -150,24 +147,9 @@ class _LiveSink:
             if key not in self.daily or snap.version >= self.daily[key].version:
                 self.daily[key] = snap
 
-    def add_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
-        self._inner.add_dead_letters(rows)
-
-    def add_credits(self, rows: Sequence[CreditRow]) -> None:
-        self._inner.add_credits(rows)
-
-    def add_raw_events(self, rows: Sequence[RawEventRow]) -> None:
-        self._inner.add_raw_events(rows)
-
     def add_campaigns(self, rows: Sequence[CampaignRow]) -> None:
-        self._inner.add_campaigns(rows)
+        super().add_campaigns(rows)
         self.records += rows
-
-    async def flush(self) -> None:
-        await self._inner.flush()
-
-    async def close(self) -> None:
-        await self._inner.close()
 
     def table(self, currency: str) -> Table:
         totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

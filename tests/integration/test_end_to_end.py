@@ -121,3 +121,15 @@ def test_simulated_run_equals_the_truth_and_verify_catches_an_altered_row(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "1 differences" in result.stdout
     assert f"likes expected {row['likes']}, got {row['likes'] + 1}" in result.stdout
+
+
+def test_the_main_job_runs_the_whole_pipeline_and_prints_kpis(
+    socialroi: Run, pipeline_env: dict[str, str], tmp_path: Path
+) -> None:
+    """`socialroi demo`, what the README's first command runs: the whole pipeline on the
+    embedded default, checked against its own truth, then the KPI table and the report."""
+    out = _ok(socialroi(pipeline_env, "demo", "--events", "2000", "--seed", "3"))
+    assert "verify: ClickHouse equals the truth" in out, out[-3000:]
+    assert "KPIs per campaign" in out, out[-3000:]
+    reports = list((tmp_path / ".local" / "demo").glob("*/report.html"))
+    assert len(reports) == 1 and reports[0].stat().st_size > 10_000, reports

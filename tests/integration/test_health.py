@@ -8,20 +8,13 @@ import asyncio
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from subprocess import CompletedProcess
 
 import pytest
 
-from pipeline.ports import (
-    CampaignRow,
-    CreditRow,
-    DeadLetterRow,
-    KpiSnapshot,
-    RawEventRow,
-    WatermarkRow,
-)
+from pipeline.ports import ForwardingSink
 from pipeline.settings import Settings
 from sinks import ClickHouseSink, apply_migrations, open_backend
 from streams.health import HEARTBEAT_SECONDS
@@ -36,50 +29,29 @@ Run = Callable[..., CompletedProcess[str]]
 LIVENESS_SECONDS = 3.0
 
 
-class _HangingSink:
+class _HangingSink(ForwardingSink):
     """ClickHouse, except that while ``hang`` is set a write never returns (nor fails):
     a server that accepted the connection and went silent."""
 
     def __init__(self, inner: ClickHouseSink) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self.hang = False
         self._released: asyncio.Event | None = None
 
     async def start(self) -> None:
         self._released = asyncio.Event()
-        await self._inner.start()
-
-    def add_snapshots(self, rows: Sequence[KpiSnapshot]) -> None:
-        self._inner.add_snapshots(rows)
-
-    def add_dead_letters(self, rows: Sequence[DeadLetterRow]) -> None:
-        self._inner.add_dead_letters(rows)
-
-    def add_credits(self, rows: Sequence[CreditRow]) -> None:
-        self._inner.add_credits(rows)
-
-    def add_raw_events(self, rows: Sequence[RawEventRow]) -> None:
-        self._inner.add_raw_events(rows)
-
-    def add_campaigns(self, rows: Sequence[CampaignRow]) -> None:
-        self._inner.add_campaigns(rows)
-
-    def add_watermarks(self, rows: Sequence[WatermarkRow]) -> None:
-        self._inner.add_watermarks(rows)
+        await super().start()
 
     async def flush(self) -> None:
         assert self._released is not None
         if self.hang:
             await self._released.wait()
-        await self._inner.flush()
+        await super().flush()
 
     def release(self) -> None:
         assert self._released is not None
         self.hang = False
         self._released.set()
-
-    async def close(self) -> None:
-        await self._inner.close()
 
 
 def _get(url: str) -> tuple[int | None, str]:
