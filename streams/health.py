@@ -188,10 +188,12 @@ class Liveness:
         if silent > self._timeout:
             return f"event loop has not turned for {silent:.0f}s"
         since, worker = self._lagging_since, self._worker
-        busy = worker.batch_since if worker is not None else None
-        if busy is not None and now - busy > self._timeout and not worker.sink.outage:  # type: ignore[union-attr]
+        if worker is None:
+            return None
+        busy = worker.batch_since
+        if busy is not None and now - busy > self._timeout and not worker.sink.outage:
             return f"a batch has been under way for {now - busy:.0f}s"
-        if since is not None and worker is not None:
+        if since is not None:
             stuck = now - max(since, worker.last_progress_at)
             if stuck > self._timeout:
                 return f"{self._lag} messages waiting, no batch reached any for {stuck:.0f}s"

@@ -180,6 +180,12 @@ class Worker:
         self.dead_topic = app.topic(s.topics.dead_letters, **raw)
         self.late_topic = app.topic(s.topics.late, **raw)
         batch, within = s.worker.batch_max_events, s.worker.batch_within_seconds
+        # Each stage's batch handler, whichever path delivers the batch (a feed, or an
+        # agent taking what Faust fetched before the feed paused it).
+        self._handlers = {
+            "ingest": self._timed(self.handle_ingest),
+            "aggregate": self._timed(self.handle_aggregate),
+        }
         self.runs_ingest = s.worker.stage in ("all", "ingest")
         self.runs_aggregate = s.worker.stage in ("all", "aggregate")
         # what the agents consume (not the tables' changelogs), and each table's topics
@@ -193,10 +199,10 @@ class Worker:
             @app.agent(self.source, name="ingest")
             async def ingest(stream: faust.StreamT[bytes]) -> None:
                 async for events in stream.take_events(batch, within=within):
-                    self.last_delivered_at = time.monotonic()
+                    self._delivered()
                     async with self._ingest_lock:
                         with contextlib.suppress(BatchAbandoned):
-                            await self.handle_ingest([record_of(e.message) for e in events])
+                            await self._handlers["ingest"]([record_of(e.message) for e in events])
 
         if self.runs_aggregate:
             consumed.append(self.by_campaign.get_topic_name())
@@ -209,10 +215,11 @@ class Worker:
             @app.agent(self.by_campaign, name="aggregate")
             async def aggregate(stream: faust.StreamT[bytes]) -> None:
                 async for events in stream.take_events(batch, within=within):
-                    self.last_delivered_at = time.monotonic()
+                    self._delivered()
                     async with self._aggregate_lock:
                         with contextlib.suppress(BatchAbandoned):
-                            await self.handle_aggregate([record_of(e.message) for e in events])
+                            records = [record_of(e.message) for e in events]
+                            await self._handlers["aggregate"](records)
 
         self.consumed_topics = tuple(consumed)
 
@@ -222,15 +229,15 @@ class Worker:
         by cancelling."""
         stages = []
         if self.runs_ingest:
-            stages.append(("ingest", set(self.kinds), self.handle_ingest, self._ingest_lock))
+            stages.append(("ingest", set(self.kinds), self._ingest_lock))
         if self.runs_aggregate:
             topics = {self.by_campaign.get_topic_name()}
-            stages.append(("aggregate", topics, self.handle_aggregate, self._aggregate_lock))
+            stages.append(("aggregate", topics, self._aggregate_lock))
         feeds = [
             Feed(
                 stage,
                 topics,
-                self._timed(handle),
+                self._handlers[stage],
                 lock,
                 app=self.app,
                 kafka=self.settings.kafka,
@@ -240,7 +247,7 @@ class Worker:
                 delivered=self._delivered,
                 positioned=self._costs_positioned if stage == "ingest" else None,
             )
-            for stage, topics, handle, lock in stages
+            for stage, topics, lock in stages
         ]
         return [asyncio.create_task(feed.run()) for feed in feeds]
 
