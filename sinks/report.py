@@ -27,9 +27,6 @@ from sinks.views import (
     DAILY_WINDOW_SECONDS,
     DECLARED_COLUMNS,
     DECLARED_WINDOWS,
-    ENGAGEMENTS,
-    MONEY_EXPRESSIONS,
-    RATIO_EXPRESSIONS,
     REPORT_COLUMNS,
     SUMMED,
     WITHIN_CAMPAIGN,
@@ -105,13 +102,7 @@ def report_totals(
     the campaigns' ratios), NULL when a denominator is 0. ``windows`` counts distinct window
     starts. With no matching window the counts are 0 and the ratios NULL."""
     conditions = period_conditions(window_seconds, campaigns, start, end)
-    derived = {
-        "engagements": ENGAGEMENTS,
-        "net_follower_growth": "follows - unfollows",
-        **MONEY_EXPRESSIONS,
-        **RATIO_EXPRESSIONS,
-    }
-    outer = derived_columns(REPORT_TOTAL_COLUMNS, derived)
+    outer = derived_columns(REPORT_TOTAL_COLUMNS)
     sql = f"SELECT {', '.join(outer)} FROM ({_report_sums_sql(conditions, '')})"
     rows = query_rows(backend, sql)
     return rows[0]
@@ -154,14 +145,11 @@ def daily_trends(
     from the day's sums (NULL when a denominator is 0); columns :data:`DAILY_TREND_COLUMNS`.
     ``is_final`` is true only when every row summed is final."""
     conditions = period_conditions(DAILY_WINDOW_SECONDS, campaigns, start, end)
-    derived = {
+    times = {
         "day": "toString(toDate(window_start))",
         "window_start_ms": "toUInt64(toUnixTimestamp(window_start)) * 1000",
-        "engagements": ENGAGEMENTS,
-        **MONEY_EXPRESSIONS,
-        **RATIO_EXPRESSIONS,
     }
-    outer = derived_columns(DAILY_TREND_COLUMNS, derived)
+    outer = derived_columns(DAILY_TREND_COLUMNS, times)
     sql = (
         f"SELECT {', '.join(outer)} FROM (SELECT window_start, min(is_final) AS is_final, "
         f"uniqExact(campaign_id) AS campaigns, {SUMMED} FROM kpi_current "
@@ -200,12 +188,7 @@ def campaign_audience(
     money they saved, and net sentiment; columns :data:`CAMPAIGN_AUDIENCE_COLUMNS`, ratios
     from the period's sums (NULL when a denominator is 0), ordered by campaign id."""
     conditions = period_conditions(window_seconds, campaigns, start, end)
-    derived = {
-        "net_follower_growth": "follows - unfollows",
-        **MONEY_EXPRESSIONS,
-        **RATIO_EXPRESSIONS,
-    }
-    outer = derived_columns(CAMPAIGN_AUDIENCE_COLUMNS, derived)
+    outer = derived_columns(CAMPAIGN_AUDIENCE_COLUMNS)
     sql = (
         f"SELECT {', '.join(outer)} FROM ({_report_sums_sql(conditions, 'campaign_id')}) "
         "ORDER BY campaign_id"

@@ -462,8 +462,16 @@ def period_conditions(
     ]
 
 
-def derived_columns(columns: Sequence[str], derived: dict[str, str]) -> list[str]:
-    """A select list of ``columns``: each as itself, or as its ``derived`` expression."""
+def derived_columns(columns: Sequence[str], extra: dict[str, str] | None = None) -> list[str]:
+    """A select list of ``columns`` over a period's sums: each as itself, or as its
+    expression (engagements, net follower growth, money and ratios, and ``extra``)."""
+    derived = {
+        "engagements": ENGAGEMENTS,
+        "net_follower_growth": "follows - unfollows",
+        **MONEY_EXPRESSIONS,
+        **RATIO_EXPRESSIONS,
+        **(extra or {}),
+    }
     return [name if name not in derived else f"{derived[name]} AS {name}" for name in columns]
 
 
@@ -490,16 +498,12 @@ def campaign_report(
     if sort not in REPORT_COLUMNS:
         raise QueryError(f"cannot sort by {sort!r}; choose one of: {', '.join(REPORT_COLUMNS)}")
     conditions = period_conditions(window_seconds, campaigns, start, end)
-    derived = {
-        "engagements": ENGAGEMENTS,
-        "net_follower_growth": "follows - unfollows",
-        **MONEY_EXPRESSIONS,
-        **RATIO_EXPRESSIONS,
+    declared = {
+        "campaign_name": "if(declared_name = '', campaign_id, declared_name)",
+        "budget": "if(budget_micros <= 0, NULL, budget_micros / 1000000)",
+        "budget_used": f"if(budget_micros <= 0, NULL, {_SPEND} / budget_micros)",
     }
-    derived["campaign_name"] = "if(declared_name = '', campaign_id, declared_name)"
-    derived["budget"] = "if(budget_micros <= 0, NULL, budget_micros / 1000000)"
-    derived["budget_used"] = f"if(budget_micros <= 0, NULL, {_SPEND} / budget_micros)"
-    outer = derived_columns(REPORT_COLUMNS, derived)
+    outer = derived_columns(REPORT_COLUMNS, declared)
     direction = "DESC" if descending else "ASC"
     order = f"{sort} {direction} NULLS LAST, campaign_id" if sort != "campaign_id" else sort
     if sort == "campaign_id" and descending:
