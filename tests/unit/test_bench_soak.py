@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -103,57 +104,88 @@ def test_no_samples_no_minutes() -> None:
 # -- the verdict ------------------------------------------------------------------------
 
 
-def run(lag_at_end: int, rss_at_two_thirds: float, rss_at_end: float) -> list[Sample]:
-    """A 600 s run at 1,000/s sampled every 100 s; RSS jumps to its two-thirds value at
-    400 s (the first sample at or after 2/3 of 600 s) and ends at ``rss_at_end``."""
-    rss = {0: 300.0, 100: 450.0, 200: 480.0, 300: 490.0, 400: rss_at_two_thirds, 500: 999.0}
-    out = [sample(t, t * 1_000, t * 1_000, rss_mib=rss[t]) for t in range(0, 600, 100)]
-    out.append(sample(600.0, 600_000, 600_000 - lag_at_end, rss_mib=rss_at_end))
+def run(lag_at_end: int, rss_mib: Callable[[int], float]) -> list[Sample]:
+    """A 600 s run at 1,000/s sampled every second, RSS ``rss_mib(t)``; the lag at the end
+    is ``lag_at_end``."""
+    out = [sample(t, t * 1_000, t * 1_000, rss_mib=rss_mib(t)) for t in range(600)]
+    out.append(sample(600.0, 600_000, 600_000 - lag_at_end, rss_mib=rss_mib(600)))
     return out
 
 
+def warm_then(last_third: Callable[[int], float]) -> Callable[[int], float]:
+    """Grows from 300 to 500 MiB over the first two thirds (warm-up), then ``last_third``."""
+    return lambda t: 300 + t / 2 if t < 400 else last_third(t)
+
+
 def test_pass_when_caught_up_and_flat() -> None:
-    v = verdict(run(lag_at_end=9_999, rss_at_two_thirds=500, rss_at_end=524), rate=1_000.0)
+    v = verdict(run(9_999, warm_then(lambda t: 500 + 24 * (t - 400) / 200)), rate=1_000.0)
     assert v.passed
     assert v.lag_messages == 9_999
     assert v.lag_seconds == pytest.approx(9.999)
-    assert v.rss_from_bytes == 500 * MiB  # earlier growth (300 -> 490) is warm-up
+    assert v.rss_from_bytes == pytest.approx(500 * MiB, rel=1e-6)  # the warm-up is left out
     assert v.rss_growth == pytest.approx(0.048)
+    assert v.rss_samples == 201
     assert v.line().startswith("PASS: lag at the end 9,999 messages = 10.0 s")
 
 
 def test_fail_when_the_lag_reaches_ten_seconds_of_input() -> None:
-    v = verdict(run(lag_at_end=10_000, rss_at_two_thirds=500, rss_at_end=500), rate=1_000.0)
+    v = verdict(run(10_000, warm_then(lambda t: 500)), rate=1_000.0)
     assert not v.passed
     assert v.lag_seconds == 10.0
     assert "NOT under 10 s" in v.line()
     assert v.line().startswith("FAIL")
 
 
-def test_fail_when_rss_grows_five_percent_over_the_last_third() -> None:
-    v = verdict(run(lag_at_end=0, rss_at_two_thirds=500, rss_at_end=525), rate=1_000.0)
+def test_fail_when_the_rss_trend_grows_five_percent_over_the_last_third() -> None:
+    v = verdict(run(0, warm_then(lambda t: 500 + 25 * (t - 400) / 200)), rate=1_000.0)
     assert not v.passed
     assert v.rss_growth == pytest.approx(0.05)
     assert "+5.0%" in v.line()
     assert "NOT under 5%" in v.line()
 
 
+def sawtooth(t: int) -> float:
+    """1,500 MiB, plus up to 150 MiB taken and given back in 41 s cycles: no trend."""
+    return 1_500 + 150 * (((t - 400) % 41) / 41)
+
+
+def test_a_sawtooth_without_a_trend_passes_whatever_phase_the_ends_read() -> None:
+    samples = run(0, warm_then(sawtooth))
+    third = [s for s in samples if s.at >= 400]
+    # the two readings alone: the third starts low in a cycle and ends high (+9%)
+    assert third[-1].rss_bytes / third[0].rss_bytes - 1 > 0.05
+    v = verdict(samples, rate=1_000.0)
+    assert v.passed, v.line()
+    assert abs(v.rss_growth) < 0.02  # the partial last cycle tilts the line a little
+    assert v.rss_first_bytes == third[0].rss_bytes and v.rss_last_bytes == third[-1].rss_bytes
+
+
+def test_a_sawtooth_on_a_climb_fails() -> None:
+    v = verdict(run(0, warm_then(lambda t: sawtooth(t) + 0.6 * (t - 400))), rate=1_000.0)
+    assert not v.passed  # 120 MiB over 200 s on top of ~1,575 MiB: +7.6%, and the tilt
+    assert 0.07 < v.rss_growth < 0.10
+
+
 def test_a_shrinking_rss_passes() -> None:
-    v = verdict(run(lag_at_end=0, rss_at_two_thirds=600, rss_at_end=500), rate=1_000.0)
+    v = verdict(run(0, warm_then(lambda t: 600 - (t - 400) / 2)), rate=1_000.0)
     assert v.passed
     assert v.rss_growth < 0
 
 
 def test_the_lag_is_in_seconds_of_the_target_rate() -> None:
-    samples = run(lag_at_end=10_000, rss_at_two_thirds=500, rss_at_end=500)
+    samples = run(10_000, warm_then(lambda t: 500))
     assert verdict(samples, rate=2_000.0).passed  # 5 s of input at 2,000/s
     assert not verdict(samples, rate=2_000.0, max_lag_seconds=4.0).passed
 
 
-def test_an_unreadable_rss_fails() -> None:
-    v = verdict(run(lag_at_end=0, rss_at_two_thirds=0, rss_at_end=500), rate=1_000.0)
-    assert not v.passed
-    assert math.isinf(v.rss_growth)
+def test_unreadable_rss_samples_are_left_out_and_too_few_fail() -> None:
+    flat = run(0, warm_then(lambda t: 500))
+    holes = [s if s.at % 2 else sample(s.at, s.sent, s.consumed, rss_mib=0) for s in flat]
+    v = verdict(holes, rate=1_000.0)
+    assert v.passed and v.rss_samples == 100
+    none = [sample(s.at, s.sent, s.consumed, rss_mib=0 if s.at >= 400 else 500) for s in flat]
+    v = verdict(none, rate=1_000.0)
+    assert not v.passed and v.rss_growth == math.inf
 
 
 def test_no_samples_is_an_error() -> None:
