@@ -45,8 +45,35 @@ def kafka_bootstrap() -> str:
 
 
 @pytest.fixture
-def run_id() -> str:
-    return uuid.uuid4().hex[:10]
+def run_id() -> Iterator[str]:
+    """A fresh name for the test's topics and group (``it-<run id>...``); its topics are
+    deleted afterwards, so the broker's start-up time does not grow with every test run
+    (thousands of leftover partitions made it miss the start script's 60 s)."""
+    run = uuid.uuid4().hex[:10]
+    yield run
+    _delete_topics(f"it-{run}")
+
+
+def _delete_topics(prefix: str) -> None:
+    """Delete the shared broker's topics named ``prefix...``; best effort (a test that
+    stopped the broker, or a deletion still in progress, leaves them to the next reset)."""
+    from kafka import KafkaAdminClient
+    from kafka.errors import KafkaError
+
+    if not _reachable(KAFKA):
+        return
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
+    except KafkaError:
+        return
+    try:
+        names = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if names:
+            admin.delete_topics(names, timeout_ms=10_000)
+    except KafkaError:
+        pass
+    finally:
+        admin.close()
 
 
 @pytest.fixture
