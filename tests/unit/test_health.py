@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -15,34 +14,11 @@ from prometheus_client.exposition import generate_latest
 
 from streams.health import Liveness, ProduceReadiness
 from streams.metrics import CollectorMetrics, Metrics, MetricsServer
+from tests.unit.health_fakes import FakeClock, FakeWorker
 
 
-@dataclass
-class _Sink:
-    outage: bool = False
-
-
-@dataclass
-class _Worker:
-    sink: _Sink = field(default_factory=_Sink)
-    last_progress_at: float = 0.0
-    is_settled: bool = True
-    batch_since: float | None = None
-
-    def settled(self) -> bool:
-        return self.is_settled and not self.sink.outage
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _liveness(timeout: float = 60) -> tuple[Liveness, _Worker, _Clock]:
-    worker, clock = _Worker(), _Clock()
+def _liveness(timeout: float = 60) -> tuple[Liveness, FakeWorker, FakeClock]:
+    worker, clock = FakeWorker(), FakeClock()
     worker.last_progress_at = clock.now
     return Liveness(timeout, worker, clock=clock), worker, clock
 
@@ -143,7 +119,7 @@ def test_healthz_answers_503_with_the_reason() -> None:
 
 
 def test_the_heartbeat_runs_on_the_loop_until_stopped() -> None:
-    clock = _Clock()
+    clock = FakeClock()
     alive = Liveness(5, clock=clock)
 
     async def main() -> None:

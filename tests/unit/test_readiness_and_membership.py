@@ -8,7 +8,6 @@ import asyncio
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -28,35 +27,11 @@ from streams.kafka_config import (
 from streams.metrics import Metrics, MetricsServer
 from streams.producer import by_campaign_topic, topic_configs
 from streams.run import _started
+from tests.unit.health_fakes import FakeClock, FakeWorker
 
 
-@dataclass
-class _Sink:
-    outage: bool = False
-
-
-@dataclass
-class _Worker:
-    """What readiness reads of a worker."""
-
-    sink: _Sink = field(default_factory=_Sink)
-    last_progress_at: float = 0.0
-    is_settled: bool = True
-
-    def settled(self) -> bool:
-        return self.is_settled and not self.sink.outage
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def _readiness(stall: float = 30.0) -> tuple[Readiness, _Worker, _Clock]:
-    worker, clock = _Worker(), _Clock()
+def _readiness(stall: float = 30.0) -> tuple[Readiness, FakeWorker, FakeClock]:
+    worker, clock = FakeWorker(), FakeClock()
     worker.last_progress_at = clock.now
     return Readiness(worker, stall_seconds=stall, clock=clock), worker, clock
 
