@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.kpi import KPI_COUNTERS
+from pipeline.ports import DeadLetterRow
 from sinks.backends import Backend, sql_string
 from sinks.tables import CREDIT_TABLE, DEAD_LETTER_ORIGINAL_TABLE, DEAD_LETTER_TABLE, KPI_VIEW
 
@@ -24,19 +25,12 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class StoredDeadLetter:
+@dataclass(slots=True)
+class StoredDeadLetter(DeadLetterRow):
     """A dead letter as the ``dead_letters`` table keeps it: ``payload`` is the original's
     first bytes (all of it when ``complete``), ``payload_bytes`` and ``payload_sha256`` (hex)
     describe the whole original, which the dead-letter topic carries."""
 
-    reason: str
-    detail: str
-    topic: str
-    partition: int
-    offset: int
-    kafka_ts_ms: int
-    payload: bytes
     payload_bytes: int
     payload_sha256: str
 
