@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from clickhouse_driver import Client  # type: ignore[import-untyped]
+from clickhouse_driver import Client
 from clickhouse_driver import errors as driver_errors
 
 from sinks.backends import QueryResult, parse_version, sql_string
