@@ -15,10 +15,11 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
+from faust.transport.drivers import aiokafka as aiokafka_driver
 
 from pipeline.panes import PaneState
 from pipeline.partitioning import partition_for
@@ -153,7 +154,7 @@ def table_dict(table: CompactedTable, partition: int) -> dict[Any, Any]:
     table of another class must have a memory store: its dict, every partition's keys."""
     if isinstance(table, CompactedTable):
         return table.live(partition)
-    data = table.data.data  # type: ignore[attr-defined]
+    data = table.data.data
     assert isinstance(data, dict), type(data)
     return data
 
@@ -266,7 +267,7 @@ async def deliver(app: faust.App, sent: Sent) -> dict[tuple[str, int], int]:
     it from the key) goes through ``send``. Messages keep their order per partition."""
     if not sent:
         return {}
-    faust_producer = app.producer
+    faust_producer = cast(aiokafka_driver.Producer, app.producer)  # the app's transport
     producer = faust_producer._ensure_producer()  # the AIOKafkaProducer it wraps
     by_tp: dict[tuple[str, int], list[tuple[bytes | None, bytes | None]]] = defaultdict(list)
     futures = []

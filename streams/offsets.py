@@ -16,9 +16,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import cast
 
 import faust
 from aiokafka.errors import KafkaError
+from faust.transport.consumer import Consumer
 from faust.types import TP
 
 from pipeline.gaps import missing_ranges
@@ -181,7 +183,7 @@ class Offsets:
         all. Done through Faust's own commit step, which then never moves back, and one
         commit at a time as Faust's are (``_commit_fut``): a commit of Faust's computes its
         offsets before it awaits, so one in flight would land after ours, lower."""
-        consumer = self.app.consumer
+        consumer = cast(Consumer, self.app.consumer)  # the commit step is not on ConsumerT
         while consumer._commit_fut is not None:
             await consumer.maybe_wait_for_commit_to_finish()
             await asyncio.sleep(0)  # a cancelled commit is cleared by its own coroutine

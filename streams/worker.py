@@ -41,10 +41,11 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import faust
 import orjson
+from faust.tables.manager import TableManager
 
 from pipeline.aggregate import Contribution
 from pipeline.contract import Contract
@@ -165,14 +166,16 @@ class Worker:
             self.app, self.direct, metrics, self._positions, self.consumed_topics, self.partitions
         )
         self.offsets.on_rebalance.append(self._beaten.clear)
-        self.app.on_partitions_revoked.connect(self._on_revoked)
-        self.app.on_partitions_assigned.connect(self._on_assigned)
+        # mode types a handler as (sender, *args, signal=, **kwargs); Faust passes the
+        # partitions as the one positional argument after the sender, as these take them.
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
 
     def _define(self, app: faust.App) -> None:
         """The topics, and the tables and agents of the stages this process runs
         (``worker.stage``): a stage's table exists only in the process running it."""
         s = self.settings
-        raw = {"key_serializer": "raw", "value_serializer": "raw"}
+        raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
         self.source = app.topic(*self.kinds, **raw)
         self.by_campaign = app.topic(
             by_campaign_topic(s), partitions=self.partitions, internal=True, **raw
@@ -198,7 +201,9 @@ class Worker:
 
             @app.agent(self.source, name="ingest")
             async def ingest(stream: faust.StreamT[bytes]) -> None:
-                async for events in stream.take_events(batch, within=within):
+                # take_events is on Faust's Stream, the class it passes, not on StreamT
+                batches = cast("faust.Stream[bytes]", stream).take_events(batch, within=within)
+                async for events in batches:
                     self._delivered()
                     async with self._ingest_lock:
                         with contextlib.suppress(BatchAbandoned):
@@ -214,7 +219,8 @@ class Worker:
 
             @app.agent(self.by_campaign, name="aggregate")
             async def aggregate(stream: faust.StreamT[bytes]) -> None:
-                async for events in stream.take_events(batch, within=within):
+                batches = cast("faust.Stream[bytes]", stream).take_events(batch, within=within)
+                async for events in batches:
                     self._delivered()
                     async with self._aggregate_lock:
                         with contextlib.suppress(BatchAbandoned):
@@ -362,7 +368,7 @@ class Worker:
         return not (
             app.rebalancing
             or app.in_recovery
-            or not app.tables.recovery.completed.is_set()
+            or not cast(TableManager, app.tables).recovery.completed.is_set()
             or self.sink.outage
         )
 

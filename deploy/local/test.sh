@@ -8,8 +8,8 @@ set -euo pipefail
 USAGE="usage: ${0##*/} [PYTEST_ARGS...]
 
 Installs the project (.venv), starts the local services (deploy/local/services.sh up),
-runs ruff, mypy (strict on pipeline/ and sinks/) and pytest on tests/unit and tests/integration,
-and stops the services again unless they were already running.
+runs ruff, mypy (strict on pipeline/, streams/ and sinks/) and pytest on tests/unit and
+tests/integration, and stops the services again unless they were already running.
 Extra arguments go to pytest, e.g. '-k sink' or 'tests/unit'."
 
 [[ ${1:-} == -h || ${1:-} == --help ]] && { echo "$USAGE"; exit 0; }
@@ -27,8 +27,8 @@ bash "$LOCAL_DIR/services.sh" up
 cd "$REPO_ROOT"
 log test "ruff"
 "$VENV/bin/ruff" check pipeline streams sinks tests deploy
-log test "mypy (strict on pipeline/ and sinks/)"
-"$VENV/bin/mypy" pipeline sinks
+log test "mypy (strict on pipeline/, streams/ and sinks/)"
+"$VENV/bin/mypy" pipeline streams sinks
 log test "pytest"
 # Integration tests need the services above; they fail (never skip) if one is missing.
 export SOCIALROI_TEST_REQUIRE_SERVICES=1
