@@ -3,7 +3,8 @@ the rows are taken (or the batch is given up at a rebalance), each table partiti
 changes through a store that writes them to the changelog once per key (and to RocksDB once
 Kafka acknowledged them), and contributions packed per stage-two partition.
 
-``streams.worker`` decides the order of these writes within a batch (see its docstring).
+``streams.worker`` decides the order of these writes within a batch (see its docstring);
+:class:`Batches` is what both stages' handlers share to make them.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, cast
 
 import faust
@@ -39,6 +40,7 @@ from streams.metrics import Metrics
 __all__ = [
     "PACK_RECORDS",
     "BatchAbandoned",
+    "Batches",
     "GuardedSink",
     "Out",
     "Packs",
@@ -299,3 +301,62 @@ async def deliver(app: faust.App, sent: Sent) -> dict[tuple[str, int], int]:
         tp = (meta.topic, meta.partition)
         last[tp] = max(last.get(tp, end), end)
     return last
+
+
+class Batches:
+    """What both stages' batch handlers share: the guarded sink, the changelog writes, the
+    changes a batch abandoned while waiting for ClickHouse left unwritten, and the batch
+    metrics."""
+
+    def __init__(self, app: faust.App, sink: GuardedSink, metrics: Metrics) -> None:
+        self.app = app
+        self.sink = sink
+        self.metrics = metrics
+        self.done_count = 0  # batches finished by either stage
+        # Per (table name, partition): changes of an abandoned batch (see ``store``).
+        self.unwritten: dict[tuple[str, int], dict[str, Any]] = {}
+
+    def store(self, table: CompactedTable, partition: int) -> PartitionStore:
+        """A batch's store for one partition of ``table``, holding the changes an abandoned
+        batch of it left unwritten, if the partition is still this worker's."""
+        unwritten = self.unwritten.pop((table.name, partition), None)
+        return PartitionStore(table, partition, unwritten)
+
+    @contextlib.asynccontextmanager
+    async def keeping_unwritten(self, stores: Iterable[PartitionStore]) -> AsyncIterator[None]:
+        """A batch abandoned while waiting for ClickHouse (:class:`BatchAbandoned`) has
+        changed this worker's tables in memory but not their changelogs, and its rows wait
+        in the sink's buffer. If the partition stays here, the feed goes on after that batch,
+        so its changes are written with the partition's next batch, after the rows; if the
+        partition moves, they are dropped at the next rebalance (:meth:`keep_only`) and the
+        next owner replays the batch from what the changelog says."""
+        try:
+            yield
+        except BatchAbandoned:
+            for store in stores:
+                if store.unwritten():
+                    key = (store._table.name, store.partition)
+                    self.unwritten[key] = {**self.unwritten.get(key, {}), **store.unwritten()}
+            raise
+
+    def keep_only(self, assigned: set[tuple[str, int]], table_topics: dict[str, set[str]]) -> None:
+        """Keep unwritten changes only of the table partitions whose consumed partitions
+        (``table_topics``: each table's consumed topics) came back to this worker (Faust
+        revokes every partition at each rebalance, then assigns)."""
+        for name, partition in list(self.unwritten):
+            if not any((topic, partition) in assigned for topic in table_topics.get(name, ())):
+                del self.unwritten[(name, partition)]
+
+    async def write_changelogs(self, stores: Iterable[PartitionStore]) -> None:
+        """Write the stores' changes to their changelogs, then, once Kafka acknowledged
+        them, to the local store."""
+        stores = list(stores)
+        last_offsets = await deliver(self.app, [m for store in stores for m in store.flush()])
+        for store in stores:
+            store.persist(last_offsets)
+
+    def done(self, stage: str, size: int, began: float) -> None:
+        """A batch of ``size`` records of ``stage`` finished (``began``: perf_counter)."""
+        self.metrics.batch_size.labels(stage).observe(size)
+        self.metrics.batch_seconds.labels(stage).observe(time.perf_counter() - began)
+        self.done_count += 1

@@ -225,7 +225,7 @@ async def worker_main(
                 log.info(
                     "drained and idle for %.0fs after %d batches, stopping",
                     stop_when_idle,
-                    worker.batches,
+                    worker.batches_done,
                 )
                 break
         if app.crash_reason is not None:

@@ -9,7 +9,7 @@ from typing import Any
 from pipeline.aggregate import final_watermark
 from pipeline.ingest import NO_TIME, PartitionClock
 from pipeline.stage_one import clock_key
-from streams.worker import Worker
+from streams.ingest_stage import source_watermarks
 
 COSTS = "campaign.costs"
 
@@ -18,11 +18,8 @@ class _Store(dict[str, Any]):
     pass
 
 
-def _worker(waiting: set[int]) -> Worker:
-    worker = Worker.__new__(Worker)
-    worker.lateness_ms = 1_000
-    worker._costs_waiting = waiting
-    return worker
+def _marks(waiting: set[int], store: dict[str, Any]) -> dict[str, int | None]:
+    return source_watermarks(store.get, 0, 1_000, waiting)
 
 
 def _clock(*checkpoints: tuple[int, int]) -> list[list[int]]:
@@ -33,15 +30,15 @@ def test_a_waiting_cost_partition_is_announced_as_not_started_then_released() ->
     store = _Store({clock_key("social.interactions:0"): _clock((9, 50_000))})
     traffic = ["social.interactions:0"]
     # nothing read of costs:0 yet, and it has messages: it holds the final watermark
-    marks = _worker({0})._watermarks(0, store)  # type: ignore[arg-type]
+    marks = _marks({0}, store)
     assert marks == {"social.interactions:0": 49_000, f"{COSTS}:0": NO_TIME}
     assert final_watermark({k: v for k, v in marks.items() if v is not None}, traffic) == NO_TIME
     # read, with events: its own watermark from then on
     store[clock_key(f"{COSTS}:0")] = _clock((3, 20_000))
-    assert _worker({0})._watermarks(0, store)[f"{COSTS}:0"] == 19_000  # type: ignore[arg-type]
+    assert _marks({0}, store)[f"{COSTS}:0"] == 19_000
     # read, but no message had an event time (all dead letters): the hold is released
     store[clock_key(f"{COSTS}:0")] = _clock((3, NO_TIME))
-    assert _worker({0})._watermarks(0, store)[f"{COSTS}:0"] is None  # type: ignore[arg-type]
+    assert _marks({0}, store)[f"{COSTS}:0"] is None
     # an empty cost partition is not announced at all
     del store[clock_key(f"{COSTS}:0")]
-    assert f"{COSTS}:0" not in _worker(set())._watermarks(0, store)  # type: ignore[arg-type]
+    assert f"{COSTS}:0" not in _marks(set(), store)

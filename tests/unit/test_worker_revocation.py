@@ -13,8 +13,8 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pipeline.ports import KpiSnapshot, SinkUnavailable
+from streams.batch_io import BatchAbandoned, Batches, GuardedSink, PartitionStore
 from streams.metrics import Metrics
-from streams.worker import BatchAbandoned, GuardedSink, PartitionStore, Worker
 
 
 class _DownSink:
@@ -70,30 +70,25 @@ class _Table:
         self.data = type("Store", (), {"data": {}})()
 
 
-class _TP:
-    def __init__(self, topic: str, partition: int) -> None:
-        self.topic, self.partition = topic, partition
-
-
 def test_an_abandoned_batch_s_changes_go_out_with_the_partition_s_next_batch() -> None:
-    worker = Worker.__new__(Worker)
-    worker._unwritten = {}
-    worker.state, worker.windows = _Table("ingest-state"), _Table("kpi-windows")
-    worker._table_topics = {"ingest-state": {"social"}, "kpi-windows": {"by-campaign"}}
+    batches = Batches.__new__(Batches)
+    batches.unwritten = {}
+    windows = _Table("kpi-windows")
+    table_topics = {"ingest-state": {"social"}, "kpi-windows": {"by-campaign"}}
 
     async def abandoned(stores: list[PartitionStore]) -> None:
-        async with worker._keeping_unwritten(stores):
+        async with batches.keeping_unwritten(stores):
             raise BatchAbandoned("revoked")
 
-    first = [worker._store(worker.windows, 1), worker._store(worker.windows, 2)]  # type: ignore[arg-type]
+    first = [batches.store(windows, 1), batches.store(windows, 2)]  # type: ignore[arg-type]
     first[0].put("a", b"1")
     first[1].put("b", b"2")
     with pytest.raises(BatchAbandoned):
         asyncio.run(abandoned(first))
     # partition 1 comes back after the rebalance, partition 2 went to another worker
-    asyncio.run(worker._on_assigned(None, {_TP("by-campaign", 1), _TP("social", 2)}))
-    again = worker._store(worker.windows, 1)  # type: ignore[arg-type]
+    batches.keep_only({("by-campaign", 1), ("social", 2)}, table_topics)
+    again = batches.store(windows, 1)  # type: ignore[arg-type]
     again.put("c", b"3")
     assert again.unwritten() == {"a": b"1", "c": b"3"}
-    assert worker._store(worker.windows, 2).unwritten() == {}  # type: ignore[arg-type]
-    assert worker._unwritten == {}
+    assert batches.store(windows, 2).unwritten() == {}  # type: ignore[arg-type]
+    assert batches.unwritten == {}

@@ -16,7 +16,7 @@ from faust.types import TP
 from pipeline.panes import PaneState
 from pipeline.settings import Settings, WorkerSettings
 from streams.app import CompactedTable, build_app
-from streams.worker import PartitionStore
+from streams.batch_io import PartitionStore
 
 CHANGELOG = "store-test-kpi-windows-changelog"
 
