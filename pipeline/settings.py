@@ -12,13 +12,14 @@ import difflib
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "DAILY_PERIOD_SECONDS",
     "AttributionModel",
     "AttributionSettings",
     "ClickHouseSettings",
@@ -121,9 +122,16 @@ class TopicSettings(_Section):
         return (self.social, self.web, self.costs, self.campaigns)
 
 
+DAILY_PERIOD_SECONDS: Final = 86400
+"""The period of the reader views that total days (``kpi_daily`` and the views on it, the
+board report's daily series): their SQL reads the one-day tumbling windows."""
+
+
 class WindowSettings(_Section):
     tumbling_seconds: tuple[int, ...] = Field(
-        (60, 3600, 86400), description="Tumbling window sizes in seconds (JSON list)."
+        (60, 3600, DAILY_PERIOD_SECONDS),
+        description="Tumbling window sizes in seconds (JSON list); must include "
+        "report_period_seconds.",
     )
     hopping: tuple[tuple[int, int], ...] = Field(
         ((86400, 3600), (604800, 86400)),
@@ -138,6 +146,34 @@ class WindowSettings(_Section):
     max_future_skew_seconds: int = Field(
         300, ge=0, description="Events stamped further ahead of the clock are clock skew."
     )
+    report_period_seconds: int = Field(
+        DAILY_PERIOD_SECONDS,
+        description="The tumbling window the daily reader views, the board report and "
+        "`socialroi report` read: 86400, the one-day windows the views are built for, or 0 "
+        "for a worker whose store no report reads (benchmarks): the daily views then stay "
+        "empty.",
+    )
+
+    @model_validator(mode="after")
+    def _report_period(self) -> Self:
+        # Without this, dropping 86400 from the tumbling sizes empties the daily views and
+        # the reports without a word.
+        period = self.report_period_seconds
+        if period not in (0, DAILY_PERIOD_SECONDS):
+            raise ValueError(
+                f"SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS is {period}: the reader views are "
+                f"built for daily periods, so it must be {DAILY_PERIOD_SECONDS} (or 0: no "
+                "reports)"
+            )
+        if period and period not in self.tumbling_seconds:
+            sizes = ",".join(map(str, self.tumbling_seconds))
+            raise ValueError(
+                f"SOCIALROI_WINDOWS__TUMBLING_SECONDS [{sizes}] lacks the report period "
+                f"{period}: the daily views and the reports read those windows (add "
+                f"{period}, or set SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS=0 if no report "
+                "reads this store)"
+            )
+        return self
 
 
 class AttributionModel(StrEnum):

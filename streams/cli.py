@@ -49,7 +49,29 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise CliError(f"invalid settings: {exc}") from exc
+        raise CliError(f"invalid settings: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: ``section.field: message; ...``."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(map(str, error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+def _report_period(settings: Settings) -> int:
+    """The report period (one-day windows), or a clear error when this store has none."""
+    period = settings.windows.report_period_seconds
+    if not period:
+        raise CliError(
+            "SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS is 0 (no reports read this store): the "
+            "reports read the one-day windows; set it to 86400, with 86400 among "
+            "SOCIALROI_WINDOWS__TUMBLING_SECONDS"
+        )
+    return period
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -204,6 +226,9 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     start, last = args.from_date, args.to_date
     if start is not None and last is not None and last < start:
         raise CliError(f"--to {last} is before --from {start}")
+    if args.window is None or args.format in DOCUMENT_FORMATS:  # the daily series
+        period = _report_period(settings)
+        args.window = args.window or period
     if args.format in DOCUMENT_FORMATS:
         return _report_document(args, settings)
     if args.metrics_url:
@@ -313,6 +338,7 @@ def _positive_seconds(text: str) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo import run_demo
 
+    _report_period(settings)  # the demo ends with the board report
     return run_demo(settings, events=args.events, seed=args.seed)
 
 
@@ -423,8 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="last day (UTC), inclusive (default: the last stored)",
     )  # fmt: skip
     p.add_argument(
-        "--window", type=_positive_seconds, default=86400, metavar="SECONDS",
-        help="tumbling window size to total (default 86400: one-day windows)",
+        "--window", type=_positive_seconds, default=None, metavar="SECONDS",
+        help="tumbling window size to total (default: SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS, "
+        "one-day windows)",
     )  # fmt: skip
     p.add_argument(
         "--campaign", action="append", default=None, metavar="ID",

@@ -12,11 +12,11 @@ def test_nested_variables_are_read_with_double_underscore(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SOCIALROI_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
-    monkeypatch.setenv("SOCIALROI_WINDOWS__TUMBLING_SECONDS", "[60, 300]")
+    monkeypatch.setenv("SOCIALROI_WINDOWS__TUMBLING_SECONDS", "[60, 300, 86400]")
     monkeypatch.setenv("SOCIALROI_ATTRIBUTION__MODEL", "time_decay")
     settings = Settings()
     assert settings.kafka.bootstrap_servers == "k1:9092,k2:9092"
-    assert settings.windows.tumbling_seconds == (60, 300)
+    assert settings.windows.tumbling_seconds == (60, 300, 86400)
     assert settings.attribution.model is AttributionModel.TIME_DECAY
     with pytest.raises(Exception, match="frozen"):
         settings.kafka = settings.kafka  # type: ignore[misc]
