@@ -74,6 +74,13 @@ OTHER_VARIABLES = frozenset(
     }
 )
 TEST_PREFIX = "SOCIALROI_TEST_"
+# Settings that were removed, and why: a deployment still setting one is told, not guessed at.
+REMOVED_VARIABLES = {
+    name: "the worker writes ClickHouse once per batch, before committing its offsets; "
+    "SOCIALROI_WORKER__BATCH_MAX_EVENTS and SOCIALROI_WORKER__BATCH_WITHIN_SECONDS size "
+    "and pace the inserts"
+    for name in ("SOCIALROI_CLICKHOUSE__BATCH_ROWS", "SOCIALROI_CLICKHOUSE__FLUSH_INTERVAL_SECONDS")
+}
 
 
 class _Section(BaseModel):
@@ -228,8 +235,6 @@ class ClickHouseSettings(_Section):
         "tables ON CLUSTER) or chdb://PATH for the embedded engine (the default, on local "
         "disk).",
     )
-    batch_rows: int = Field(5000, ge=1, description="Rows buffered before an insert.")
-    flush_interval_seconds: float = Field(1.0, gt=0, description="Longest wait before an insert.")
     retry_initial_seconds: float = Field(0.5, gt=0, description="First back-off after a failure.")
     retry_max_seconds: float = Field(30.0, gt=0, description="Longest back-off between retries.")
     raw_retention_days: int = Field(
@@ -389,6 +394,9 @@ def unknown_variables(names: Iterable[str]) -> list[str]:
         if not upper.startswith(ENV_PREFIX) or upper.startswith(TEST_PREFIX):
             continue
         if upper in settings or upper in OTHER_VARIABLES:
+            continue
+        if upper in REMOVED_VARIABLES:
+            problems.append(f"{name} is no longer a setting: {REMOVED_VARIABLES[upper]}")
             continue
         guess = squeezed.get(upper.replace("_", "")) or next(
             iter(difflib.get_close_matches(upper, settings, n=1, cutoff=0.75)), None

@@ -1,7 +1,9 @@
 """``socialroi``: the command line, and the composition root.
 
-This is the one module that wires ``streams`` (Kafka) to ``sinks`` (ClickHouse); everything
-else meets through ``pipeline.ports``. Settings are built once here and passed down.
+With ``streams.run``, ``streams.demo`` and ``streams.bench`` it is the composition root:
+the only modules of ``streams`` (Kafka) that import ``sinks`` (ClickHouse), to wire them
+together (``tests/unit/test_boundaries.py``); everything else meets through
+``pipeline.ports``. Settings are built once here and passed down.
 Expected failures (a service down, a bad file) print one clear line and exit non-zero.
 """
 

@@ -161,7 +161,7 @@ def run_core(
                 latest = PartitionClock.from_state(stage_one.get(clock_key(f"{kind}:{part}")))
                 if latest.latest() != NO_TIME:
                     heard[f"{kind}:{part}"] = latest.latest() - t.allowed_lateness_ms
-        for snapshot in aggregator.fold(items, lambda partition: store):
+        for snapshot in aggregator.fold(items, lambda partition: store)[0]:
             write(snapshot)
         _, final = aggregator.finalise(0, heard, store)
         for snapshot in final:

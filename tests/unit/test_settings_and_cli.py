@@ -120,6 +120,26 @@ def test_a_mistyped_setting_in_dot_env_is_an_error_too(
     assert "did you mean SOCIALROI_LOG__LEVEL?" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "variable", ["SOCIALROI_CLICKHOUSE__BATCH_ROWS", "SOCIALROI_CLICKHOUSE__FLUSH_INTERVAL_SECONDS"]
+)
+def test_a_removed_setting_says_what_replaces_it(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    variable: str,
+) -> None:
+    # They never had an effect: the worker writes once per batch.
+    monkeypatch.chdir(tmp_path)
+    _clear_socialroi_env(monkeypatch)
+    monkeypatch.setenv(variable, "5000")
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert f"{variable} is no longer a setting" in err
+    assert "SOCIALROI_WORKER__BATCH_MAX_EVENTS" in err and err.count("\n") == 1
+    assert variable not in {name for name, _, _ in env_reference()}
+
+
 def test_settings_and_the_scripts_own_variables_pass(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -137,7 +157,7 @@ def test_every_socialroi_variable_the_repository_uses_is_known() -> None:
     setting), or the CLI would refuse to run where it is set."""
     import re
 
-    from pipeline.settings import unknown_variables
+    from pipeline.settings import REMOVED_VARIABLES, unknown_variables
 
     root = Path(__file__).resolve().parents[2]
     used: set[str] = set()
@@ -161,7 +181,7 @@ def test_every_socialroi_variable_the_repository_uses_is_known() -> None:
     # names made up on purpose by the test above
     made_up = {"SOCIALROI_KAFKA_BOOTSTRAP_SERVERS", "SOCIALROI_WORKER__BATCH_MAX_EVENT",
                "SOCIALROI_FOO", "SOCIALROI_LOG__LEVL"}  # fmt: skip
-    assert unknown_variables(used - made_up) == []
+    assert unknown_variables(used - made_up - set(REMOVED_VARIABLES)) == []
 
 
 def test_collect_without_a_token_is_one_line(
