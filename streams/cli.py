@@ -112,16 +112,12 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from sinks import apply_migrations, open_backend
+    from sinks import apply_migrations, connected
     from sinks.retention import prune_raw_events
 
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
         applied = apply_migrations(backend)
         pruned = prune_raw_events(backend, settings.clickhouse.raw_retention_days, time.time())
-    finally:
-        backend.close()
     print(f"migrations applied: {len(applied)} new; raw archive months dropped: {pruned or 'none'}")
     return 0
 
@@ -221,23 +217,20 @@ def table_columns(width: int, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks import open_backend
+    from sinks import connected
     from sinks.views import REPORT_COLUMNS, campaign_report
     from streams.report import DOCUMENT_FORMATS, render
 
     start, last = args.from_date, args.to_date
     if start is not None and last is not None and last < start:
         raise CliError(f"--to {last} is before --from {start}")
-    if args.window is None or args.format in DOCUMENT_FORMATS:  # the daily series
-        period = _report_period(settings)
-        args.window = args.window or period
+    if args.window is None or args.format in DOCUMENT_FORMATS:  # documents: daily series
+        args.window = args.window or _report_period(settings)
     if args.format in DOCUMENT_FORMATS:
         return _report_document(args, settings)
     if args.metrics_url:
         raise CliError("--metrics-url needs --format html or report-json")
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
         rows = campaign_report(
             backend,
             start=start,
@@ -247,8 +240,6 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             sort=args.sort,
             descending=args.desc,
         )
-    finally:
-        backend.close()
     period = f"{start or 'first day'} to {last or 'last day'}"
     title = f"Campaign ROI, {period} (windows of {args.window}s)"
     columns = args.columns or REPORT_COLUMNS
@@ -276,7 +267,7 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def _report_document(args: argparse.Namespace, settings: Settings) -> int:
     """The whole board report (HTML page or its JSON document), see ``sinks.report``."""
-    from sinks import open_backend
+    from sinks import connected
     from sinks.report import build_report
     from streams.report import render_document, scrape_stream_counters
 
@@ -287,9 +278,7 @@ def _report_document(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             raise CliError(f"cannot read worker metrics from {args.metrics_url}: {exc}") from exc
     last = args.to_date
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
         document = build_report(
             backend,
             settings,
@@ -302,8 +291,6 @@ def _report_document(args: argparse.Namespace, settings: Settings) -> int:
             counters=counters,
             counters_source=", ".join(args.metrics_url) if counters is not None else None,
         )
-    finally:
-        backend.close()
     text = render_document(document, args.format)
     text = text if text.endswith("\n") else text + "\n"
     if args.output is not None:

@@ -35,7 +35,7 @@ from pipeline.kpi import MICROS
 from pipeline.ports import CampaignRow, ForwardingSink, KpiSnapshot
 from pipeline.settings import Settings
 from pipeline.simulator import simulate
-from sinks import ClickHouseSink, kpi_rows, open_backend
+from sinks import ClickHouseSink, connected, kpi_rows
 from sinks.report import build_report
 from streams.metrics import Metrics
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
@@ -80,14 +80,10 @@ def _demo_settings(settings: Settings, run_id: str, state: Path) -> Settings:
 
 
 def _print_kpis(console: Console, settings: Settings) -> None:
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
         rows = kpi_rows(
             backend, window_seconds=settings.windows.report_period_seconds, window_kind="tumbling"
         )
-    finally:
-        backend.close()
     totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
         for name, value in row.items():
@@ -278,17 +274,13 @@ async def _run_worker(demo: Settings, produced: int, console: Console) -> tuple[
 
 
 def _write_report(demo: Settings, metrics: Metrics, state: Path) -> Path:
-    backend = open_backend(demo.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(demo.clickhouse.url.get_secret_value()) as backend:
         document = build_report(
             backend,
             demo,
             counters=stream_counters(metrics.registry.collect()),
             counters_source="the demo's worker",
         )
-    finally:
-        backend.close()
     html = state / "report.html"
     html.write_text(render_document(document, "html"), encoding="utf-8")
     (state / "report.json").write_text(render_document(document, "report-json") + "\n")
