@@ -225,7 +225,8 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     if start is not None and last is not None and last < start:
         raise CliError(f"--to {last} is before --from {start}")
     if args.window is None or args.format in DOCUMENT_FORMATS:  # documents: daily series
-        args.window = args.window or _report_period(settings)
+        daily = _report_period(settings)
+        args.window = args.window or daily
     if args.format in DOCUMENT_FORMATS:
         return _report_document(args, settings)
     if args.metrics_url:

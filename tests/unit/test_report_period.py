@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -17,8 +19,9 @@ def test_the_default_period_is_one_day_and_among_the_tumbling_sizes() -> None:
 
 
 def test_dropping_the_daily_size_stops_every_command_with_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # were the check missing, no store opens in the checkout
     monkeypatch.setenv("SOCIALROI_WINDOWS__TUMBLING_SECONDS", "[60, 3600]")
     for command in (["config"], ["worker"], ["report"], ["migrate"]):
         assert main(command) == 2
@@ -33,8 +36,9 @@ def test_a_period_other_than_a_day_is_refused_even_when_configured() -> None:
 
 
 def test_period_zero_allows_windows_without_a_day_but_no_report(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
+    monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SOCIALROI_WINDOWS__TUMBLING_SECONDS", "[60]")
     monkeypatch.setenv("SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS", "0")
     assert Settings().windows.tumbling_seconds == (60,)
@@ -42,6 +46,7 @@ def test_period_zero_allows_windows_without_a_day_but_no_report(
         assert main(command) == 2
         err = capsys.readouterr().err
         assert "SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS is 0" in err, command
+    assert not (tmp_path / ".local").exists()  # refused before any store was opened
 
 
 def test_a_bench_window_set_without_a_day_runs_its_worker_with_no_report_period(
