@@ -130,8 +130,9 @@ class TopicSettings(_Section):
 
 
 DAILY_PERIOD_SECONDS: Final = 86400
-"""The period of the reader views that total days (``kpi_daily`` and the views on it, the
-board report's daily series): their SQL reads the one-day tumbling windows."""
+"""The period of the reader views that total days (``roi_by_campaign``, ``spend_vs_return``,
+``social_traffic_share``, ``follower_growth``, ``service_savings``) and of the board report's
+daily series: their SQL reads the one-day tumbling windows."""
 
 
 class WindowSettings(_Section):
@@ -156,9 +157,9 @@ class WindowSettings(_Section):
     report_period_seconds: int = Field(
         DAILY_PERIOD_SECONDS,
         description="The tumbling window the daily reader views, the board report and "
-        "`socialroi report` read: 86400, the one-day windows the views are built for, or 0 "
-        "for a worker whose store no report reads (benchmarks): the daily views then stay "
-        "empty.",
+        f"`socialroi report` read: {DAILY_PERIOD_SECONDS}, the one-day windows the views are "
+        "built for, or 0 for a worker whose store no report reads (benchmarks): the daily "
+        "views then stay empty.",
     )
 
     @model_validator(mode="after")

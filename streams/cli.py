@@ -23,7 +23,13 @@ import orjson
 from dotenv import dotenv_values
 from pydantic import ValidationError
 
-from pipeline.settings import Settings, env_reference, redact_url, unknown_variables
+from pipeline.settings import (
+    DAILY_PERIOD_SECONDS,
+    Settings,
+    env_reference,
+    redact_url,
+    unknown_variables,
+)
 
 __all__ = ["main"]
 
@@ -70,8 +76,8 @@ def _report_period(settings: Settings) -> int:
     if not period:
         raise CliError(
             "SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS is 0 (no reports read this store): the "
-            "reports read the one-day windows; set it to 86400, with 86400 among "
-            "SOCIALROI_WINDOWS__TUMBLING_SECONDS"
+            f"reports read the one-day windows; set it to {DAILY_PERIOD_SECONDS}, with "
+            f"{DAILY_PERIOD_SECONDS} among SOCIALROI_WINDOWS__TUMBLING_SECONDS"
         )
     return period
 
