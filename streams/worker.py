@@ -10,7 +10,7 @@ that record the source offsets they include (one pane per pane size per event; t
 views compose hopping windows from them); a pane whose end every source watermark has passed
 is written once more as final, and leaves the state an allowed lateness later.
 
-Order within a batch, which gives the exactly-once effect (DESIGN.md section 3):
+Order within a batch, which gives the exactly-once effect (README, "How it works"):
 1. messages derived from the batch (repartition, heartbeats, dead letters, late events) are
    sent and awaited until Kafka acknowledged them;
 2. then ClickHouse is written (retried with back-off until it succeeds: back-pressure);
@@ -586,7 +586,8 @@ class Worker:
                 store = stores[part] = self._store(self.windows, part)
             return store
 
-        snapshots = self.stage_two.fold(items, store_for)
+        snapshots, replays = self.stage_two.fold(items, store_for)
+        self.metrics.replays_skipped.inc(replays)
         marks = []
         for part, (first, unseen) in positions.items():
             store = store_for(part)
