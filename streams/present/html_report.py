@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from streams import html_parts as h
-from streams.charts import PALETTE, bar_chart, grouped_bar_chart, line_chart
-from streams.charts import scatter as scatter_chart
+from streams.present import html_parts as h
+from streams.present.charts import PALETTE, bar_chart, grouped_bar_chart, line_chart
+from streams.present.charts import scatter as scatter_chart
 
 __all__ = ["render_html"]
 

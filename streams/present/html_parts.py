@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import orjson
 
-from streams.charts import NEGATIVE, POSITIVE
+from streams.present.charts import NEGATIVE, POSITIVE
 
 __all__ = [
     "CSS",
