@@ -1,16 +1,16 @@
 """The board report's data: one JSON-ready document read from the ClickHouse reader views.
 
 :func:`build_report` is the only place the report's numbers are gathered; the HTML page
-(``streams.html_report``) and ``socialroi report --format report-json`` both render this
+(``streams.present.html_report``) and ``socialroi report --format report-json`` both render this
 document, so they cannot disagree. The per-campaign rows are exactly what
 :func:`sinks.views.campaign_report` returns (the same function behind ``--format json|csv``).
 
 Late and duplicate events are not stored in ClickHouse: they are Prometheus counters of the
 worker (``socialroi_late_events_total``, ``socialroi_duplicates_total``). The document carries
 them only when the caller passes them (``counters``: late, duplicates and consumed per topic,
-which ``streams.report.stream_counters`` reads from a worker's ``/metrics`` or its in-process
-registry); otherwise ``data_quality.stream_counters`` is ``null`` and the page says where to
-read them.
+which ``streams.present.report.stream_counters`` reads from a worker's ``/metrics`` or its
+in-process registry); otherwise ``data_quality.stream_counters`` is ``null`` and the page says
+where to read them.
 """
 
 from __future__ import annotations

@@ -537,7 +537,7 @@ def _summarise(setup: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, A
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     """The drain bench, or with ``--soak`` the soak (exit 1 when its verdict is FAIL)."""
-    import streams.bench_render as rendering
+    import streams.present.bench_render as rendering
 
     if args.soak:
         from streams.bench_soak import run_soak  # it builds on this module

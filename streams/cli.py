@@ -205,7 +205,7 @@ def table_columns(width: int, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]
     (the first 200 stand for all), fits ``width`` characters without cutting a cell; in
     report order."""
     from sinks.views import REPORT_COLUMNS
-    from streams.report import render
+    from streams.present.report import render
 
     sample = rows[:200]
 
@@ -225,7 +225,7 @@ def table_columns(width: int, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
     from sinks import connected
     from sinks.views import REPORT_COLUMNS, campaign_report
-    from streams.report import DOCUMENT_FORMATS, render
+    from streams.present.report import DOCUMENT_FORMATS, render
 
     start, last = args.from_date, args.to_date
     if start is not None and last is not None and last < start:
@@ -276,7 +276,7 @@ def _report_document(args: argparse.Namespace, settings: Settings) -> int:
     """The whole board report (HTML page or its JSON document), see ``sinks.report``."""
     from sinks import connected
     from sinks.report import build_report
-    from streams.report import render_document, scrape_stream_counters
+    from streams.present.report import render_document, scrape_stream_counters
 
     counters = None
     if args.metrics_url:
@@ -427,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", type=Path, required=True, help="truth JSON from simulate")
 
     from sinks.views import REPORT_COLUMNS
-    from streams.report import DOCUMENT_FORMATS, FORMATS
+    from streams.present.report import DOCUMENT_FORMATS, FORMATS
 
     p = add(
         "report",

@@ -38,8 +38,8 @@ from pipeline.simulator import simulate
 from sinks import ClickHouseSink, connected, kpi_rows
 from sinks.report import build_report
 from streams.metrics import Metrics
+from streams.present.report import render_document, stream_counters
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
-from streams.report import render_document, stream_counters
 from streams.run import verify, worker_main
 from streams.simulate import config_from
 

@@ -33,8 +33,8 @@ from sinks.views import campaigns
 from streams.collector import build_collector
 from streams.health import Liveness, ProduceReadiness, Readiness
 from streams.metrics import CollectorMetrics, Metrics, MetricsServer
+from streams.present.progress import Reporter
 from streams.producer import EventProducer, check_changelogs, ensure_topics, kafka_reachable
-from streams.progress import Reporter
 from streams.worker import Worker
 
 __all__ = [

@@ -245,7 +245,7 @@ def _report_rows() -> list[dict[str, object]]:
 def test_the_report_table_fits_the_terminal_with_roi_and_money_first(width: int) -> None:
     from sinks.views import REPORT_COLUMNS
     from streams.cli import table_columns
-    from streams.report import render
+    from streams.present.report import render
 
     rows = _report_rows()
     columns = table_columns(width, rows)
