@@ -189,29 +189,34 @@ def fold(
     contributions: Iterable[Contribution],
     sizes: Sequence[PaneSize],
     load: Callable[[PaneKey], PaneState],
-) -> dict[PaneKey, PaneState]:
-    """Fold a batch into the panes it touches; returns only the changed panes.
+) -> tuple[dict[PaneKey, PaneState], int]:
+    """Fold a batch into the panes it touches; returns the changed panes only, and how
+    many contributions were replays.
 
     ``load`` gives a pane's current state (a fresh one if unknown). Contributions of one
     source partition must come in offset order, as Kafka delivers them. A contribution whose
-    offset a pane already includes is a replay and changes nothing there.
+    offset a pane already includes is a replay and changes nothing there; it counts as one
+    replay however many of its panes had it (after a crash some may have, some not).
     """
     widths = tuple(size.size_ms for size in sizes)
     seen: dict[PaneTuple, PaneState] = {}
     changed: dict[PaneTuple, None] = {}
     index = _INDEX
+    replays = 0
     for item in contributions:
         user = user_hash(item.user_id) if item.user_id and item.src.startswith(_SOCIAL) else None
         src, offset, ts = item.src, item.offset, item.ts_ms
         # Counter positions once per contribution, not once per pane.
         deltas = [(index[name], delta) for name, delta in item.deltas.items()]
+        replayed = False
         for width in widths:
             tkey = (item.campaign_id, item.channel, width, ts - ts % width)
             state = seen.get(tkey)
             if state is None:
                 state = seen[tkey] = load(PaneKey(*tkey))
             if offset <= state.offsets.get(src, -1):
-                continue  # already included: a replay
+                replayed = True  # already included
+                continue
             counters = state.counters
             for position, delta in deltas:
                 counters[position] += delta
@@ -221,8 +226,9 @@ def fold(
                     state.reach = Reach()
                 state.reach.add(user)
             changed[tkey] = None
+        replays += replayed
     make = PaneKey._make
-    return {make(k): seen[k] for k in changed}
+    return {make(k): seen[k] for k in changed}, replays
 
 
 def compose(

@@ -1,6 +1,9 @@
 """The small interfaces between the pure core and the I/O packages.
 
-``streams`` (Kafka) and ``sinks`` (ClickHouse) never import each other; they meet here.
+``sinks`` (ClickHouse) never imports ``streams`` (Kafka), and of ``streams`` only the
+composition root imports ``sinks``, to wire one to the other (the modules
+``tests/unit/test_boundaries.py`` names: the CLI, ``run``, ``demo``, ``bench``). Everything
+else meets here: the worker writes through :class:`SnapshotSink`, whatever implements it.
 """
 
 from __future__ import annotations

@@ -12,13 +12,14 @@ import difflib
 from collections.abc import Iterable
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, Self
 from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = [
+    "DAILY_PERIOD_SECONDS",
     "AttributionModel",
     "AttributionSettings",
     "ClickHouseSettings",
@@ -73,6 +74,13 @@ OTHER_VARIABLES = frozenset(
     }
 )
 TEST_PREFIX = "SOCIALROI_TEST_"
+# Settings that were removed, and why: a deployment still setting one is told, not guessed at.
+REMOVED_VARIABLES = {
+    name: "the worker writes ClickHouse once per batch, before committing its offsets; "
+    "SOCIALROI_WORKER__BATCH_MAX_EVENTS and SOCIALROI_WORKER__BATCH_WITHIN_SECONDS size "
+    "and pace the inserts"
+    for name in ("SOCIALROI_CLICKHOUSE__BATCH_ROWS", "SOCIALROI_CLICKHOUSE__FLUSH_INTERVAL_SECONDS")
+}
 
 
 class _Section(BaseModel):
@@ -121,9 +129,17 @@ class TopicSettings(_Section):
         return (self.social, self.web, self.costs, self.campaigns)
 
 
+DAILY_PERIOD_SECONDS: Final = 86400
+"""The period of the reader views that total days (``roi_by_campaign``, ``spend_vs_return``,
+``social_traffic_share``, ``follower_growth``, ``service_savings``) and of the board report's
+daily series: their SQL reads the one-day tumbling windows."""
+
+
 class WindowSettings(_Section):
     tumbling_seconds: tuple[int, ...] = Field(
-        (60, 3600, 86400), description="Tumbling window sizes in seconds (JSON list)."
+        (60, 3600, DAILY_PERIOD_SECONDS),
+        description="Tumbling window sizes in seconds (JSON list); must include "
+        "report_period_seconds.",
     )
     hopping: tuple[tuple[int, int], ...] = Field(
         ((86400, 3600), (604800, 86400)),
@@ -138,6 +154,34 @@ class WindowSettings(_Section):
     max_future_skew_seconds: int = Field(
         300, ge=0, description="Events stamped further ahead of the clock are clock skew."
     )
+    report_period_seconds: int = Field(
+        DAILY_PERIOD_SECONDS,
+        description="The tumbling window the daily reader views, the board report and "
+        f"`socialroi report` read: {DAILY_PERIOD_SECONDS}, the one-day windows the views are "
+        "built for, or 0 for a worker whose store no report reads (benchmarks): the daily "
+        "views then stay empty.",
+    )
+
+    @model_validator(mode="after")
+    def _report_period(self) -> Self:
+        # Without this, dropping 86400 from the tumbling sizes empties the daily views and
+        # the reports without a word.
+        period = self.report_period_seconds
+        if period not in (0, DAILY_PERIOD_SECONDS):
+            raise ValueError(
+                f"SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS is {period}: the reader views are "
+                f"built for daily periods, so it must be {DAILY_PERIOD_SECONDS} (or 0: no "
+                "reports)"
+            )
+        if period and period not in self.tumbling_seconds:
+            sizes = ",".join(map(str, self.tumbling_seconds))
+            raise ValueError(
+                f"SOCIALROI_WINDOWS__TUMBLING_SECONDS [{sizes}] lacks the report period "
+                f"{period}: the daily views and the reports read those windows (add "
+                f"{period}, or set SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS=0 if no report "
+                "reads this store)"
+            )
+        return self
 
 
 class AttributionModel(StrEnum):
@@ -192,8 +236,6 @@ class ClickHouseSettings(_Section):
         "tables ON CLUSTER) or chdb://PATH for the embedded engine (the default, on local "
         "disk).",
     )
-    batch_rows: int = Field(5000, ge=1, description="Rows buffered before an insert.")
-    flush_interval_seconds: float = Field(1.0, gt=0, description="Longest wait before an insert.")
     retry_initial_seconds: float = Field(0.5, gt=0, description="First back-off after a failure.")
     retry_max_seconds: float = Field(30.0, gt=0, description="Longest back-off between retries.")
     raw_retention_days: int = Field(
@@ -353,6 +395,9 @@ def unknown_variables(names: Iterable[str]) -> list[str]:
         if not upper.startswith(ENV_PREFIX) or upper.startswith(TEST_PREFIX):
             continue
         if upper in settings or upper in OTHER_VARIABLES:
+            continue
+        if upper in REMOVED_VARIABLES:
+            problems.append(f"{name} is no longer a setting: {REMOVED_VARIABLES[upper]}")
             continue
         guess = squeezed.get(upper.replace("_", "")) or next(
             iter(difflib.get_close_matches(upper, settings, n=1, cutoff=0.75)), None

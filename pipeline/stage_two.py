@@ -157,8 +157,9 @@ class Aggregator:
 
     def fold(
         self, items: Iterable[Contribution], store_for: Callable[[int], PaneStore]
-    ) -> list[KpiSnapshot]:
-        """Fold a batch into its partitions' stores; the snapshots of the changed panes."""
+    ) -> tuple[list[KpiSnapshot], int]:
+        """Fold a batch into its partitions' stores; the snapshots of the changed panes, and
+        how many contributions the panes already included (replays, skipped)."""
 
         def load(key: PaneKey) -> PaneState:
             store = store_for(self._partition_of(key.campaign_id))
@@ -170,14 +171,15 @@ class Aggregator:
             return state
 
         snapshots = []
-        for key, state in fold(items, self.sizes, load).items():
+        changed, replays = fold(items, self.sizes, load)
+        for key, state in changed.items():
             partition = self._partition_of(key.campaign_id)
             encoded = key.encode()
             store_for(partition).put(encoded, state)
             if not state.final:
                 self._pending[partition].add(key.end_ms, encoded)
             snapshots.append(state.snapshot(key, self._size_of(key)))
-        return snapshots
+        return snapshots, replays
 
     def finalise(
         self, partition: int, heard: Mapping[str, int], store: PaneStore

@@ -5,7 +5,7 @@ Depends on :mod:`pipeline` only (the ports it implements and the settings it rea
 writer's back-pressure signal :class:`pipeline.ports.SinkUnavailable`.
 """
 
-from sinks.backends import Backend, QueryResult, open_backend
+from sinks.backends import Backend, QueryResult, connected, open_backend
 from sinks.errors import (
     BackendUnavailable,
     InvalidUrl,
@@ -41,6 +41,7 @@ __all__ = [
     "StoreLocked",
     "StoredDeadLetter",
     "apply_migrations",
+    "connected",
     "credited_rows",
     "dead_letter_counts",
     "dead_letters",

@@ -1,7 +1,8 @@
 """The seam between ``sinks`` and a ClickHouse engine: a server or embedded chDB.
 
 :func:`open_backend` turns a store URL into a :class:`Backend` without any I/O; ``start()``
-connects. Both implementations give the same Python values back (see :mod:`sinks.rowbinary`
+connects. ``with connected(url) as backend:`` is the one way a command opens, starts and
+closes one. Both implementations give the same Python values back (see :mod:`sinks.rowbinary`
 for the list): integers as ``int``, strings as ``str`` (``bytes`` when not UTF-8), DateTime as
 timezone-aware UTC ``datetime``. Calls block; async callers run them in a thread. A backend
 serialises its own calls, so one instance may be shared between threads.
@@ -14,13 +15,14 @@ never contain the password.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from sinks.urls import ChdbUrl, parse_store_url
 
-__all__ = ["Backend", "QueryResult", "open_backend", "parse_version", "sql_string"]
+__all__ = ["Backend", "QueryResult", "connected", "open_backend", "parse_version", "sql_string"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,3 +122,15 @@ def open_backend(url: str) -> Backend:
     from sinks.native import NativeBackend
 
     return NativeBackend(parsed)
+
+
+@contextmanager
+def connected(url: str) -> Iterator[Backend]:
+    """The started backend of ``url``, closed when the block ends, however it ends (a failed
+    ``start`` included). Raises what :func:`open_backend` and ``start`` raise."""
+    backend = open_backend(url)
+    try:
+        backend.start()
+        yield backend
+    finally:
+        backend.close()

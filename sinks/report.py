@@ -1,16 +1,16 @@
 """The board report's data: one JSON-ready document read from the ClickHouse reader views.
 
 :func:`build_report` is the only place the report's numbers are gathered; the HTML page
-(``streams.html_report``) and ``socialroi report --format report-json`` both render this
+(``streams.present.html_report``) and ``socialroi report --format report-json`` both render this
 document, so they cannot disagree. The per-campaign rows are exactly what
 :func:`sinks.views.campaign_report` returns (the same function behind ``--format json|csv``).
 
 Late and duplicate events are not stored in ClickHouse: they are Prometheus counters of the
 worker (``socialroi_late_events_total``, ``socialroi_duplicates_total``). The document carries
 them only when the caller passes them (``counters``: late, duplicates and consumed per topic,
-which ``streams.report.stream_counters`` reads from a worker's ``/metrics`` or its in-process
-registry); otherwise ``data_quality.stream_counters`` is ``null`` and the page says where to
-read them.
+which ``streams.present.report.stream_counters`` reads from a worker's ``/metrics`` or its
+in-process registry); otherwise ``data_quality.stream_counters`` is ``null`` and the page says
+where to read them.
 """
 
 from __future__ import annotations
@@ -20,11 +20,10 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
-from pipeline.settings import Settings
+from pipeline.settings import DAILY_PERIOD_SECONDS, Settings
 from sinks.backends import Backend
 from sinks.reader import dead_letter_counts, dead_letters_by_topic
 from sinks.views import (
-    DAILY_WINDOW_SECONDS,
     DECLARED_COLUMNS,
     DECLARED_WINDOWS,
     REPORT_COLUMNS,
@@ -94,7 +93,7 @@ def report_totals(
     backend: Backend,
     start: date | None = None,
     end: date | None = None,
-    window_seconds: int = DAILY_WINDOW_SECONDS,
+    window_seconds: int = DAILY_PERIOD_SECONDS,
     campaigns: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """The figures of :func:`campaign_report` summed over every chosen campaign: one row,
@@ -144,7 +143,7 @@ def daily_trends(
     campaigns summed: counts, money, and engagement rate, CTR, net sentiment, ROI and ROAS
     from the day's sums (NULL when a denominator is 0); columns :data:`DAILY_TREND_COLUMNS`.
     ``is_final`` is true only when every row summed is final."""
-    conditions = period_conditions(DAILY_WINDOW_SECONDS, campaigns, start, end)
+    conditions = period_conditions(DAILY_PERIOD_SECONDS, campaigns, start, end)
     times = {
         "day": "toString(toDate(window_start))",
         "window_start_ms": "toUInt64(toUnixTimestamp(window_start)) * 1000",
@@ -180,7 +179,7 @@ def campaign_audience(
     backend: Backend,
     start: date | None = None,
     end: date | None = None,
-    window_seconds: int = DAILY_WINDOW_SECONDS,
+    window_seconds: int = DAILY_PERIOD_SECONDS,
     campaigns: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Per campaign over the tumbling windows of ``window_seconds`` starting in
@@ -201,7 +200,7 @@ def build_report(
     settings: Settings,
     start: date | None = None,
     last: date | None = None,
-    window_seconds: int = 86400,
+    window_seconds: int = DAILY_PERIOD_SECONDS,
     campaigns: Sequence[str] | None = None,
     sort: str = "campaign_id",
     descending: bool = False,

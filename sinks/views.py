@@ -22,11 +22,11 @@ from datetime import UTC, date, datetime
 from typing import Any, Final
 
 from pipeline.kpi import KPI_COUNTERS
+from pipeline.settings import DAILY_PERIOD_SECONDS
 from sinks.backends import Backend, sql_string
 from sinks.errors import QueryError
 
 __all__ = [
-    "DAILY_WINDOW_SECONDS",
     "DECLARED_COLUMNS",
     "DECLARED_WINDOWS",
     "ENGAGEMENTS",
@@ -52,10 +52,6 @@ __all__ = [
     "spend_vs_return",
     "where_clause",
 ]
-
-DAILY_WINDOW_SECONDS: Final = 86400
-"""The daily views read the one-day tumbling windows (``86400`` must stay configured in
-``SOCIALROI_WINDOWS__TUMBLING_SECONDS``)."""
 
 SOCIAL_CHANNELS_SQL: Final[tuple[str, ...]] = (
     "facebook",
@@ -479,7 +475,7 @@ def campaign_report(
     backend: Backend,
     start: date | None = None,
     end: date | None = None,
-    window_seconds: int = DAILY_WINDOW_SECONDS,
+    window_seconds: int = DAILY_PERIOD_SECONDS,
     campaigns: Sequence[str] | None = None,
     sort: str = "campaign_id",
     descending: bool = False,

@@ -3,9 +3,10 @@
 Contract (:class:`pipeline.ports.SnapshotSink`):
 
 * ``add_snapshots`` / ``add_dead_letters`` only buffer (and validate: a row that could not be
-  stored raises :class:`~sinks.tables.RowError` at once). The caller decides when to write;
-  :meth:`ClickHouseSink.should_flush` says when a batch is due (``batch_rows`` buffered, or
-  the oldest row older than ``flush_interval_seconds``).
+  stored raises :class:`~sinks.tables.RowError` at once). The caller decides when to write:
+  the worker flushes once per batch (``worker.batch_max_events`` events, or what
+  ``worker.batch_within_seconds`` gathered), before it commits the batch's offsets, so the
+  batch settings size and pace the inserts.
 * ``flush`` writes each table's buffer as one insert and returns only once the engine has
   acknowledged every row. Rows added while a flush runs stay buffered for the next one.
 * On failure nothing is dropped: the table being written keeps its buffer (tables already
@@ -158,7 +159,6 @@ class ClickHouseSink:
             WATERMARK_TABLE: WATERMARK_COLUMNS,
         }
         self._buffers: dict[str, list[tuple[object, ...]]] = {t: [] for t in self._columns}
-        self._oldest: float | None = None
         self._flush_lock = asyncio.Lock()
         self._closed = False
 
@@ -194,10 +194,6 @@ class ClickHouseSink:
     def _buffer(self, table: str, rows: list[tuple[object, ...]]) -> None:
         if self._closed:
             raise SinkError("sink is closed")
-        if not rows:
-            return
-        if self._oldest is None:
-            self._oldest = self._clock()
         self._buffers[table].extend(rows)
 
     def add_snapshots(self, rows: Sequence[KpiSnapshot]) -> None:
@@ -236,15 +232,6 @@ class ClickHouseSink:
         now = int(self._wall_clock())
         self._buffer(WATERMARK_TABLE, [watermark_row(mark, now) for mark in rows])
 
-    def should_flush(self) -> bool:
-        """True when ``batch_rows`` rows are buffered or the oldest waits longer than
-        ``flush_interval_seconds``."""
-        if self._oldest is None:
-            return False
-        if self.buffered_rows >= self._settings.batch_rows:
-            return True
-        return self._clock() - self._oldest >= self._settings.flush_interval_seconds
-
     def _notify(self, event: FlushEvent) -> None:
         if self._observer is None:
             return
@@ -264,8 +251,6 @@ class ClickHouseSink:
                 if buffer:
                     await self._write(table, buffer)
             self._backoff.reset()
-            if not self.buffered_rows:
-                self._oldest = None
 
     async def _write(self, table: str, buffer: list[tuple[object, ...]]) -> None:
         # A copy: rows added while the insert runs in its thread must not be read mid-append.

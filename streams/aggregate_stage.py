@@ -113,7 +113,8 @@ class AggregateStage:
                 store = stores[part] = self.batches.store(self.windows, part)
             return store
 
-        snapshots = self.stage_two.fold(items, store_for)
+        snapshots, replays = self.stage_two.fold(items, store_for)
+        self.metrics.replays_skipped.inc(replays)
         marks = []
         for part, (first, unseen) in positions.items():
             store = store_for(part)

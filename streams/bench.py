@@ -221,16 +221,14 @@ def _fresh_url(backend: str, run_dir: Path, run_id: str) -> str:
 
 
 def _drop_database(url: str) -> None:
-    from sinks import open_backend
+    from sinks import connected, parse_store_url
 
-    backend = open_backend(url)
+    database = parse_store_url(url).database
     try:
-        backend.start()
-        backend.execute(f"DROP DATABASE IF EXISTS {backend.database}")
+        with connected(url) as backend:
+            backend.execute(f"DROP DATABASE IF EXISTS {database}")
     except Exception as exc:  # cleanup only: say so, never fail the figures for it
-        print(f"bench: could not drop {backend.database}: {exc}", file=sys.stderr)
-    finally:
-        backend.close()
+        print(f"bench: could not drop {database}: {exc}", file=sys.stderr)
 
 
 @contextmanager
@@ -539,7 +537,7 @@ def _summarise(setup: dict[str, Any], runs: list[dict[str, Any]]) -> dict[str, A
 
 def main(settings: Settings, args: argparse.Namespace) -> int:
     """The drain bench, or with ``--soak`` the soak (exit 1 when its verdict is FAIL)."""
-    import streams.bench_render as rendering
+    import streams.present.bench_render as rendering
 
     if args.soak:
         from streams.bench_soak import run_soak  # it builds on this module

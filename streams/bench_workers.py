@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from pipeline.settings import Settings
+from pipeline.settings import DAILY_PERIOD_SECONDS, Settings
 from streams.bench_probes import Scrape, peak_rss_bytes, rss_bytes, scrape
 
 __all__ = [
@@ -62,6 +62,8 @@ class WindowSet:
         env: dict[str, str] = {}
         if self.tumbling is not None:
             env["SOCIALROI_WINDOWS__TUMBLING_SECONDS"] = orjson.dumps(list(self.tumbling)).decode()
+            if DAILY_PERIOD_SECONDS not in self.tumbling:  # no report reads a bench's store
+                env["SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS"] = "0"
         if self.hopping is not None:
             env["SOCIALROI_WINDOWS__HOPPING"] = orjson.dumps(
                 [list(h) for h in self.hopping]

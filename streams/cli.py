@@ -1,7 +1,9 @@
 """``socialroi``: the command line, and the composition root.
 
-This is the one module that wires ``streams`` (Kafka) to ``sinks`` (ClickHouse); everything
-else meets through ``pipeline.ports``. Settings are built once here and passed down.
+With ``streams.run``, ``streams.demo`` and ``streams.bench`` it is the composition root:
+the only modules of ``streams`` (Kafka) that import ``sinks`` (ClickHouse), to wire them
+together (``tests/unit/test_boundaries.py``); everything else meets through
+``pipeline.ports``. Settings are built once here and passed down.
 Expected failures (a service down, a bad file) print one clear line and exit non-zero.
 """
 
@@ -21,7 +23,13 @@ import orjson
 from dotenv import dotenv_values
 from pydantic import ValidationError
 
-from pipeline.settings import Settings, env_reference, redact_url, unknown_variables
+from pipeline.settings import (
+    DAILY_PERIOD_SECONDS,
+    Settings,
+    env_reference,
+    redact_url,
+    unknown_variables,
+)
 
 __all__ = ["main"]
 
@@ -49,7 +57,29 @@ def _settings() -> Settings:
     try:
         return Settings()
     except ValidationError as exc:
-        raise CliError(f"invalid settings: {exc}") from exc
+        raise CliError(f"invalid settings: {_one_line(exc)}") from exc
+
+
+def _one_line(exc: ValidationError) -> str:
+    """Pydantic's errors as one line: ``section.field: message; ...``."""
+    problems = []
+    for error in exc.errors():
+        where = ".".join(map(str, error["loc"]))
+        message = error["msg"].removeprefix("Value error, ")
+        problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+def _report_period(settings: Settings) -> int:
+    """The report period (one-day windows), or a clear error when this store has none."""
+    period = settings.windows.report_period_seconds
+    if not period:
+        raise CliError(
+            "SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS is 0 (no reports read this store): the "
+            f"reports read the one-day windows; set it to {DAILY_PERIOD_SECONDS}, with "
+            f"{DAILY_PERIOD_SECONDS} among SOCIALROI_WINDOWS__TUMBLING_SECONDS"
+        )
+    return period
 
 
 def _setup_logging(settings: Settings) -> None:
@@ -88,16 +118,12 @@ def cmd_topics(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     import time
 
-    from sinks import apply_migrations, open_backend
+    from sinks import apply_migrations, connected
     from sinks.retention import prune_raw_events
 
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
         applied = apply_migrations(backend)
         pruned = prune_raw_events(backend, settings.clickhouse.raw_retention_days, time.time())
-    finally:
-        backend.close()
     print(f"migrations applied: {len(applied)} new; raw archive months dropped: {pruned or 'none'}")
     return 0
 
@@ -179,7 +205,7 @@ def table_columns(width: int, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]
     (the first 200 stand for all), fits ``width`` characters without cutting a cell; in
     report order."""
     from sinks.views import REPORT_COLUMNS
-    from streams.report import render
+    from streams.present.report import render
 
     sample = rows[:200]
 
@@ -197,20 +223,21 @@ def table_columns(width: int, rows: Sequence[dict[str, Any]]) -> tuple[str, ...]
 
 
 def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
-    from sinks import open_backend
+    from sinks import connected
     from sinks.views import REPORT_COLUMNS, campaign_report
-    from streams.report import DOCUMENT_FORMATS, render
+    from streams.present.report import DOCUMENT_FORMATS, render
 
     start, last = args.from_date, args.to_date
     if start is not None and last is not None and last < start:
         raise CliError(f"--to {last} is before --from {start}")
+    if args.window is None or args.format in DOCUMENT_FORMATS:  # documents: daily series
+        daily = _report_period(settings)
+        args.window = args.window or daily
     if args.format in DOCUMENT_FORMATS:
         return _report_document(args, settings)
     if args.metrics_url:
         raise CliError("--metrics-url needs --format html or report-json")
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
         rows = campaign_report(
             backend,
             start=start,
@@ -220,8 +247,6 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
             sort=args.sort,
             descending=args.desc,
         )
-    finally:
-        backend.close()
     period = f"{start or 'first day'} to {last or 'last day'}"
     title = f"Campaign ROI, {period} (windows of {args.window}s)"
     columns = args.columns or REPORT_COLUMNS
@@ -249,9 +274,9 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
 
 def _report_document(args: argparse.Namespace, settings: Settings) -> int:
     """The whole board report (HTML page or its JSON document), see ``sinks.report``."""
-    from sinks import open_backend
+    from sinks import connected
     from sinks.report import build_report
-    from streams.report import render_document, scrape_stream_counters
+    from streams.present.report import render_document, scrape_stream_counters
 
     counters = None
     if args.metrics_url:
@@ -260,9 +285,7 @@ def _report_document(args: argparse.Namespace, settings: Settings) -> int:
         except OSError as exc:
             raise CliError(f"cannot read worker metrics from {args.metrics_url}: {exc}") from exc
     last = args.to_date
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
         document = build_report(
             backend,
             settings,
@@ -275,8 +298,6 @@ def _report_document(args: argparse.Namespace, settings: Settings) -> int:
             counters=counters,
             counters_source=", ".join(args.metrics_url) if counters is not None else None,
         )
-    finally:
-        backend.close()
     text = render_document(document, args.format)
     text = text if text.endswith("\n") else text + "\n"
     if args.output is not None:
@@ -313,6 +334,7 @@ def _positive_seconds(text: str) -> int:
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
     from streams.demo import run_demo
 
+    _report_period(settings)  # the demo ends with the board report
     return run_demo(settings, events=args.events, seed=args.seed)
 
 
@@ -405,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", type=Path, required=True, help="truth JSON from simulate")
 
     from sinks.views import REPORT_COLUMNS
-    from streams.report import DOCUMENT_FORMATS, FORMATS
+    from streams.present.report import DOCUMENT_FORMATS, FORMATS
 
     p = add(
         "report",
@@ -423,8 +445,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="last day (UTC), inclusive (default: the last stored)",
     )  # fmt: skip
     p.add_argument(
-        "--window", type=_positive_seconds, default=86400, metavar="SECONDS",
-        help="tumbling window size to total (default 86400: one-day windows)",
+        "--window", type=_positive_seconds, default=None, metavar="SECONDS",
+        help="tumbling window size to total (default: SOCIALROI_WINDOWS__REPORT_PERIOD_SECONDS, "
+        "one-day windows)",
     )  # fmt: skip
     p.add_argument(
         "--campaign", action="append", default=None, metavar="ID",

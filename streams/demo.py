@@ -35,11 +35,11 @@ from pipeline.kpi import MICROS
 from pipeline.ports import CampaignRow, ForwardingSink, KpiSnapshot
 from pipeline.settings import Settings
 from pipeline.simulator import simulate
-from sinks import ClickHouseSink, kpi_rows, open_backend
+from sinks import ClickHouseSink, connected, kpi_rows
 from sinks.report import build_report
 from streams.metrics import Metrics
+from streams.present.report import render_document, stream_counters
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
-from streams.report import render_document, stream_counters
 from streams.run import verify, worker_main
 from streams.simulate import config_from
 
@@ -80,12 +80,10 @@ def _demo_settings(settings: Settings, run_id: str, state: Path) -> Settings:
 
 
 def _print_kpis(console: Console, settings: Settings) -> None:
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
-        rows = kpi_rows(backend, window_seconds=86400, window_kind="tumbling")
-    finally:
-        backend.close()
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
+        rows = kpi_rows(
+            backend, window_seconds=settings.windows.report_period_seconds, window_kind="tumbling"
+        )
     totals: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for row in rows:
         for name, value in row.items():
@@ -130,18 +128,20 @@ def _print_kpis(console: Console, settings: Settings) -> None:
 
 
 class _LiveSink(ForwardingSink):
-    """The worker's ClickHouse sink, keeping the newest one-day snapshot of every window in
-    memory for the live table (the store itself cannot be read while the worker holds it)."""
+    """The worker's ClickHouse sink, keeping the newest snapshot of every window of the report
+    period (one day) in memory for the live table (the store itself cannot be read while the
+    worker holds it)."""
 
-    def __init__(self, inner: ClickHouseSink) -> None:
+    def __init__(self, inner: ClickHouseSink, period_seconds: int) -> None:
         super().__init__(inner)
+        self.period_seconds = period_seconds
         self.daily: dict[tuple[str, str, int], KpiSnapshot] = {}
         self.records: list[CampaignRow] = []
 
     def add_snapshots(self, rows: Sequence[KpiSnapshot]) -> None:
         super().add_snapshots(rows)
         for snap in rows:
-            if snap.window_kind != "tumbling" or snap.window_seconds != 86400:
+            if snap.window_kind != "tumbling" or snap.window_seconds != self.period_seconds:
                 continue
             key = (snap.campaign_id, snap.channel, snap.window_start_ms)
             if key not in self.daily or snap.version >= self.daily[key].version:
@@ -249,7 +249,7 @@ async def _run_worker(demo: Settings, produced: int, console: Console) -> tuple[
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal)
     metrics = Metrics(CollectorRegistry())
-    sink = _LiveSink(ClickHouseSink(demo.clickhouse))
+    sink = _LiveSink(ClickHouseSink(demo.clickhouse), demo.windows.report_period_seconds)
     progress = _progress()
     task = progress.add_task("consumed by the worker", total=produced)
     currency = demo.costs.base_currency
@@ -274,17 +274,13 @@ async def _run_worker(demo: Settings, produced: int, console: Console) -> tuple[
 
 
 def _write_report(demo: Settings, metrics: Metrics, state: Path) -> Path:
-    backend = open_backend(demo.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(demo.clickhouse.url.get_secret_value()) as backend:
         document = build_report(
             backend,
             demo,
             counters=stream_counters(metrics.registry.collect()),
             counters_source="the demo's worker",
         )
-    finally:
-        backend.close()
     html = state / "report.html"
     html.write_text(render_document(document, "html"), encoding="utf-8")
     (state / "report.json").write_text(render_document(document, "report-json") + "\n")

@@ -110,7 +110,8 @@ class Metrics:
         )
         self.replays_skipped = Counter(
             "socialroi_replays_skipped",
-            "Contributions already included (replays)",
+            "Contributions stage two skipped because their panes already included them "
+            "(the batch processed again after a restart or a rebalance)",
             registry=registry,
         )
         self.gap_reads = Counter(
@@ -162,8 +163,9 @@ class Metrics:
         )
         self.consumer_lag = Gauge(
             "socialroi_consumer_lag",
-            "Messages in a source partition the worker has not committed yet "
-            "(log end offset minus committed offset), per assigned partition",
+            "Messages of an assigned partition (ingest topics and the repartition topic) "
+            "whose effect the worker's state has not recorded: log end offset minus the first "
+            "offset the state has not seen (the consumer's position until it has seen one)",
             ["topic", "partition"],
             registry=registry,
         )

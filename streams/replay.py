@@ -9,8 +9,8 @@ from pathlib import Path
 from pipeline.contract import Contract
 from pipeline.files import BadLine, FileEvent, read_events
 from pipeline.settings import Settings
+from streams.present.progress import Reporter
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
-from streams.progress import Reporter
 
 __all__ = ["run_replay"]
 

@@ -28,13 +28,13 @@ from pipeline.verify import (
     compare_dead_letters,
     compare_windows,
 )
-from sinks import ClickHouseSink, credited_rows, dead_letter_counts, kpi_rows, open_backend
+from sinks import ClickHouseSink, connected, credited_rows, dead_letter_counts, kpi_rows
 from sinks.views import campaigns
 from streams.collector import build_collector
 from streams.health import Liveness, ProduceReadiness, Readiness
 from streams.metrics import CollectorMetrics, Metrics, MetricsServer
+from streams.present.progress import Reporter
 from streams.producer import EventProducer, check_changelogs, ensure_topics, kafka_reachable
-from streams.progress import Reporter
 from streams.worker import Worker
 
 __all__ = [
@@ -355,15 +355,11 @@ def run_collector(settings: Settings) -> None:
 def verify(settings: Settings, truth_path: Path) -> int:
     """Exit code 0 when ClickHouse equals the truth; prints a readable diff otherwise."""
     truth = orjson.loads(truth_path.read_bytes())
-    backend = open_backend(settings.clickhouse.url.get_secret_value())
-    backend.start()
-    try:
+    with connected(settings.clickhouse.url.get_secret_value()) as backend:
         rows = kpi_rows(backend)
         dead = dead_letter_counts(backend)
         credits = credited_rows(backend)
         declared = campaigns(backend)
-    finally:
-        backend.close()
     diffs = compare_windows(truth, rows)
     diffs += compare_dead_letters(truth["dead_letters"], dead)
     diffs += compare_credits(truth["credited"], credits)

@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 from pipeline.money import Rates
 from pipeline.settings import Settings
 from pipeline.simulator import Simulation, SimulationConfig, default_start, truth_config
+from streams.present.progress import Reporter
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
-from streams.progress import Reporter
 
 __all__ = ["config_from", "run_simulation"]
 

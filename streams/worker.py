@@ -12,7 +12,7 @@ contributions into panes and decides their finality.
 This module holds what both share: the Faust app, its topics, tables and agents, the feeds
 that read the assigned partitions, and rebalances.
 
-Order within a batch, which gives the exactly-once effect:
+Order within a batch, which gives the exactly-once effect (README, "How it works"):
 1. messages derived from the batch (repartition, heartbeats, dead letters, late events) are
    sent and awaited until Kafka acknowledged them;
 2. then ClickHouse is written (retried with back-off until it succeeds: back-pressure);

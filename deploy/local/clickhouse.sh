@@ -35,6 +35,11 @@ DATA_DIR=$RUN_DIR/data
 LOG_DIR=$RUN_DIR/logs
 PIDFILE=$RUN_DIR/clickhouse.pid
 SERVER=/usr/sbin/clickhouse-server
+SERVICE=clickhouse
+ADDRESS=127.0.0.1:$PORT
+PORTS=("$PORT" "$INTERSERVER_PORT")
+PORT_SETTINGS="SOCIALROI_CH_PORT / SOCIALROI_CH_INTERSERVER_PORT"
+SERVICE_LOGS=("$LOG_DIR/clickhouse-server.err.log:30" "$LOG_DIR/stdout.log:10")
 
 cmd_install() {
     if [[ -x $SERVER ]] && command -v clickhouse-client >/dev/null; then
@@ -52,52 +57,32 @@ answers() {
     timeout 10 clickhouse-client --host 127.0.0.1 --port "$PORT" -q 'SELECT version()' >/dev/null 2>&1
 }
 
-fail_start() {
-    show_log clickhouse "$LOG_DIR/clickhouse-server.err.log" 30
-    show_log clickhouse "$LOG_DIR/stdout.log" 10
-    die "$1; see $LOG_DIR/, then: ${0##*/} stop and start again"
+launch() {
+    if port_open 127.0.0.1 9000; then
+        log clickhouse "note: something (the package's own service?) listens on the default port 9000; ours uses $PORT"
+    fi
+    mkdir -p "$DATA_DIR" "$LOG_DIR"
+    render "$LOCAL_DIR/clickhouse/config.xml" "$CONF_DIR/config.xml" \
+        "TCP_PORT=$PORT" "DATA_DIR=$DATA_DIR" "LOG_DIR=$LOG_DIR"
+    render "$LOCAL_DIR/clickhouse/users.xml" "$CONF_DIR/users.xml"
+    render "$LOCAL_DIR/clickhouse/cluster.xml" "$CONF_DIR/config.d/cluster.xml" \
+        "TCP_PORT=$PORT" "ZK_PORT=$ZK_PORT" "INTERSERVER_PORT=$INTERSERVER_PORT"
+    log clickhouse "starting server on 127.0.0.1:$PORT (native protocol only)"
+    spawn "$PIDFILE" "$LOG_DIR/stdout.log" "$SERVER" "--config-file=$CONF_DIR/config.xml"
 }
 
 cmd_start() {
     cmd_install
-    if pid_alive "$PIDFILE"; then
-        if answers; then
-            log clickhouse "already running (pid $(<"$PIDFILE")) on 127.0.0.1:$PORT"
-            return 0
-        fi
-        log clickhouse "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
-    else
-        local p
-        for p in "$PORT" "$INTERSERVER_PORT"; do
-            ! port_open 127.0.0.1 "$p" || die "port $p is taken by another process (set SOCIALROI_CH_PORT / SOCIALROI_CH_INTERSERVER_PORT)"
-        done
-        if port_open 127.0.0.1 9000; then
-            log clickhouse "note: something (the package's own service?) listens on the default port 9000; ours uses $PORT"
-        fi
-        mkdir -p "$DATA_DIR" "$LOG_DIR"
-        render "$LOCAL_DIR/clickhouse/config.xml" "$CONF_DIR/config.xml" \
-            "TCP_PORT=$PORT" "DATA_DIR=$DATA_DIR" "LOG_DIR=$LOG_DIR"
-        render "$LOCAL_DIR/clickhouse/users.xml" "$CONF_DIR/users.xml"
-        render "$LOCAL_DIR/clickhouse/cluster.xml" "$CONF_DIR/config.d/cluster.xml" \
-            "TCP_PORT=$PORT" "ZK_PORT=$ZK_PORT" "INTERSERVER_PORT=$INTERSERVER_PORT"
-        log clickhouse "starting server on 127.0.0.1:$PORT (native protocol only)"
-        spawn "$PIDFILE" "$LOG_DIR/stdout.log" "$SERVER" "--config-file=$CONF_DIR/config.xml"
-    fi
-    wait_ready "$PIDFILE" 60 answers || fail_start "server did not answer on 127.0.0.1:$PORT within 60s"
-    log clickhouse "ready on 127.0.0.1:$PORT, version $(clickhouse-client --host 127.0.0.1 --port "$PORT" -q 'SELECT version()')"
+    service_start 60
+    ((SERVICE_WAS_UP)) || log clickhouse "ready on $ADDRESS, version $(clickhouse-client --host 127.0.0.1 --port "$PORT" -q 'SELECT version()')"
 }
 
 cmd_stop() {
-    stop_pidfile clickhouse "$PIDFILE" 30
+    service_stop
 }
 
 cmd_status() {
-    if pid_alive "$PIDFILE" && answers; then
-        log clickhouse "up on 127.0.0.1:$PORT (pid $(<"$PIDFILE"))"
-    else
-        log clickhouse "down"
-        return 1
-    fi
+    service_status
 }
 
 cmd_client() {

@@ -42,6 +42,12 @@ PIDFILE=$RUN_DIR/kafka.pid
 CONF=$RUN_DIR/server.properties
 # LOCAL TEST credential, generated once per state dir (never a production password).
 SCRAM_PASSWORD_FILE=$RUN_DIR/scram-$SCRAM_USER.password
+SERVICE=kafka
+ADDRESS=$BOOTSTRAP
+PORTS=("$PORT" "$SASL_PORT" "$CONTROLLER_PORT")
+PORT_SETTINGS="SOCIALROI_KAFKA_PORT / SOCIALROI_KAFKA_SASL_PORT / SOCIALROI_KAFKA_CONTROLLER_PORT"
+SERVICE_LOGS=("$LOG_DIR/server.log:40" "$LOG_DIR/kafka.out:20")
+RESTART_HINT="${0##*/} stop (or reset to wipe its data) and start again"
 
 # Java for the CLI tools: small heap, fast start-up, warnings only.
 KAFKA_TOOL=(java -Xmx256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
@@ -80,7 +86,7 @@ cmd_fetch() {
 }
 
 # True if the broker answers a metadata request (not just a TCP connect).
-broker_answers() {
+answers() {
     port_open 127.0.0.1 "$PORT" &&
         timeout 30 "${KAFKA_TOOL[@]}" org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" \
             --command-config "$LOCAL_DIR/kafka/admin.properties" --list >/dev/null 2>&1
@@ -133,47 +139,29 @@ ensure_scram() {
         || die "could not add the SCRAM credential for $SCRAM_USER"
 }
 
-fail_start() {
-    show_log kafka "$LOG_DIR/server.log" 40
-    show_log kafka "$LOG_DIR/kafka.out" 20
-    die "$1; see $LOG_DIR/, then: ${0##*/} stop (or reset to wipe its data) and start again"
+launch() {
+    cmd_fetch
+    configure
+    log kafka "starting broker on $BOOTSTRAP (controller 127.0.0.1:$CONTROLLER_PORT)"
+    # shellcheck disable=SC2086 # SOCIALROI_KAFKA_HEAP holds several JVM flags
+    spawn "$PIDFILE" "$LOG_DIR/kafka.out" \
+        java ${SOCIALROI_KAFKA_HEAP:--Xmx512m -Xms256m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
+        -Djava.awt.headless=true "-Dkafka.logs.dir=$LOG_DIR" \
+        "-Dlog4j.configuration=file:$RUN_DIR/log4j.properties" \
+        -cp "$LIBS/*" kafka.Kafka "$CONF"
 }
 
 cmd_start() {
-    if pid_alive "$PIDFILE"; then
-        if broker_answers; then
-            log kafka "already running (pid $(<"$PIDFILE")) on $BOOTSTRAP"
-            if port_open 127.0.0.1 "$SASL_PORT"; then
-                ensure_scram
-            else
-                log kafka "WARNING: no SASL listener on $SASL_PORT (started with an older config); the SASL tests need: ${0##*/} stop, then start"
-            fi
-            wait_ready "$PIDFILE" 90 groups_coordinated || fail_start "broker cannot coordinate consumer groups after 90s"
-            return 0
-        fi
-        log kafka "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
+    service_start 60
+    if port_open 127.0.0.1 "$SASL_PORT"; then
+        ensure_scram
+    elif ((SERVICE_WAS_UP)); then
+        log kafka "WARNING: no SASL listener on $SASL_PORT (started with an older config); the SASL tests need: ${0##*/} stop, then start"
     else
-        local p
-        for p in "$PORT" "$SASL_PORT" "$CONTROLLER_PORT"; do
-            ! port_open 127.0.0.1 "$p" || die "port $p is taken by another process (set SOCIALROI_KAFKA_PORT / SOCIALROI_KAFKA_SASL_PORT / SOCIALROI_KAFKA_CONTROLLER_PORT)"
-        done
-        cmd_fetch
-        configure
-        log kafka "starting broker on $BOOTSTRAP (controller 127.0.0.1:$CONTROLLER_PORT)"
-        # shellcheck disable=SC2086 # SOCIALROI_KAFKA_HEAP holds several JVM flags
-        spawn "$PIDFILE" "$LOG_DIR/kafka.out" \
-            java ${SOCIALROI_KAFKA_HEAP:--Xmx512m -Xms256m} -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
-            -Djava.awt.headless=true "-Dkafka.logs.dir=$LOG_DIR" \
-            "-Dlog4j.configuration=file:$RUN_DIR/log4j.properties" \
-            -cp "$LIBS/*" kafka.Kafka "$CONF"
-    fi
-    wait_ready "$PIDFILE" 60 broker_answers || fail_start "broker did not answer on $BOOTSTRAP within 60s"
-    if ! port_open 127.0.0.1 "$SASL_PORT"; then
         die "broker answers on $BOOTSTRAP but not on its SASL port $SASL_PORT (started with an older config?): ${0##*/} stop, then start"
     fi
-    ensure_scram
-    wait_ready "$PIDFILE" 90 groups_coordinated || fail_start "broker cannot coordinate consumer groups after 90s"
-    log kafka "ready on $BOOTSTRAP, SASL/SCRAM on 127.0.0.1:$SASL_PORT (pid $(<"$PIDFILE"))"
+    wait_ready "$PIDFILE" 90 groups_coordinated || service_failed "broker cannot coordinate consumer groups after 90s"
+    ((SERVICE_WAS_UP)) || log kafka "ready on $BOOTSTRAP, SASL/SCRAM on 127.0.0.1:$SASL_PORT (pid $(<"$PIDFILE"))"
 }
 
 cmd_scram_password() {
@@ -183,16 +171,11 @@ cmd_scram_password() {
 }
 
 cmd_stop() {
-    stop_pidfile kafka "$PIDFILE" 30
+    service_stop
 }
 
 cmd_status() {
-    if pid_alive "$PIDFILE" && broker_answers; then
-        log kafka "up on $BOOTSTRAP (pid $(<"$PIDFILE"))"
-    else
-        log kafka "down"
-        return 1
-    fi
+    service_status
 }
 
 cmd_reset() {

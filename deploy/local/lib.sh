@@ -43,7 +43,6 @@ wait_until() {
     done
 }
 
-
 # proc_running PID -- true if PID is a live, non-zombie process.
 proc_running() {
     local stat
@@ -173,6 +172,69 @@ stop_package_service() {
         log "$svc" "stopping the package's own init.d service"
         "/etc/init.d/$svc" stop >/dev/null 2>&1 || true
     fi
+}
+
+# -- a service's start and status, shared by kafka.sh, zookeeper.sh, clickhouse.sh and
+# prometheus.sh. Each describes its service with:
+#   SERVICE        log tag (kafka, zookeeper, ...)
+#   PIDFILE        pid file of the running server
+#   ADDRESS        where it answers, for messages (127.0.0.1:19000, http://...)
+#   LOG_DIR        its logs
+#   PORTS          array: the ports it listens on, which must be free before it starts
+#   PORT_SETTINGS  the variables that choose those ports, named when one is taken
+#   SERVICE_LOGS   array of FILE:LINES, the log tails that explain a failed start
+#   RESTART_HINT   optional: what to do after a failed start (default: stop, start again)
+# and the functions:
+#   answers        true once the service serves requests
+#   launch         write its config and spawn it (its ports are known to be free)
+
+# service_start TIMEOUT_SECONDS -- start the service unless it already answers, and wait
+# until it does. Sets SERVICE_WAS_UP to 1 when it already answered (it says so), else 0.
+# A pid alive but not answering yet is waited for, not started twice. Dies (with the
+# log tails) when the service does not answer within the timeout or its process exits.
+# shellcheck disable=SC2034,SC2153 # SERVICE_WAS_UP is for the caller; PIDFILE is the caller's
+service_start() {
+    local timeout=$1 port
+    SERVICE_WAS_UP=0
+    if pid_alive "$PIDFILE"; then
+        if answers; then
+            log "$SERVICE" "already running (pid $(<"$PIDFILE")) on $ADDRESS"
+            SERVICE_WAS_UP=1
+            return 0
+        fi
+        log "$SERVICE" "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
+    else
+        for port in "${PORTS[@]}"; do
+            ! port_open 127.0.0.1 "$port" || die "port $port is taken by another process (set $PORT_SETTINGS)"
+        done
+        launch
+    fi
+    wait_ready "$PIDFILE" "$timeout" answers || service_failed "no answer on $ADDRESS within ${timeout}s"
+}
+
+# service_failed MESSAGE -- show the service's log tails, then die with MESSAGE and what
+# to do next.
+service_failed() {
+    local entry
+    for entry in "${SERVICE_LOGS[@]}"; do
+        show_log "$SERVICE" "${entry%:*}" "${entry##*:}"
+    done
+    die "$1; see $LOG_DIR/, then: ${RESTART_HINT:-${0##*/} stop and start again}"
+}
+
+# service_status -- say whether the service runs and answers; exit status 0 when it does.
+service_status() {
+    if pid_alive "$PIDFILE" && answers; then
+        log "$SERVICE" "up on $ADDRESS (pid $(<"$PIDFILE"))"
+    else
+        log "$SERVICE" "down"
+        return 1
+    fi
+}
+
+# service_stop -- SIGTERM, wait up to 30s, then SIGKILL (fine if not running).
+service_stop() {
+    stop_pidfile "$SERVICE" "$PIDFILE" 30
 }
 
 # dispatch USAGE ACTION -- common handling for -h/--help/missing/unknown action.

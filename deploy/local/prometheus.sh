@@ -23,6 +23,11 @@ URL=http://127.0.0.1:$PORT
 RUN_DIR=$STATE_DIR/prometheus
 LOG_DIR=$RUN_DIR/logs
 PIDFILE=$RUN_DIR/prometheus.pid
+SERVICE=prometheus
+ADDRESS=$URL
+PORTS=("$PORT")
+PORT_SETTINGS=SOCIALROI_PROM_PORT
+SERVICE_LOGS=("$LOG_DIR/prometheus.log:30")
 
 cmd_install() {
     if command -v prometheus >/dev/null && command -v promtool >/dev/null && command -v curl >/dev/null; then
@@ -39,44 +44,30 @@ answers() {
     curl -fsS -m 5 "$URL/-/ready" >/dev/null 2>&1
 }
 
+launch() {
+    promtool check config "$CONFIG" >/dev/null || die "invalid config $CONFIG (see: promtool check config $CONFIG)"
+    mkdir -p "$RUN_DIR/data" "$LOG_DIR"
+    log prometheus "starting on $URL with $CONFIG"
+    spawn "$PIDFILE" "$LOG_DIR/prometheus.log" prometheus \
+        "--config.file=$CONFIG" \
+        "--storage.tsdb.path=$RUN_DIR/data" \
+        --storage.tsdb.retention.time=2d \
+        "--web.listen-address=127.0.0.1:$PORT" \
+        --web.enable-lifecycle
+}
+
 cmd_start() {
     cmd_install
-    if pid_alive "$PIDFILE"; then
-        if answers; then
-            log prometheus "already running (pid $(<"$PIDFILE")) on $URL"
-            return 0
-        fi
-        log prometheus "running (pid $(<"$PIDFILE")) but not ready yet, waiting"
-    else
-        ! port_open 127.0.0.1 "$PORT" || die "port $PORT is taken by another process (set SOCIALROI_PROM_PORT)"
-        promtool check config "$CONFIG" >/dev/null || die "invalid config $CONFIG (see: promtool check config $CONFIG)"
-        mkdir -p "$RUN_DIR/data" "$LOG_DIR"
-        log prometheus "starting on $URL with $CONFIG"
-        spawn "$PIDFILE" "$LOG_DIR/prometheus.log" prometheus \
-            "--config.file=$CONFIG" \
-            "--storage.tsdb.path=$RUN_DIR/data" \
-            --storage.tsdb.retention.time=2d \
-            "--web.listen-address=127.0.0.1:$PORT" \
-            --web.enable-lifecycle
-    fi
-    if ! wait_ready "$PIDFILE" 60 answers; then
-        show_log prometheus "$LOG_DIR/prometheus.log" 30
-        die "not ready on $URL within 60s; see $LOG_DIR/, then: ${0##*/} stop and start again"
-    fi
-    log prometheus "ready on $URL (pid $(<"$PIDFILE"))"
+    service_start 60
+    ((SERVICE_WAS_UP)) || log prometheus "ready on $URL (pid $(<"$PIDFILE"))"
 }
 
 cmd_stop() {
-    stop_pidfile prometheus "$PIDFILE" 30
+    service_stop
 }
 
 cmd_status() {
-    if pid_alive "$PIDFILE" && answers; then
-        log prometheus "up on $URL (pid $(<"$PIDFILE"))"
-    else
-        log prometheus "down"
-        return 1
-    fi
+    service_status
 }
 
 dispatch "$USAGE" "$@"

@@ -35,6 +35,11 @@ CONF=$RUN_DIR/zoo.cfg
 LOG4J=$RUN_DIR/log4j.properties
 JAVA_DIR=/usr/share/java
 CLASSPATH_ZK="$JAVA_DIR/zookeeper.jar:$JAVA_DIR/slf4j-log4j12.jar:$JAVA_DIR/log4j-1.2.jar"
+SERVICE=zookeeper
+ADDRESS=127.0.0.1:$PORT
+PORTS=("$PORT")
+PORT_SETTINGS=SOCIALROI_ZK_PORT
+SERVICE_LOGS=("$LOG_DIR/zookeeper.log:30" "$LOG_DIR/zookeeper.out:20")
 
 jars_present() {
     local jar
@@ -91,47 +96,30 @@ log4j.appender.ROLLINGFILE.layout.ConversionPattern=%d{ISO8601} - %-5p [%t:%C{1}
 EOF
 }
 
-fail_start() {
-    show_log zookeeper "$LOG_DIR/zookeeper.log" 30
-    show_log zookeeper "$LOG_DIR/zookeeper.out" 20
-    die "$1; see $LOG_DIR/, then: ${0##*/} stop and start again"
+launch() {
+    configure
+    log zookeeper "starting standalone server on 127.0.0.1:$PORT (data $DATA_DIR)"
+    # shellcheck disable=SC2086 # SOCIALROI_ZK_HEAP holds several JVM flags
+    spawn "$PIDFILE" "$LOG_DIR/zookeeper.out" \
+        java ${SOCIALROI_ZK_HEAP:--Xmx256m -Xms64m} -XX:+UseG1GC -Djava.awt.headless=true \
+        "-Dzookeeper.log.dir=$LOG_DIR" "-Dlog4j.configuration=file:$LOG4J" \
+        -Dzookeeper.jmx.log4j.disable=true \
+        -cp "$CLASSPATH_ZK" org.apache.zookeeper.server.quorum.QuorumPeerMain "$CONF"
 }
 
 cmd_start() {
     cmd_install
-    if pid_alive "$PIDFILE"; then
-        if answers; then
-            log zookeeper "already running (pid $(<"$PIDFILE")) on 127.0.0.1:$PORT"
-            return 0
-        fi
-        log zookeeper "running (pid $(<"$PIDFILE")) but not answering yet, waiting"
-    else
-        ! port_open 127.0.0.1 "$PORT" || die "port $PORT is taken by another process (set SOCIALROI_ZK_PORT)"
-        configure
-        log zookeeper "starting standalone server on 127.0.0.1:$PORT (data $DATA_DIR)"
-        # shellcheck disable=SC2086 # SOCIALROI_ZK_HEAP holds several JVM flags
-        spawn "$PIDFILE" "$LOG_DIR/zookeeper.out" \
-            java ${SOCIALROI_ZK_HEAP:--Xmx256m -Xms64m} -XX:+UseG1GC -Djava.awt.headless=true \
-            "-Dzookeeper.log.dir=$LOG_DIR" "-Dlog4j.configuration=file:$LOG4J" \
-            -Dzookeeper.jmx.log4j.disable=true \
-            -cp "$CLASSPATH_ZK" org.apache.zookeeper.server.quorum.QuorumPeerMain "$CONF"
-    fi
-    wait_ready "$PIDFILE" 60 answers || fail_start "server did not answer 'ruok' on 127.0.0.1:$PORT within 60s"
-    log zookeeper "ready on 127.0.0.1:$PORT (pid $(<"$PIDFILE"))"
+    service_start 60
+    ((SERVICE_WAS_UP)) || log zookeeper "ready on $ADDRESS (pid $(<"$PIDFILE"))"
 }
 
 cmd_stop() {
-    stop_pidfile zookeeper "$PIDFILE" 30
+    service_stop
 }
 
 cmd_status() {
-    if pid_alive "$PIDFILE" && answers; then
-        log zookeeper "up on 127.0.0.1:$PORT (pid $(<"$PIDFILE"))"
-        four_letter srvr || true
-    else
-        log zookeeper "down"
-        return 1
-    fi
+    service_status || return 1
+    four_letter srvr || true
 }
 
 cmd_cli() {

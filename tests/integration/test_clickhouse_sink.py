@@ -40,9 +40,7 @@ BASE_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z
 
 
 def settings(url: str) -> ClickHouseSettings:
-    return ClickHouseSettings(
-        url=SecretStr(url), batch_rows=5000, retry_initial_seconds=0.5, retry_max_seconds=8.0
-    )
+    return ClickHouseSettings(url=SecretStr(url), retry_initial_seconds=0.5, retry_max_seconds=8.0)
 
 
 def snapshot(

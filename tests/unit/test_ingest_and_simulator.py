@@ -28,7 +28,9 @@ from pipeline.verify import compare_credits, compare_dead_letters, compare_windo
 
 NOW = 1_900_000_000_000
 RATES = Rates("EUR", {"USD": Decimal("0.92"), "GBP": Decimal("1.17")})
-WINDOWS = WindowSettings(tumbling_seconds=(60, 3600), hopping=((7200, 3600),))
+WINDOWS = WindowSettings(
+    tumbling_seconds=(60, 3600), hopping=((7200, 3600),), report_period_seconds=0
+)
 
 
 class DictStore(dict[str, Any]):
@@ -159,7 +161,7 @@ def run_core(
                 latest = PartitionClock.from_state(stage_one.get(clock_key(f"{kind}:{part}")))
                 if latest.latest() != NO_TIME:
                     heard[f"{kind}:{part}"] = latest.latest() - t.allowed_lateness_ms
-        for snapshot in aggregator.fold(items, lambda partition: store):
+        for snapshot in aggregator.fold(items, lambda partition: store)[0]:
             write(snapshot)
         _, final = aggregator.finalise(0, heard, store)
         for snapshot in final:

@@ -8,7 +8,7 @@ import logging
 import pytest
 from rich.console import Console
 
-from streams.progress import Reporter
+from streams.present.progress import Reporter
 
 
 class _Clock:
@@ -52,7 +52,7 @@ def test_elsewhere_it_logs_at_most_every_interval_and_not_while_idle(
     clock = _Clock()
     quiet = Console(file=io.StringIO(), force_terminal=False)
     reporter = Reporter("worker", "messages consumed", console=quiet, every=60, clock=clock)
-    with caplog.at_level(logging.INFO, logger="streams.progress"):
+    with caplog.at_level(logging.INFO, logger="streams.present.progress"):
         for second in range(1, 181):
             clock.now += 1
             reporter.update(second * 100 if second <= 120 else 12_000, waiting=0)

@@ -12,11 +12,11 @@ def test_nested_variables_are_read_with_double_underscore(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("SOCIALROI_KAFKA__BOOTSTRAP_SERVERS", "k1:9092,k2:9092")
-    monkeypatch.setenv("SOCIALROI_WINDOWS__TUMBLING_SECONDS", "[60, 300]")
+    monkeypatch.setenv("SOCIALROI_WINDOWS__TUMBLING_SECONDS", "[60, 300, 86400]")
     monkeypatch.setenv("SOCIALROI_ATTRIBUTION__MODEL", "time_decay")
     settings = Settings()
     assert settings.kafka.bootstrap_servers == "k1:9092,k2:9092"
-    assert settings.windows.tumbling_seconds == (60, 300)
+    assert settings.windows.tumbling_seconds == (60, 300, 86400)
     assert settings.attribution.model is AttributionModel.TIME_DECAY
     with pytest.raises(Exception, match="frozen"):
         settings.kafka = settings.kafka  # type: ignore[misc]
@@ -92,6 +92,13 @@ def _clear_socialroi_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("SOCIALROI_WORKER__BATCH_MAX_EVENT", "did you mean SOCIALROI_WORKER__BATCH_MAX_EVENTS?"),
         ("socialroi_clickhouse_url", "did you mean SOCIALROI_CLICKHOUSE__URL?"),
         ("SOCIALROI_FOO", "names no setting (socialroi --help lists them all)"),
+        # removed: they never had an effect, the worker writes once per batch
+        (
+            "SOCIALROI_CLICKHOUSE__BATCH_ROWS",
+            "no longer a setting: the worker writes ClickHouse "
+            "once per batch, before committing its offsets; SOCIALROI_WORKER__BATCH_MAX_EVENTS",
+        ),
+        ("SOCIALROI_CLICKHOUSE__FLUSH_INTERVAL_SECONDS", "no longer a setting"),
     ],
 )
 def test_a_variable_that_names_no_setting_is_an_error_with_a_suggestion(
@@ -137,7 +144,7 @@ def test_every_socialroi_variable_the_repository_uses_is_known() -> None:
     setting), or the CLI would refuse to run where it is set."""
     import re
 
-    from pipeline.settings import unknown_variables
+    from pipeline.settings import REMOVED_VARIABLES, unknown_variables
 
     root = Path(__file__).resolve().parents[2]
     used: set[str] = set()
@@ -161,7 +168,7 @@ def test_every_socialroi_variable_the_repository_uses_is_known() -> None:
     # names made up on purpose by the test above
     made_up = {"SOCIALROI_KAFKA_BOOTSTRAP_SERVERS", "SOCIALROI_WORKER__BATCH_MAX_EVENT",
                "SOCIALROI_FOO", "SOCIALROI_LOG__LEVL"}  # fmt: skip
-    assert unknown_variables(used - made_up) == []
+    assert unknown_variables(used - made_up - set(REMOVED_VARIABLES)) == []
 
 
 def test_collect_without_a_token_is_one_line(
@@ -238,7 +245,7 @@ def _report_rows() -> list[dict[str, object]]:
 def test_the_report_table_fits_the_terminal_with_roi_and_money_first(width: int) -> None:
     from sinks.views import REPORT_COLUMNS
     from streams.cli import table_columns
-    from streams.report import render
+    from streams.present.report import render
 
     rows = _report_rows()
     columns = table_columns(width, rows)

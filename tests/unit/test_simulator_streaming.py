@@ -32,7 +32,9 @@ from pipeline.simulator import Simulation, SimulationConfig, simulate, truth_con
 from pipeline.truth import TruthConfig, compute_truth
 
 RATES = Rates("EUR", {"USD": Decimal("0.92"), "GBP": Decimal("1.17")})
-SMALL_WINDOWS = WindowSettings(tumbling_seconds=(60, 3600), hopping=((7200, 3600),))
+SMALL_WINDOWS = WindowSettings(
+    tumbling_seconds=(60, 3600), hopping=((7200, 3600),), report_period_seconds=0
+)
 
 # -- the batch truth, as it was ---------------------------------------------------------
 
@@ -458,7 +460,9 @@ def peak_bytes(events: int) -> int:
         truth=truth_config(
             4,
             RATES,
-            WindowSettings(tumbling_seconds=(300,), hopping=((3600, 1800),)),
+            WindowSettings(
+                tumbling_seconds=(300,), hopping=((3600, 1800),), report_period_seconds=0
+            ),
             AttributionSettings(lookback_seconds=3600),
         ),
     )

@@ -18,8 +18,6 @@ from sinks.writer import Backoff, ClickHouseSink, FlushEvent
 
 SETTINGS = ClickHouseSettings(
     url=SecretStr("clickhouse://ingest:topsecret@127.0.0.1:1/db"),
-    batch_rows=3,
-    flush_interval_seconds=1.0,
     retry_initial_seconds=0.5,
     retry_max_seconds=4.0,
 )
@@ -132,39 +130,6 @@ def test_flush_with_nothing_buffered_inserts_nothing() -> None:
     before = list(backend.insert_calls)  # the migrations' records
     asyncio.run(sink.flush())
     assert backend.insert_calls == before
-
-
-def test_should_flush_on_size_and_on_age() -> None:
-    sink, _, clock = make_sink()
-    assert not sink.should_flush()
-    sink.add_snapshots([snapshot(1)])
-    assert not sink.should_flush()
-    clock.now += 0.99
-    assert not sink.should_flush()
-    clock.now += 0.01
-    assert sink.should_flush()
-
-    sink2, _, _ = make_sink()
-    sink2.add_snapshots([snapshot(1), snapshot(2)])
-    assert not sink2.should_flush()
-    sink2.add_dead_letters([LETTER])
-    assert sink2.should_flush()  # batch_rows counts every table
-
-
-def test_age_restarts_after_a_flush() -> None:
-    async def scenario() -> None:
-        sink, _, clock = make_sink()
-        await sink.start()
-        sink.add_snapshots([snapshot(1)])
-        clock.now += 5
-        await sink.flush()
-        assert not sink.should_flush()
-        sink.add_snapshots([snapshot(2)])
-        assert not sink.should_flush()
-        clock.now += 1
-        assert sink.should_flush()
-
-    asyncio.run(scenario())
 
 
 def test_a_transient_failure_keeps_the_buffer_and_backs_off() -> None:

@@ -82,23 +82,30 @@ SPECS = (WindowSpec("tumbling", MINUTE, MINUTE), WindowSpec("hopping", 3 * MINUT
 SIZES = pane_sizes(SPECS)
 
 
-def run(batches: list[list[Contribution]]) -> dict[PaneKey, bytes]:
-    """Fold batch by batch, the state going through its changelog form in between."""
+def run(
+    batches: list[list[Contribution]], replays: list[int] | None = None
+) -> dict[PaneKey, bytes]:
+    """Fold batch by batch, the state going through its changelog form in between; each
+    batch's count of replays is appended to ``replays``."""
     store: dict[PaneKey, bytes] = {}
     for batch in batches:
-        touched = fold(
+        touched, replayed = fold(
             batch, SIZES, lambda k: PaneState.decode(store[k]) if k in store else PaneState()
         )
         for key, state in touched.items():
             store[key] = state.encode()
+        if replays is not None:
+            replays.append(replayed)
     return store
 
 
-def test_replayed_contributions_are_skipped() -> None:
+def test_replayed_contributions_are_skipped_and_counted() -> None:
     items = [contribution("t:0", o, o * 1000, likes=1) for o in range(10)]
     once = run([items])
-    replayed = run([items[:6], items[3:], items])  # crash after 6, replay from 3, then all
+    replays: list[int] = []
+    replayed = run([items[:6], items[3:], items], replays)  # crash after 6, replay from 3
     assert replayed == once
+    assert replays == [0, 3, 10]
     minute = PaneState.decode(once[PaneKey("c1", "facebook", MINUTE, 0)])
     snapshot = minute.snapshot(PaneKey("c1", "facebook", MINUTE, 0), SIZES[0])
     assert {k: v for k, v in snapshot.counters.items() if v} == {"events": 10, "likes": 10}
@@ -107,7 +114,9 @@ def test_replayed_contributions_are_skipped() -> None:
 
 def test_an_event_updates_one_pane_per_pane_size() -> None:
     specs = specs_from_settings((60, 3600, 86400), ((86400, 3600), (604800, 86400)))
-    touched = fold([contribution("t:0", 0, 10 * DAY + 1)], pane_sizes(specs), lambda k: PaneState())
+    touched, _ = fold(
+        [contribution("t:0", 0, 10 * DAY + 1)], pane_sizes(specs), lambda k: PaneState()
+    )
     assert sorted(k.size_ms for k in touched) == [MINUTE, HOUR, DAY]
 
 
@@ -165,7 +174,10 @@ def test_panes_turn_final_once_then_leave_after_the_lateness() -> None:
     store = _Store()
     traffic = ["t:0"]
     stage = Aggregator(SPECS, 30_000, traffic, lambda campaign: 0)
-    written = stage.fold([contribution("t:0", o, o * 20_000) for o in range(9)], lambda p: store)
+    written, replays = stage.fold(
+        [contribution("t:0", o, o * 20_000) for o in range(9)], lambda p: store
+    )
+    assert replays == 0
     assert {s.window_start_ms for s in written} == {0, MINUTE, 2 * MINUTE}
     assert stage.finalise(0, {}, store) == (NO_TIME, [])  # nothing heard yet
     mark, final = stage.finalise(0, {"t:0": MINUTE}, store)

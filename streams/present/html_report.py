@@ -3,7 +3,7 @@
 It renders the document of ``sinks.report.build_report`` and nothing else, so every number on
 the page is in ``--format report-json`` too (the document is also embedded in the page, in
 ``<script type="application/json" id="report-data">``). Works offline: inline CSS, charts
-drawn here as inline SVG (:mod:`streams.charts`), system fonts, no network request. A
+drawn here as inline SVG (:mod:`streams.present.charts`), system fonts, no network request. A
 ten-line inline script only records, on ``<html>``, how many charts hold marks
 (``data-charts-rendered``) and any script error (``data-script-errors``), for tests and
 monitoring; the page reads the same without it.
@@ -20,9 +20,9 @@ from typing import Any
 
 import orjson
 
-from streams import html_parts as h
-from streams.charts import PALETTE, bar_chart, grouped_bar_chart, line_chart
-from streams.charts import scatter as scatter_chart
+from streams.present import html_parts as h
+from streams.present.charts import PALETTE, bar_chart, grouped_bar_chart, line_chart
+from streams.present.charts import scatter as scatter_chart
 
 __all__ = ["render_html"]
 

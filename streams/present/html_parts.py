@@ -1,4 +1,4 @@
-"""What the board report's page (``streams.html_report``) is made of: number and day
+"""What the board report's page (``streams.present.html_report``) is made of: number and day
 formats, tables that carry each figure's exact value in ``data-value``, and the page
 shell (inline CSS, the ten-line check script, the template)."""
 
@@ -11,7 +11,7 @@ from typing import Any, Final
 
 import orjson
 
-from streams.charts import NEGATIVE, POSITIVE
+from streams.present.charts import NEGATIVE, POSITIVE
 
 __all__ = [
     "CSS",

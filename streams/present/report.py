@@ -118,7 +118,7 @@ def render_document(document: dict[str, Any], fmt: str) -> str:
     if fmt == "report-json":
         return orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()
     if fmt == "html":
-        from streams.html_report import render_html
+        from streams.present.html_report import render_html
 
         return render_html(document)
     raise ValueError(f"unknown format {fmt!r}")
