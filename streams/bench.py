@@ -183,9 +183,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     soak.add_argument("--soak-minutes", type=float, default=10.0, metavar="M",
                       help="how long to produce (default 10)")  # fmt: skip
     soak.add_argument("--soak-days", type=int, default=None, metavar="D",
-                      help="days of event time over those minutes (default: 1.5 x the "
-                      "longest window or attribution lookback, 11 with the defaults, so "
-                      "state is full before the last third)")  # fmt: skip
+                      help="days of event time over those minutes (default: twice the "
+                      "longest window or attribution lookback, 14 with the defaults, so "
+                      "state is full and settled before the last third)")  # fmt: skip
 
 
 # -- one run -------------------------------------------------------------------------------

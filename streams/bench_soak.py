@@ -4,13 +4,13 @@ The worker runs exactly as in the bench's drain (fresh topics, consumer group an
 chDB by default, ``/metrics`` on a free port): one process, or with ``--processes 2`` one
 per stage (ClickHouse server only), whose RSS is then the sum of both. The streaming simulator
 feeds it ``--soak-rate`` events/s for ``--soak-minutes``, with ``--soak-days`` of event time
-spread over those minutes: event time runs far ahead of the wall clock (11 days in 10
-minutes is about 1,600x), so the run covers more than the longest window and the
+spread over those minutes: event time runs far ahead of the wall clock (14 days in 10
+minutes is about 2,000x), so the run covers more than the longest window and the
 attribution lookback (7 days each by default), and every kind of state the worker keeps
 has been opened, made final and dropped many times before the end. The default number of
-days (:func:`steady_days`) puts that moment before the last third of the run, the third
-the verdict reads RSS over: before it, state still grows by design (touches are kept a
-whole lookback). The pace follows the
+days (:func:`steady_days`) puts that moment well before the last third of the run, the
+third the verdict reads RSS over: before it, state still grows by design (touches are kept
+a whole lookback). The pace follows the
 simulator's daily rhythm: quiet hours of event time go by about twice as fast as busy ones.
 
 The simulator runs without its ground truth (``follow_truth=False``): the truth keeps every
@@ -363,9 +363,11 @@ def _longest_window_seconds(settings: Settings, windows: WindowSet) -> int:
 
 
 def steady_days(horizon_seconds: int) -> int:
-    """Days of event time after which state has had ``horizon_seconds`` (the longest window
-    or the lookback) to fill, by two thirds of the run: 1.5 times it, rounded up."""
-    return math.ceil(1.5 * horizon_seconds / 86_400)
+    """Days of event time such that state has had ``horizon_seconds`` (the longest window
+    or the lookback) to fill, and a third of it more to settle, by two thirds of the run:
+    twice it, rounded up. (With 1.5 times it, the last third began just as the lookback's
+    touches reached their full span, and the soak's RSS rose with them.)"""
+    return math.ceil(2 * horizon_seconds / 86_400)
 
 
 def run_soak(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:

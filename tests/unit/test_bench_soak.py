@@ -207,8 +207,9 @@ def test_the_simulator_makes_the_same_messages_without_its_truth() -> None:
 
 def test_the_default_days_fill_the_state_before_the_last_third() -> None:
     week = 7 * 86_400
-    assert steady_days(week) == 11  # the defaults: 7-day lookback and weekly window
+    assert steady_days(week) == 14  # the defaults: 7-day lookback and weekly window
     for horizon in (3600, 86_400, week, 30 * 86_400):
         days = steady_days(horizon)
-        assert days * 86_400 * 2 / 3 >= horizon  # full by two thirds of the event time
-        assert (days - 1) * 86_400 * 2 / 3 < horizon  # and not a day more than that
+        # full, and settled for a third of the horizon more, by two thirds of the event time
+        assert days * 86_400 * 2 / 3 >= horizon * 4 / 3
+        assert (days - 1) * 86_400 * 2 / 3 < horizon * 4 / 3  # and not a day more
