@@ -37,6 +37,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.kpi import CATALOGUE
+
 OUT = Path(__file__).resolve().parent / "dashboards"
 CH = {"type": "grafana-clickhouse-datasource", "uid": "socialroi-clickhouse"}
 PROM = {"type": "prometheus", "uid": "socialroi-prometheus"}
@@ -78,35 +80,33 @@ def units(currency: str) -> dict[str, dict[str, Any]]:
         "percent": {"unit": "percentunit", "decimals": 1},
         "roi": {"unit": "percentunit", "decimals": 0, "thresholds": RED_BELOW_ZERO},
         "multiple": {"unit": "suffix:x", "decimals": 2},
+        "score": {"unit": "none", "decimals": 2},
         "count": {"unit": "locale", "decimals": 0},
         "credit": {"unit": "locale", "decimals": 1},  # attributed conversions are fractions
         "days": {"unit": "none", "decimals": 0, "thresholds": ORANGE_FROM_ONE},
     }
 
 
-COUNTS = (
-    "likes", "comments", "shares", "saves", "visits", "social_visits", "follows",
-    "unfollows", "net_follower_growth", "service_contacts", "service_resolved",
-)  # fmt: skip
-# The kind of every column a ClickHouse panel returns (a test checks none is missing).
-COLUMN_KINDS = {
-    "spend": "money",
-    "revenue": "money",
-    "service_savings": "money",
-    "follower_revenue": "money",
-    "value_per_follower": "money",
-    "cpa": "money",
+# The Grafana kind of each catalogue unit (pipeline/kpi.py UNITS).
+KIND_OF_UNIT = {
+    "count": "count",
+    "micros": "money",
+    "credit": "credit",
+    "share": "percent",
+    "score": "score",
     "roi": "roi",
-    "roas": "multiple",
-    "engagement_rate": "percent",
-    "ctr": "percent",
+    "multiple": "multiple",
+    "money": "money",
+}
+# The kind of every column a ClickHouse panel returns (a test checks none is missing): the
+# KPI catalogue's, and the few columns views compute beside it.
+COLUMN_KINDS = {
+    **{kpi.column: KIND_OF_UNIT[kpi.unit] for kpi in CATALOGUE},
+    "social_visits": "count",
     "social_share": "percent",
-    "resolution_rate": "percent",
-    "conversions": "credit",
     "provisional_days": "days",
     "budget": "money",
     "budget_used": "percent",
-    **dict.fromkeys(COUNTS, "count"),
 }
 # Columns that name rather than measure.
 LABEL_COLUMNS = {"time", "campaign_id", "campaign_name"}
