@@ -109,7 +109,7 @@ _COUNTS = tuple(
     for kpi in CATALOGUE
     if kpi.unit == "count" and kpi.kind != "ratio" and kpi.name != "reach" and not kpi.internal
 )
-_WINDOW_RATIOS = tuple(name for name in RATIO_EXPRESSIONS if name != "resolution_rate")
+
 
 REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "campaign_id",
@@ -220,7 +220,7 @@ def campaign_windows(
         *_COUNTS,
         "reach_sum",
         *MONEY_EXPRESSIONS,
-        *_WINDOW_RATIOS,
+        *RATIO_EXPRESSIONS,
     )
     order = "campaign_id, window_kind, window_seconds, window_start_ms"
     return query_rows(backend, _select("kpi_campaign_windows", columns, conditions, order))
@@ -244,7 +244,7 @@ def channel_windows(
         *_COUNTS,
         "reach",
         *MONEY_EXPRESSIONS,
-        *_WINDOW_RATIOS,
+        *RATIO_EXPRESSIONS,
     )
     order = "campaign_id, channel, window_kind, window_seconds, window_start_ms"
     return query_rows(backend, _select("kpi_channel_windows", columns, conditions, order))

@@ -91,6 +91,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from sinks import apply_migrations, open_backend
     from sinks.retention import prune_raw_events
 
+    if args.new is not None:
+        from sinks.view_ddl import write_new_migration
+
+        path = write_new_migration(args.new)
+        print(f"wrote {path}: review it, then run `socialroi migrate`")
+        return 0
     backend = open_backend(settings.clickhouse.url.get_secret_value())
     backend.start()
     try:
@@ -346,10 +352,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("config", cmd_config, "Print the effective settings (secrets redacted).")
     add("topics", cmd_topics, "Create the Kafka topics the pipeline uses, if missing.")
-    add(
+    p = add(
         "migrate",
         cmd_migrate,
         "Apply ClickHouse schema migrations (idempotent) and the raw archive's retention.",
+    )
+    p.add_argument(
+        "--new",
+        metavar="NAME",
+        default=None,
+        help="instead, write the next migration file (sinks/migrations/NNNN_NAME.sql): the "
+        "counters and views the KPI catalogue (pipeline/kpi.py) adds; applies nothing",
     )
 
     p = add(

@@ -217,6 +217,7 @@ def _kpis(c: dict[str, int]) -> dict[str, Any]:
         "cost_per_engagement": _ratio(spend, engagements * 1_000_000),
         "conversion_rate": _ratio(c["conversion_credit_micros"], c["visits"] * 1_000_000),
         "value_per_follower": _ratio(c["follower_revenue_micros"], c["follows"] * 1_000_000),
+        "resolution_rate": _ratio(c["service_resolved"], c["service_contacts"]),
     }
 
 

@@ -93,8 +93,6 @@ def test_the_window_views_show_every_kpi_with_the_catalogue_formula() -> None:
         for kpi in CATALOGUE:
             if kpi.internal or kpi.name == "reach":
                 continue
-            if kpi.name == "resolution_rate":  # only in service_savings until migration 0012
-                continue
             if kpi.name in RATIO_EXPRESSIONS:
                 assert f"{RATIO_EXPRESSIONS[kpi.name]} AS {kpi.name}" in body, (view, kpi.name)
             elif kpi.column in MONEY_EXPRESSIONS:
