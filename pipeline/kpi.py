@@ -43,10 +43,11 @@ MICROS: Final = 1_000_000
 
 Kind = Literal["counter", "sum", "ratio"]
 UNITS: Final = frozenset(
-    {"count", "micros", "credit", "share", "score", "roi", "multiple", "money"}
+    {"count", "micros", "credit", "ms", "share", "score", "roi", "multiple", "money", "seconds"}
 )
 """``count``: a number of things; ``micros``: base-currency micro-units (shown in base units);
-``credit``: attributed conversions in millionths (shown as fractional conversions);
+``credit``: attributed conversions in millionths (shown as fractional conversions); ``ms``:
+a duration in milliseconds; ``seconds``: a duration per thing (a ratio);
 ``share``: a fraction of 1 (shown as a percentage); ``score``: from -1 to 1; ``roi``: a
 return on spend (a percentage, red below 0); ``multiple``: times the spend; ``money``: base
 currency per thing (a ratio of micro-units to a count in micro-units)."""
@@ -179,6 +180,18 @@ CATALOGUE: Final[tuple[Kpi, ...]] = (
         "revenue the views give the campaign's declared margin (sinks/migrations/0010)",
         internal=True,
     ),
+    _counter("video_views", f"{_SOCIAL} video_view", "video views"),
+    _counter(
+        "video_completions",
+        f"{_SOCIAL} video_view, completed",
+        "video views watched to the end (or the platform's completed-view mark)",
+    ),
+    _counter(
+        "video_watch_ms",
+        f"{_SOCIAL} video_view: its watch_seconds in milliseconds (rounded)",
+        "time spent watching the videos",
+        unit="ms",
+    ),
     # Sums: formulas over counters, summed like them.
     _sum("engagements", "likes + comments + shares + saves", "count", "engagements"),
     _sum("net_follower_growth", "follows - unfollows", "count", "net follower growth"),
@@ -240,6 +253,27 @@ CATALOGUE: Final[tuple[Kpi, ...]] = (
         "follows * 1000000",
         "money",
         "revenue from followers per new follower",
+    ),
+    _ratio(
+        "cost_per_new_follower",
+        "spend_micros",
+        "net_follower_growth * 1000000",
+        "money",
+        "spend per net new follower (negative when more left than came)",
+    ),
+    _ratio(
+        "view_through_rate",
+        "video_completions",
+        "video_views",
+        "share",
+        "video views watched to the end",
+    ),
+    _ratio(
+        "watch_seconds_per_view",
+        "video_watch_ms",
+        "video_views * 1000",
+        "seconds",
+        "average watch time of a video view",
     ),
     _ratio(
         "resolution_rate",

@@ -103,13 +103,16 @@ RATIO_EXPRESSIONS: Final[dict[str, str]] = {
 """Nullable(Float64) ratios from summed inputs (named as in ``kpi_current``): the
 catalogue's formulas (pipeline.kpi) as SQL."""
 
-# Every count the window views show: counters and count sums (reach is shown apart).
+# Every count (and duration) the window views show: counters and sums that are not money
+# (reach is shown apart).
 _COUNTS = tuple(
     kpi.column
     for kpi in CATALOGUE
-    if kpi.unit == "count" and kpi.kind != "ratio" and kpi.name != "reach" and not kpi.internal
+    if kpi.kind != "ratio"
+    and kpi.column not in MONEY_EXPRESSIONS
+    and kpi.name != "reach"
+    and not kpi.internal
 )
-
 
 REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "campaign_id",
@@ -137,6 +140,9 @@ REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "cpc",
     "cpm",
     "cost_per_engagement",
+    "cost_per_new_follower",
+    "video_views",
+    "view_through_rate",
     "budget",
     "budget_used",
 )

@@ -163,7 +163,8 @@ TABLE_PRIORITY: tuple[str, ...] = (
     "campaign_id", "spend", "revenue", "roi", "roas", "conversions", "cpa",
     "service_savings", "profit", "engagement_rate", "ctr", "conversion_rate", "impressions",
     "engagements", "clicks", "visits", "follows", "net_follower_growth", "cpc", "cpm",
-    "cost_per_engagement", "unfollows", "service_resolved", "windows",
+    "cost_per_engagement", "cost_per_new_follower", "video_views", "view_through_rate",
+    "unfollows", "service_resolved", "windows",
 )  # fmt: skip
 
 

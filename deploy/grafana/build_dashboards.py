@@ -81,6 +81,8 @@ def units(currency: str) -> dict[str, dict[str, Any]]:
         "roi": {"unit": "percentunit", "decimals": 0, "thresholds": RED_BELOW_ZERO},
         "multiple": {"unit": "suffix:x", "decimals": 2},
         "score": {"unit": "none", "decimals": 2},
+        "ms": {"unit": "ms", "decimals": 0},
+        "seconds": {"unit": "s", "decimals": 1},
         "count": {"unit": "locale", "decimals": 0},
         "credit": {"unit": "locale", "decimals": 1},  # attributed conversions are fractions
         "days": {"unit": "none", "decimals": 0, "thresholds": ORANGE_FROM_ONE},
@@ -97,6 +99,8 @@ KIND_OF_UNIT = {
     "roi": "roi",
     "multiple": "multiple",
     "money": "money",
+    "ms": "ms",
+    "seconds": "seconds",
 }
 # The kind of every column a ClickHouse panel returns (a test checks none is missing): the
 # KPI catalogue's, and the few columns views compute beside it.
@@ -372,6 +376,7 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
         [provisional("roi_by_campaign", DAILY_PROVISIONAL)],
     )
     hourly = "window_kind = 'tumbling' AND window_seconds = 3600"
+    daily_windows = "window_kind = 'tumbling' AND window_seconds = 86400"
     engagement = dashboard(
         "socialroi-engagement",
         "socialroi / Engagement",
@@ -395,6 +400,25 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                 WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY time ORDER BY time""",
                 ["time", "likes", "comments", "shares", "saves"],
+            ),
+            panel(
+                "Video views (hourly)",
+                f"""SELECT window_start AS time, sum(video_views) AS video_views,
+                    sum(video_completions) AS video_completions
+                FROM kpi_campaign_windows
+                WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                GROUP BY time ORDER BY time""",
+                ["time", "video_views", "video_completions"],
+            ),
+            panel(
+                "View-through rate (hourly): video views watched to the end",
+                f"""SELECT window_start AS time,
+                    if(sum(video_views) = 0, NULL, sum(video_completions) / sum(video_views))
+                        AS view_through_rate
+                FROM kpi_campaign_windows
+                WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                GROUP BY time ORDER BY time""",
+                ["time", "view_through_rate"],
             ),
         ],
         [campaign_variable()],
@@ -451,6 +475,29 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                     "net_follower_growth",
                     "follower_revenue",
                     "value_per_follower",
+                    "provisional_days",
+                ],
+                kind="table",
+            ),
+            panel(
+                "Cost per new follower (selected period): spend / net new followers",
+                f"""SELECT campaign_id, spend, net_follower_growth,
+                    if(net_follower_growth = 0, NULL, spend / net_follower_growth)
+                        AS cost_per_new_follower,
+                    provisional_days
+                FROM (
+                    SELECT campaign_id, sum(spend) AS spend,
+                        sum(net_follower_growth) AS net_follower_growth,
+                        countIf(is_final = 0) AS provisional_days
+                    FROM kpi_campaign_windows
+                    WHERE {daily_windows} AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                    GROUP BY campaign_id)
+                ORDER BY campaign_id""",
+                [
+                    "campaign_id",
+                    "spend",
+                    "net_follower_growth",
+                    "cost_per_new_follower",
                     "provisional_days",
                 ],
                 kind="table",

@@ -1,16 +1,23 @@
--- kpi_catalogue: generated from the KPI catalogue (pipeline/kpi.py) by
+-- video_views: generated from the KPI catalogue (pipeline/kpi.py) by
 -- `socialroi migrate --new`; frozen once released, like every migration.
--- Adds to kpi_panes: no counter (older rows: 0).
+-- Adds to kpi_panes: video_views, video_completions, video_watch_ms (older rows: 0).
 -- Re-creates, in this order: kpi_pane_latest, kpi_key_current, kpi_current,
 --   kpi_campaign_windows, kpi_channel_windows.
 -- kpi_campaign_windows and kpi_channel_windows show every KPI: events, impressions, reach,
 --   likes, comments, shares, saves, clicks, follows, unfollows, mentions_positive,
 --   mentions_neutral, mentions_negative, service_contacts, service_resolved,
 --   service_savings, visits, conversions, revenue, profit, media_spend, effort_spend,
---   tools_spend, follower_revenue, engagements, net_follower_growth, spend,
---   engagement_rate, applause_rate, conversation_rate, amplification_rate, ctr,
---   net_sentiment, roi, roi_on_profit, roas, cpa, cpc, cpm, cost_per_engagement,
---   conversion_rate, value_per_follower, resolution_rate.
+--   tools_spend, follower_revenue, video_views, video_completions, video_watch_ms,
+--   engagements, net_follower_growth, spend, engagement_rate, applause_rate,
+--   conversation_rate, amplification_rate, ctr, net_sentiment, roi, roi_on_profit, roas,
+--   cpa, cpc, cpm, cost_per_engagement, conversion_rate, value_per_follower,
+--   cost_per_new_follower, view_through_rate, watch_seconds_per_view, resolution_rate.
+ALTER TABLE kpi_panes ADD COLUMN IF NOT EXISTS video_views Int64 DEFAULT 0;
+
+ALTER TABLE kpi_panes ADD COLUMN IF NOT EXISTS video_completions Int64 DEFAULT 0;
+
+ALTER TABLE kpi_panes ADD COLUMN IF NOT EXISTS video_watch_ms Int64 DEFAULT 0;
+
 DROP TABLE IF EXISTS kpi_pane_latest;
 
 CREATE VIEW IF NOT EXISTS kpi_pane_latest AS
@@ -48,6 +55,9 @@ SELECT
     argMax(tools_spend_micros, version) AS tools_spend_micros,
     argMax(follower_revenue_micros, version) AS follower_revenue_micros,
     argMax(unmargined_revenue_micros, version) AS unmargined_revenue_micros,
+    argMax(video_views, version) AS video_views,
+    argMax(video_completions, version) AS video_completions,
+    argMax(video_watch_ms, version) AS video_watch_ms,
     argMax(hopping_seconds, version) AS hopping_seconds,
     argMax(reach_users, version) AS reach_users,
     argMax(reach_codes, version) AS reach_codes,
@@ -92,6 +102,9 @@ SELECT
     tools_spend_micros,
     follower_revenue_micros,
     unmargined_revenue_micros,
+    video_views,
+    video_completions,
+    video_watch_ms,
     updated_at
 FROM kpi_pane_latest
 WHERE window_kind = 'tumbling'
@@ -130,6 +143,9 @@ SELECT
     tools_spend_micros,
     follower_revenue_micros,
     unmargined_revenue_micros,
+    video_views,
+    video_completions,
+    video_watch_ms,
     updated_at
 FROM
 (
@@ -172,6 +188,9 @@ FROM
         sum(tools_spend_micros) AS tools_spend_micros,
         sum(follower_revenue_micros) AS follower_revenue_micros,
         sum(unmargined_revenue_micros) AS unmargined_revenue_micros,
+        sum(video_views) AS video_views,
+        sum(video_completions) AS video_completions,
+        sum(video_watch_ms) AS video_watch_ms,
         if(
             max(length(reach_users) = 0 AND length(reach_codes) > 0) = 0,
             toInt64(uniqExactArray(reach_users)),
@@ -225,6 +244,9 @@ FROM
             tools_spend_micros,
             follower_revenue_micros,
             unmargined_revenue_micros,
+            video_views,
+            video_completions,
+            video_watch_ms,
             reach_users,
             reach_codes,
             updated_at
@@ -271,6 +293,9 @@ SELECT
     sum(tools_spend_micros) AS tools_spend_micros,
     sum(follower_revenue_micros) AS follower_revenue_micros,
     sum(unmargined_micros) AS unmargined_revenue_micros,
+    sum(video_views) AS video_views,
+    sum(video_completions) AS video_completions,
+    sum(video_watch_ms) AS video_watch_ms,
     max(updated_at) AS updated_at
 FROM
 (
@@ -307,6 +332,9 @@ FROM
         tools_spend_micros,
         follower_revenue_micros,
         unmargined_revenue_micros AS unmargined_micros,
+        video_views,
+        video_completions,
+        video_watch_ms,
         updated_at,
         if(owner = '', campaign_key, owner) AS owner_key
     FROM
@@ -345,6 +373,9 @@ FROM
             tools_spend_micros,
             follower_revenue_micros,
             unmargined_revenue_micros,
+            video_views,
+            video_completions,
+            video_watch_ms,
             updated_at
         FROM kpi_key_current
     ) AS by_key
@@ -386,6 +417,9 @@ SELECT
     service_contacts,
     service_resolved,
     visits,
+    video_views,
+    video_completions,
+    video_watch_ms,
     likes + comments + shares + saves AS engagements,
     follows - unfollows AS net_follower_growth,
     service_savings_micros / 1000000 AS service_savings,
@@ -412,6 +446,9 @@ SELECT
     if(((likes + comments + shares + saves) * 1000000) = 0, NULL, (media_spend_micros + effort_spend_micros + tools_spend_micros) / ((likes + comments + shares + saves) * 1000000)) AS cost_per_engagement,
     if((visits * 1000000) = 0, NULL, conversion_credit_micros / (visits * 1000000)) AS conversion_rate,
     if((follows * 1000000) = 0, NULL, follower_revenue_micros / (follows * 1000000)) AS value_per_follower,
+    if(((follows - unfollows) * 1000000) = 0, NULL, (media_spend_micros + effort_spend_micros + tools_spend_micros) / ((follows - unfollows) * 1000000)) AS cost_per_new_follower,
+    if(video_views = 0, NULL, video_completions / video_views) AS view_through_rate,
+    if((video_views * 1000) = 0, NULL, video_watch_ms / (video_views * 1000)) AS watch_seconds_per_view,
     if(service_contacts = 0, NULL, service_resolved / service_contacts) AS resolution_rate
 FROM
 (
@@ -447,6 +484,9 @@ FROM
         sum(tools_spend_micros) AS tools_spend_micros,
         sum(follower_revenue_micros) AS follower_revenue_micros,
         sum(unmargined_revenue_micros) AS unmargined_revenue_micros,
+        sum(video_views) AS video_views,
+        sum(video_completions) AS video_completions,
+        sum(video_watch_ms) AS video_watch_ms,
         sum(reach) AS reach_sum
     FROM kpi_current
     GROUP BY campaign_id, window_kind, window_seconds, window_start
@@ -479,6 +519,9 @@ SELECT
     service_contacts,
     service_resolved,
     visits,
+    video_views,
+    video_completions,
+    video_watch_ms,
     likes + comments + shares + saves AS engagements,
     follows - unfollows AS net_follower_growth,
     service_savings_micros / 1000000 AS service_savings,
@@ -505,5 +548,8 @@ SELECT
     if(((likes + comments + shares + saves) * 1000000) = 0, NULL, (media_spend_micros + effort_spend_micros + tools_spend_micros) / ((likes + comments + shares + saves) * 1000000)) AS cost_per_engagement,
     if((visits * 1000000) = 0, NULL, conversion_credit_micros / (visits * 1000000)) AS conversion_rate,
     if((follows * 1000000) = 0, NULL, follower_revenue_micros / (follows * 1000000)) AS value_per_follower,
+    if(((follows - unfollows) * 1000000) = 0, NULL, (media_spend_micros + effort_spend_micros + tools_spend_micros) / ((follows - unfollows) * 1000000)) AS cost_per_new_follower,
+    if(video_views = 0, NULL, video_completions / video_views) AS view_through_rate,
+    if((video_views * 1000) = 0, NULL, video_watch_ms / (video_views * 1000)) AS watch_seconds_per_view,
     if(service_contacts = 0, NULL, service_resolved / service_contacts) AS resolution_rate
 FROM kpi_current;
