@@ -173,6 +173,11 @@ def contribution(
             if data["resolved"]:
                 deltas["service_resolved"] = 1
                 deltas["service_savings_micros"] = service.saving_micros
+        elif etype == "video_view":
+            deltas["video_views"] = 1
+            deltas["video_watch_ms"] = round(data["watch_seconds"] * 1000)
+            if data["completed"]:
+                deltas["video_completions"] = 1
     elif kind == "web.events":
         if etype != "page_view":
             return None  # conversions are credited by attribution, not counted here

@@ -30,6 +30,7 @@ from pipeline.ports import KpiSnapshot
 from pipeline.windows import WindowSpec
 
 __all__ = [
+    "FORMAT_LAST_COUNTER",
     "PANE_COUNTERS",
     "PaneKey",
     "PaneSize",
@@ -47,11 +48,21 @@ _EVENTS: Final = _INDEX["events"]
 _REACH: Final = KPI_COUNTERS.index("reach")  # where reach goes among the pane's counters
 _SOCIAL: Final = "social.interactions:"
 
-_FORMAT: Final = 2
-_HEAD: Final = struct.Struct(f"<BBH{len(PANE_COUNTERS)}q")  # format, final, offsets, counters
-# Format 1 had no unmargined_revenue_micros (the last counter): its states decode with 0.
-_HEAD_1: Final = struct.Struct(f"<BBH{len(PANE_COUNTERS) - 1}q")
-_HEADS: Final = {_FORMAT: _HEAD, 1: _HEAD_1}
+# The last counter of every format of the state. A new counter goes last in the catalogue
+# with a new format here; a state of an older format decodes with 0 for the counters added
+# since (a unit test checks that the newest format ends with the catalogue's last counter).
+FORMAT_LAST_COUNTER: Final = {
+    1: "follower_revenue_micros",
+    2: "unmargined_revenue_micros",
+    3: "video_watch_ms",
+}
+_FORMAT: Final = max(FORMAT_LAST_COUNTER)
+# format, final, number of offsets, counters
+_HEADS: Final = {
+    number: struct.Struct(f"<BBH{PANE_COUNTERS.index(last) + 1}q")
+    for number, last in FORMAT_LAST_COUNTER.items()
+}
+_HEAD: Final = _HEADS[_FORMAT]
 _OFFSET: Final = struct.Struct("<Hq")  # length of the source name, offset; then the name
 
 

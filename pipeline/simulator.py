@@ -79,6 +79,7 @@ _MIX: Final = (
     ("unfollow", 1),
     ("mention", 5),
     ("service_contact", 2),
+    ("video_view", 6),
     ("organic_visit", 6),
 )
 _KINDS: Final = tuple(k for k, _ in _MIX)
@@ -309,6 +310,11 @@ class _Generator:
         elif etype == "service_contact":
             body["resolved"] = self.rng.random() < 0.8
             body["handle_seconds"] = self.rng.randint(30, 900)
+        elif etype == "video_view":
+            length = self.rng.choice((6, 15, 30, 60))  # seconds
+            body["completed"] = self.rng.random() < 0.35
+            watched = length if body["completed"] else self.rng.uniform(0.5, length)
+            body["watch_seconds"] = round(watched, 3)
         key = user if "user_id" in body else camp.id
         self.plan(ts, "social.interactions", key, body)
 

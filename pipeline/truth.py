@@ -256,6 +256,11 @@ class Truth:
                 if body["resolved"]:
                     deltas["service_resolved"] = 1
                     deltas["service_savings_micros"] = cfg.service_saving_micros
+            elif etype == "video_view":
+                deltas["video_views"] = 1
+                deltas["video_watch_ms"] = round(body["watch_seconds"] * 1000)
+                if body["completed"]:
+                    deltas["video_completions"] = 1
             self._add(campaign, channel, ts, deltas, user)
             if (
                 user

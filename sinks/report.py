@@ -59,6 +59,7 @@ _KPI_SOURCES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
     ("Social share of site traffic", ("web",)),
     ("Followers and value per follower", ("social", "web")),
     ("Engagement rate and net sentiment", ("social",)),
+    ("Video views, view-through rate and watch time", ("social",)),
     ("Customer service on social", ("social",)),
 )
 
@@ -164,6 +165,10 @@ CAMPAIGN_AUDIENCE_COLUMNS: Final[tuple[str, ...]] = (
     "net_follower_growth",
     "follower_revenue",
     "value_per_follower",
+    "cost_per_new_follower",
+    "video_views",
+    "view_through_rate",
+    "watch_seconds_per_view",
     "service_contacts",
     "service_resolved",
     "resolution_rate",

@@ -39,6 +39,7 @@ __all__ = [
     "WATERMARK_COLUMNS",
     "WATERMARK_TABLE",
     "WINDOW_KINDS",
+    "WRITTEN_COLUMNS",
     "RowError",
     "campaign_row",
     "credit_row",
@@ -146,6 +147,20 @@ CREDIT_COLUMNS: Final[tuple[str, ...]] = (
     "profit_micros",
     "version",
 )
+
+WRITTEN_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
+    KPI_TABLE: KPI_COLUMNS,
+    DEAD_LETTER_TABLE: DEAD_LETTER_COLUMNS,
+    DEAD_LETTER_ORIGINAL_TABLE: DEAD_LETTER_ORIGINAL_COLUMNS,
+    CREDIT_TABLE: CREDIT_COLUMNS,
+    RAW_TABLE: RAW_COLUMNS,
+    CAMPAIGN_TABLE: CAMPAIGN_COLUMNS,
+    # Last: a watermark says that partition's final panes are written, so it is written
+    # after them (the writer flushes tables in this order).
+    WATERMARK_TABLE: WATERMARK_COLUMNS,
+}
+"""Every table the writer inserts into, with the columns it names (a test compares each
+with the table's ``DESCRIBE`` after every migration, on every engine)."""
 
 _INT64 = (-(2**63), 2**63 - 1)
 _UINT64 = (0, 2**64 - 1)

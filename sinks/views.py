@@ -6,9 +6,9 @@ alike). Each ratio is one division of exact integer sums (money in micro-units),
 chDB and Python all get the same IEEE double. Money columns are base-currency units
 (``*_micros / 1e6``, Float64); ratio columns are ``Nullable(Float64)`` on every engine.
 
-The SQL expressions here are the single source of the formulas: the migration file carries a
-frozen copy of them (a unit test checks each appears there verbatim), and
-:func:`campaign_report` uses them to total a period from ``kpi_current``.
+The formulas come from the KPI catalogue (:data:`pipeline.kpi.CATALOGUE`), rendered as SQL
+here: the migration files carry frozen copies of them (a unit test checks each appears there
+verbatim), and :func:`campaign_report` uses them to total a period from ``kpi_current``.
 
 Readers return dicts. Times come back as epoch milliseconds (``window_start_ms``,
 ``window_end_ms``) and days as ``'YYYY-MM-DD'`` strings (``day``), computed in SQL so they do
@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Final
 
-from pipeline.kpi import KPI_COUNTERS
+from pipeline.kpi import CATALOGUE, KPI_COUNTERS, RATIOS, SUMS, expand
 from pipeline.settings import DAILY_PERIOD_SECONDS
 from sinks.backends import Backend, sql_string
 from sinks.errors import QueryError
@@ -77,8 +77,8 @@ SPEND_BUCKETS: Final[tuple[tuple[int, str, int | None], ...]] = (
 )
 """``spend_vs_return`` buckets: (number, label, exclusive upper bound in base units)."""
 
-_SPEND = "(media_spend_micros + effort_spend_micros + tools_spend_micros)"
-ENGAGEMENTS = "(likes + comments + shares + saves)"
+_SPEND = expand("spend_micros")
+ENGAGEMENTS = expand("engagements")
 
 
 def _ratio(numerator: str, denominator: str) -> str:
@@ -86,60 +86,29 @@ def _ratio(numerator: str, denominator: str) -> str:
 
 
 MONEY_EXPRESSIONS: Final[dict[str, str]] = {
-    "conversions": "conversion_credit_micros / 1000000",
-    "revenue": "revenue_micros / 1000000",
-    "profit": "profit_micros / 1000000",
-    "media_spend": "media_spend_micros / 1000000",
-    "effort_spend": "effort_spend_micros / 1000000",
-    "tools_spend": "tools_spend_micros / 1000000",
-    "spend": f"{_SPEND} / 1000000",
-    "service_savings": "service_savings_micros / 1000000",
-    "follower_revenue": "follower_revenue_micros / 1000000",
+    kpi.shown_as: f"{expand(kpi.name)} / 1000000"
+    for kpi in CATALOGUE
+    if kpi.unit in ("micros", "credit") and not kpi.internal
 }
-"""Base-currency money (Float64) from summed micro-unit columns."""
+"""Base-currency money (Float64) from summed micro-unit columns (and conversions from
+their credit), named as the catalogue shows them."""
 
 RATIO_EXPRESSIONS: Final[dict[str, str]] = {
-    "engagement_rate": _ratio(ENGAGEMENTS, "impressions"),
-    "applause_rate": _ratio("likes", "impressions"),
-    "conversation_rate": _ratio("comments", "impressions"),
-    "amplification_rate": _ratio("shares", "impressions"),
-    "ctr": _ratio("clicks", "impressions"),
-    "net_sentiment": _ratio(
-        "(mentions_positive - mentions_negative)", "(mentions_positive + mentions_negative)"
-    ),
-    "roi": _ratio(f"(revenue_micros + service_savings_micros - {_SPEND})", _SPEND),
-    "roi_on_profit": _ratio(f"(profit_micros + service_savings_micros - {_SPEND})", _SPEND),
-    "roas": _ratio("revenue_micros", _SPEND),
-    "cpa": _ratio(_SPEND, "conversion_credit_micros"),
-    "cpc": _ratio(_SPEND, "(clicks * 1000000)"),
-    "cpm": _ratio(_SPEND, "(impressions * 1000)"),
-    "cost_per_engagement": _ratio(_SPEND, f"({ENGAGEMENTS} * 1000000)"),
-    "conversion_rate": _ratio("conversion_credit_micros", "(visits * 1000000)"),
-    "value_per_follower": _ratio("follower_revenue_micros", "(follows * 1000000)"),
-    "resolution_rate": _ratio("service_resolved", "service_contacts"),
+    kpi.name: _ratio(expand(kpi.formula), expand(kpi.denominator)) for kpi in RATIOS
 }
-"""Nullable(Float64) ratios from summed inputs (named as in ``kpi_current``)."""
+"""Nullable(Float64) ratios from summed inputs (named as in ``kpi_current``): the
+catalogue's formulas (pipeline.kpi) as SQL."""
 
-_COUNTS = (
-    "events",
-    "impressions",
-    "likes",
-    "comments",
-    "shares",
-    "saves",
-    "engagements",
-    "clicks",
-    "follows",
-    "unfollows",
-    "net_follower_growth",
-    "mentions_positive",
-    "mentions_neutral",
-    "mentions_negative",
-    "service_contacts",
-    "service_resolved",
-    "visits",
+# Every count (and duration) the window views show: counters and sums that are not money
+# (reach is shown apart).
+_COUNTS = tuple(
+    kpi.column
+    for kpi in CATALOGUE
+    if kpi.kind != "ratio"
+    and kpi.column not in MONEY_EXPRESSIONS
+    and kpi.name != "reach"
+    and not kpi.internal
 )
-_WINDOW_RATIOS = tuple(name for name in RATIO_EXPRESSIONS if name != "resolution_rate")
 
 REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "campaign_id",
@@ -167,6 +136,9 @@ REPORT_COLUMNS: Final[tuple[str, ...]] = (
     "cpc",
     "cpm",
     "cost_per_engagement",
+    "cost_per_new_follower",
+    "video_views",
+    "view_through_rate",
     "budget",
     "budget_used",
 )
@@ -250,7 +222,7 @@ def campaign_windows(
         *_COUNTS,
         "reach_sum",
         *MONEY_EXPRESSIONS,
-        *_WINDOW_RATIOS,
+        *RATIO_EXPRESSIONS,
     )
     order = "campaign_id, window_kind, window_seconds, window_start_ms"
     return query_rows(backend, _select("kpi_campaign_windows", columns, conditions, order))
@@ -274,7 +246,7 @@ def channel_windows(
         *_COUNTS,
         "reach",
         *MONEY_EXPRESSIONS,
-        *_WINDOW_RATIOS,
+        *RATIO_EXPRESSIONS,
     )
     order = "campaign_id, channel, window_kind, window_seconds, window_start_ms"
     return query_rows(backend, _select("kpi_channel_windows", columns, conditions, order))
@@ -462,8 +434,7 @@ def derived_columns(columns: Sequence[str], extra: dict[str, str] | None = None)
     """A select list of ``columns`` over a period's sums: each as itself, or as its
     expression (engagements, net follower growth, money and ratios, and ``extra``)."""
     derived = {
-        "engagements": ENGAGEMENTS,
-        "net_follower_growth": "follows - unfollows",
+        **{kpi.column: expand(kpi.formula) for kpi in SUMS if kpi.unit == "count"},
         **MONEY_EXPRESSIONS,
         **RATIO_EXPRESSIONS,
         **(extra or {}),

@@ -46,20 +46,14 @@ from sinks.backends import Backend, open_backend
 from sinks.errors import BackendUnavailable, SinkError
 from sinks.migrate import apply_migrations
 from sinks.tables import (
-    CAMPAIGN_COLUMNS,
     CAMPAIGN_TABLE,
-    CREDIT_COLUMNS,
     CREDIT_TABLE,
-    DEAD_LETTER_COLUMNS,
-    DEAD_LETTER_ORIGINAL_COLUMNS,
     DEAD_LETTER_ORIGINAL_TABLE,
     DEAD_LETTER_TABLE,
-    KPI_COLUMNS,
     KPI_TABLE,
-    RAW_COLUMNS,
     RAW_TABLE,
-    WATERMARK_COLUMNS,
     WATERMARK_TABLE,
+    WRITTEN_COLUMNS,
     campaign_row,
     credit_row,
     dead_letter_original_row,
@@ -147,17 +141,7 @@ class ClickHouseSink:
         self._clock = clock
         self._wall_clock = wall_clock
         self._backoff = Backoff(settings.retry_initial_seconds, settings.retry_max_seconds)
-        self._columns: dict[str, tuple[str, ...]] = {
-            KPI_TABLE: KPI_COLUMNS,
-            DEAD_LETTER_TABLE: DEAD_LETTER_COLUMNS,
-            DEAD_LETTER_ORIGINAL_TABLE: DEAD_LETTER_ORIGINAL_COLUMNS,
-            CREDIT_TABLE: CREDIT_COLUMNS,
-            RAW_TABLE: RAW_COLUMNS,
-            CAMPAIGN_TABLE: CAMPAIGN_COLUMNS,
-            # Last: a watermark says that partition's final panes are written, so it is
-            # written after them (tables are flushed in this order).
-            WATERMARK_TABLE: WATERMARK_COLUMNS,
-        }
+        self._columns: dict[str, tuple[str, ...]] = dict(WRITTEN_COLUMNS)
         self._buffers: dict[str, list[tuple[object, ...]]] = {t: [] for t in self._columns}
         self._flush_lock = asyncio.Lock()
         self._closed = False

@@ -121,6 +121,12 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
     from sinks import apply_migrations, connected
     from sinks.retention import prune_raw_events
 
+    if args.new is not None:
+        from sinks.view_ddl import write_new_migration
+
+        path = write_new_migration(args.new)
+        print(f"wrote {path}: review it, then run `socialroi migrate`")
+        return 0
     with connected(settings.clickhouse.url.get_secret_value()) as backend:
         applied = apply_migrations(backend)
         pruned = prune_raw_events(backend, settings.clickhouse.raw_retention_days, time.time())
@@ -183,7 +189,8 @@ TABLE_PRIORITY: tuple[str, ...] = (
     "campaign_id", "spend", "revenue", "roi", "roas", "conversions", "cpa",
     "service_savings", "profit", "engagement_rate", "ctr", "conversion_rate", "impressions",
     "engagements", "clicks", "visits", "follows", "net_follower_growth", "cpc", "cpm",
-    "cost_per_engagement", "unfollows", "service_resolved", "windows",
+    "cost_per_engagement", "cost_per_new_follower", "video_views", "view_through_rate",
+    "unfollows", "service_resolved", "windows",
 )  # fmt: skip
 
 
@@ -368,10 +375,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("config", cmd_config, "Print the effective settings (secrets redacted).")
     add("topics", cmd_topics, "Create the Kafka topics the pipeline uses, if missing.")
-    add(
+    p = add(
         "migrate",
         cmd_migrate,
         "Apply ClickHouse schema migrations (idempotent) and the raw archive's retention.",
+    )
+    p.add_argument(
+        "--new",
+        metavar="NAME",
+        default=None,
+        help="instead, write the next migration file (sinks/migrations/NNNN_NAME.sql): the "
+        "counters and views the KPI catalogue (pipeline/kpi.py) adds; applies nothing",
     )
 
     p = add(

@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline.campaigns import declare, newest_records
-from pipeline.kpi import MICROS
+from pipeline.kpi import MICROS, ratios, sum_value
 from pipeline.ports import CampaignRow, ForwardingSink, KpiSnapshot
 from pipeline.settings import Settings
 from pipeline.simulator import simulate
@@ -79,6 +79,10 @@ def _demo_settings(settings: Settings, run_id: str, state: Path) -> Settings:
     )
 
 
+def _share(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2%}"
+
+
 def _print_kpis(console: Console, settings: Settings) -> None:
     with connected(settings.clickhouse.url.get_secret_value()) as backend:
         rows = kpi_rows(
@@ -105,23 +109,18 @@ def _print_kpis(console: Console, settings: Settings) -> None:
     ):
         table.add_column(column, justify="left" if column == "campaign" else "right")
     for campaign, t in sorted(totals.items()):
-        engagements = t["likes"] + t["comments"] + t["shares"] + t["saves"]
-        impressions = t["impressions"]
-        pos, neg = t["mentions_positive"], t["mentions_negative"]
-        spend = (
-            t["media_spend_micros"] + t["effort_spend_micros"] + t["tools_spend_micros"]
-        ) / MICROS
+        r = ratios(t)
         table.add_row(
             campaign,
-            f"{impressions:,}",
-            f"{engagements:,}",
-            f"{engagements / impressions:.2%}" if impressions else "-",
+            f"{t['impressions']:,}",
+            f"{sum_value('engagements', t):,}",
+            _share(r["engagement_rate"]),
             f"{t['clicks']:,}",
-            f"{t['clicks'] / impressions:.2%}" if impressions else "-",
+            _share(r["ctr"]),
             f"{t['visits']:,}",
-            f"{t['follows'] - t['unfollows']:+,}",
-            f"{(pos - neg) / (pos + neg):+.2f}" if pos + neg else "-",
-            f"{spend:,.2f}",
+            f"{sum_value('net_follower_growth', t):+,}",
+            "-" if r["net_sentiment"] is None else f"{r['net_sentiment']:+.2f}",
+            f"{sum_value('spend_micros', t) / MICROS:,.2f}",
             f"{t['service_savings_micros'] / MICROS:,.2f}",
         )
     console.print(table)
@@ -166,17 +165,16 @@ class _LiveSink(ForwardingSink):
                        f"revenue {currency}", f"spend {currency}", "ROI"):  # fmt: skip
             table.add_column(column, justify="left" if column == "campaign" else "right")
         for campaign, t in sorted(totals.items()):
-            spend = t["media_spend_micros"] + t["effort_spend_micros"] + t["tools_spend_micros"]
-            gain = t["revenue_micros"] + t["service_savings_micros"] - spend
+            roi = ratios(t)["roi"]
             table.add_row(
                 campaign,
                 f"{t['impressions']:,}",
-                f"{t['likes'] + t['comments'] + t['shares'] + t['saves']:,}",
+                f"{sum_value('engagements', t):,}",
                 f"{t['visits']:,}",
                 f"{t['conversion_credit_micros'] / MICROS:,.1f}",
                 f"{t['revenue_micros'] / MICROS:,.2f}",
-                f"{spend / MICROS:,.2f}",
-                f"{gain / spend:+.1%}" if spend else "-",
+                f"{sum_value('spend_micros', t) / MICROS:,.2f}",
+                "-" if roi is None else f"{roi:+.1%}",
             )
         return table
 

@@ -37,6 +37,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.kpi import CATALOGUE
+
 OUT = Path(__file__).resolve().parent / "dashboards"
 CH = {"type": "grafana-clickhouse-datasource", "uid": "socialroi-clickhouse"}
 PROM = {"type": "prometheus", "uid": "socialroi-prometheus"}
@@ -78,35 +80,37 @@ def units(currency: str) -> dict[str, dict[str, Any]]:
         "percent": {"unit": "percentunit", "decimals": 1},
         "roi": {"unit": "percentunit", "decimals": 0, "thresholds": RED_BELOW_ZERO},
         "multiple": {"unit": "suffix:x", "decimals": 2},
+        "score": {"unit": "none", "decimals": 2},
+        "ms": {"unit": "ms", "decimals": 0},
+        "seconds": {"unit": "s", "decimals": 1},
         "count": {"unit": "locale", "decimals": 0},
         "credit": {"unit": "locale", "decimals": 1},  # attributed conversions are fractions
         "days": {"unit": "none", "decimals": 0, "thresholds": ORANGE_FROM_ONE},
     }
 
 
-COUNTS = (
-    "likes", "comments", "shares", "saves", "visits", "social_visits", "follows",
-    "unfollows", "net_follower_growth", "service_contacts", "service_resolved",
-)  # fmt: skip
-# The kind of every column a ClickHouse panel returns (a test checks none is missing).
-COLUMN_KINDS = {
-    "spend": "money",
-    "revenue": "money",
-    "service_savings": "money",
-    "follower_revenue": "money",
-    "value_per_follower": "money",
-    "cpa": "money",
+# The Grafana kind of each catalogue unit (pipeline/kpi.py UNITS).
+KIND_OF_UNIT = {
+    "count": "count",
+    "micros": "money",
+    "credit": "credit",
+    "share": "percent",
+    "score": "score",
     "roi": "roi",
-    "roas": "multiple",
-    "engagement_rate": "percent",
-    "ctr": "percent",
+    "multiple": "multiple",
+    "money": "money",
+    "ms": "ms",
+    "seconds": "seconds",
+}
+# The kind of every column a ClickHouse panel returns (a test checks none is missing): the
+# KPI catalogue's, and the few columns views compute beside it.
+COLUMN_KINDS = {
+    **{kpi.column: KIND_OF_UNIT[kpi.unit] for kpi in CATALOGUE},
+    "social_visits": "count",
     "social_share": "percent",
-    "resolution_rate": "percent",
-    "conversions": "credit",
     "provisional_days": "days",
     "budget": "money",
     "budget_used": "percent",
-    **dict.fromkeys(COUNTS, "count"),
 }
 # Columns that name rather than measure.
 LABEL_COLUMNS = {"time", "campaign_id", "campaign_name"}
@@ -372,6 +376,7 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
         [provisional("roi_by_campaign", DAILY_PROVISIONAL)],
     )
     hourly = "window_kind = 'tumbling' AND window_seconds = 3600"
+    daily_windows = "window_kind = 'tumbling' AND window_seconds = 86400"
     engagement = dashboard(
         "socialroi-engagement",
         "socialroi / Engagement",
@@ -395,6 +400,25 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                 WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY time ORDER BY time""",
                 ["time", "likes", "comments", "shares", "saves"],
+            ),
+            panel(
+                "Video views (hourly)",
+                f"""SELECT window_start AS time, sum(video_views) AS video_views,
+                    sum(video_completions) AS video_completions
+                FROM kpi_campaign_windows
+                WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                GROUP BY time ORDER BY time""",
+                ["time", "video_views", "video_completions"],
+            ),
+            panel(
+                "View-through rate (hourly): video views watched to the end",
+                f"""SELECT window_start AS time,
+                    if(sum(video_views) = 0, NULL, sum(video_completions) / sum(video_views))
+                        AS view_through_rate
+                FROM kpi_campaign_windows
+                WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                GROUP BY time ORDER BY time""",
+                ["time", "view_through_rate"],
             ),
         ],
         [campaign_variable()],
@@ -451,6 +475,29 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                     "net_follower_growth",
                     "follower_revenue",
                     "value_per_follower",
+                    "provisional_days",
+                ],
+                kind="table",
+            ),
+            panel(
+                "Cost per new follower (selected period): spend / net new followers",
+                f"""SELECT campaign_id, spend, net_follower_growth,
+                    if(net_follower_growth = 0, NULL, spend / net_follower_growth)
+                        AS cost_per_new_follower,
+                    provisional_days
+                FROM (
+                    SELECT campaign_id, sum(spend) AS spend,
+                        sum(net_follower_growth) AS net_follower_growth,
+                        countIf(is_final = 0) AS provisional_days
+                    FROM kpi_campaign_windows
+                    WHERE {daily_windows} AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                    GROUP BY campaign_id)
+                ORDER BY campaign_id""",
+                [
+                    "campaign_id",
+                    "spend",
+                    "net_follower_growth",
+                    "cost_per_new_follower",
                     "provisional_days",
                 ],
                 kind="table",

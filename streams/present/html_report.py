@@ -201,6 +201,9 @@ def _summary(doc: dict[str, Any], f: h.Fmt) -> str:
          s["social_share"], ""),
         ("Net new followers", h.signed_integer(t["net_follower_growth"]), "net_follower_growth",
          t["net_follower_growth"], _sign_class(t["net_follower_growth"])),
+        ("Video views", h.integer(t["video_views"]), "video_views", t["video_views"], ""),
+        ("View-through rate", h.pct(t["view_through_rate"]), "view_through_rate",
+         t["view_through_rate"], ""),
     ]  # fmt: skip
     tile_html = "".join(
         f'<div class="tile {cls}" data-kpi="{key}" data-value="{escape(orjson.dumps(v).decode())}">'
@@ -388,6 +391,9 @@ def _followers_section(doc: dict[str, Any], f: h.Fmt, chart: Callable[[str], str
         ("net_follower_growth", "Net growth", h.signed_integer),
         ("follower_revenue", f"Revenue from followers ({c})", f.money),
         ("value_per_follower", f"Value per follower ({c})", f.money),
+        ("cost_per_new_follower", f"Cost per new follower ({c})", f.money),
+        ("video_views", "Video views", h.integer),
+        ("view_through_rate", "View-through rate", h.pct),
     ]
     table = h.table("followers-table", audience, columns, key="campaign_id")
     value = chart(
@@ -401,7 +407,9 @@ def _followers_section(doc: dict[str, Any], f: h.Fmt, chart: Callable[[str], str
     return (
         '<section id="followers"><h2>Followers and what they are worth</h2>'
         "<p>Value per follower is the revenue from purchases by users who followed, traced "
-        "follower → visit → order, divided by the follows.</p>"
+        "follower → visit → order, divided by the follows; cost per new follower is the "
+        "spend divided by the net new followers. The video columns count video views and "
+        "the share of them watched to the end (view-through rate).</p>"
         f'<div class="grid">{line}{value}</div>{table}{h.open_note(days, open_days)}</section>'
     )
 

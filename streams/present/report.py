@@ -18,6 +18,8 @@ from typing import Any, Final
 
 import orjson
 
+from pipeline.kpi import CATALOGUE
+
 __all__ = [
     "DOCUMENT_FORMATS",
     "FORMATS",
@@ -32,10 +34,9 @@ FORMATS: Final = ("table", "csv", "json")
 DOCUMENT_FORMATS: Final = ("html", "report-json")
 """Formats of the whole report: a self-contained HTML page, or the JSON document it shows."""
 
-_MONEY = frozenset(
-    {"spend", "revenue", "profit", "service_savings", "cpa", "cpc", "cpm", "cost_per_engagement"}
-)
-_PERCENT = frozenset({"engagement_rate", "ctr", "conversion_rate", "roi"})
+# Table formats by the KPI catalogue's units.
+_MONEY = frozenset(k.column for k in CATALOGUE if k.unit in ("micros", "money", "credit"))
+_PERCENT = frozenset(k.column for k in CATALOGUE if k.unit in ("share", "roi"))
 _HEADERS: Final = {
     "campaign_id": "campaign",
     "net_follower_growth": "net followers",
@@ -84,7 +85,7 @@ def _cell(name: str, value: Any) -> str:
         return "-"
     if name in _PERCENT:
         return f"{value * 100:.2f}%"
-    if name in _MONEY or name == "conversions":
+    if name in _MONEY:
         return f"{value:,.2f}"
     if isinstance(value, float):
         return f"{value:,.2f}"

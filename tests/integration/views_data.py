@@ -74,6 +74,10 @@ def _counters(rng: random.Random, campaign: str, spend: tuple[int, int]) -> dict
         "follower_revenue_micros": rng.randint(0, 200 * m),
     }
     values["events"] = sum(v for k, v in values.items() if not k.endswith("_micros"))
+    # no random draw: the data set of the other counters stays as it was
+    views = values["visits"] // 3
+    values |= {"video_views": views, "video_completions": views // 3}
+    values["video_watch_ms"] = views * 7_250 + values["likes"]
     return values
 
 
@@ -140,7 +144,8 @@ REPORTED = (
     "impressions", "engagements", "clicks", "visits", "follows", "unfollows",
     "net_follower_growth", "service_resolved", "conversions", "spend", "revenue", "profit",
     "service_savings", "engagement_rate", "ctr", "conversion_rate", "roi", "roas", "cpa",
-    "cpc", "cpm", "cost_per_engagement",
+    "cpc", "cpm", "cost_per_engagement", "cost_per_new_follower", "video_views",
+    "view_through_rate",
 )  # fmt: skip
 
 
@@ -198,6 +203,7 @@ def _kpis(c: dict[str, int]) -> dict[str, Any]:
             "events", "impressions", "likes", "comments", "shares", "saves", "clicks",
             "follows", "unfollows", "mentions_positive", "mentions_neutral",
             "mentions_negative", "service_contacts", "service_resolved", "visits",
+            "video_views", "video_completions", "video_watch_ms",
         )
     }  # fmt: skip
     return {
@@ -217,6 +223,10 @@ def _kpis(c: dict[str, int]) -> dict[str, Any]:
         "cost_per_engagement": _ratio(spend, engagements * 1_000_000),
         "conversion_rate": _ratio(c["conversion_credit_micros"], c["visits"] * 1_000_000),
         "value_per_follower": _ratio(c["follower_revenue_micros"], c["follows"] * 1_000_000),
+        "cost_per_new_follower": _ratio(spend, (c["follows"] - c["unfollows"]) * 1_000_000),
+        "view_through_rate": _ratio(c["video_completions"], c["video_views"]),
+        "watch_seconds_per_view": _ratio(c["video_watch_ms"], c["video_views"] * 1000),
+        "resolution_rate": _ratio(c["service_resolved"], c["service_contacts"]),
     }
 
 

@@ -43,6 +43,8 @@ VALUES: dict[str, Any] = {
     "sentiment": "neutral",
     "resolved": True,
     "handle_seconds": 30.5,
+    "watch_seconds": 12.25,
+    "completed": False,
     "session_id": "s-1",
     "url": "https://shop.example/?utm_campaign=cmp-1",
     "referrer": "",

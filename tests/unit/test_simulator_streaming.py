@@ -131,6 +131,11 @@ def _accept(
             if body["resolved"]:
                 deltas["service_resolved"] = 1
                 deltas["service_savings_micros"] = cfg.service_saving_micros
+        elif etype == "video_view":
+            deltas["video_views"] = 1
+            deltas["video_watch_ms"] = round(body["watch_seconds"] * 1000)
+            if body["completed"]:
+                deltas["video_completions"] = 1
         _add(state, cfg, campaign, channel, ts, deltas, user or None)
         if user and campaign and (etype in touch_types or etype in ("follow", "unfollow")):
             state.touches[user].append(
@@ -416,7 +421,7 @@ def test_the_stream_is_deterministic_and_keeps_its_proportions() -> None:
     # the old batch simulator, same arguments: 17,217 social, 2,762 web, 217 late,
     # 193 duplicates, 200 invalid; the mix is the same, the draws are not
     # one record per campaign, and the first campaign declared again
-    assert kinds["campaign.meta"] == 5 + 1 and kinds["campaign.costs"] == 16
+    assert kinds["campaign.meta"] == 5 + 1 and kinds["campaign.costs"] == 18
     assert 16_700 < kinds["social.interactions"] < 17_700
     assert 2_500 < kinds["web.events"] < 3_200
     assert 150 < ta["late"] < 300 and 130 < ta["duplicates"] < 260

@@ -12,6 +12,7 @@ from pipeline.aggregate import Contribution
 from pipeline.hll import Reach, user_hash
 from pipeline.ingest import NO_TIME
 from pipeline.panes import (
+    FORMAT_LAST_COUNTER,
     PANE_COUNTERS,
     PaneKey,
     PaneSize,
@@ -120,17 +121,27 @@ def test_an_event_updates_one_pane_per_pane_size() -> None:
     assert sorted(k.size_ms for k in touched) == [MINUTE, HOUR, DAY]
 
 
-def test_a_pane_state_written_before_unmargined_revenue_decodes_with_it_zero() -> None:
-    # Format 1: the counters up to follower_revenue_micros (a changelog written before
-    # migration 0010's counter), then one source offset.
-    old = list(range(1, len(PANE_COUNTERS)))
+@pytest.mark.parametrize("number", sorted(FORMAT_LAST_COUNTER))
+def test_a_pane_state_of_an_older_format_decodes_with_the_newer_counters_zero(
+    number: int,
+) -> None:
+    # A changelog written before a counter was added: the counters of its format, then
+    # one source offset.
+    old = list(range(1, PANE_COUNTERS.index(FORMAT_LAST_COUNTER[number]) + 2))
     name = b"web.events:2"
-    data = struct.pack(f"<BBH{len(old)}q", 1, 1, 1, *old) + struct.pack("<Hq", len(name), 41)
+    data = struct.pack(f"<BBH{len(old)}q", number, 1, 1, *old) + struct.pack("<Hq", len(name), 41)
     state = PaneState.decode(data + name)
-    assert state.counters == [*old, 0]
-    assert PANE_COUNTERS[-1] == "unmargined_revenue_micros"
+    newer = [0] * (len(PANE_COUNTERS) - len(old))
+    assert state.counters == [*old, *newer]
     assert (state.offsets, state.final) == ({"web.events:2": 41}, True)
-    assert PaneState.decode(state.encode()).counters == [*old, 0]  # written as format 2
+    assert PaneState.decode(state.encode()).counters == [*old, *newer]  # the newest format
+    assert state.encode()[0] == max(FORMAT_LAST_COUNTER)
+
+
+def test_the_newest_pane_format_holds_every_counter_of_the_catalogue() -> None:
+    # a counter added to pipeline/kpi.py needs a new format in pipeline/panes.py
+    assert FORMAT_LAST_COUNTER[max(FORMAT_LAST_COUNTER)] == PANE_COUNTERS[-1]
+    assert list(FORMAT_LAST_COUNTER) == list(range(1, len(FORMAT_LAST_COUNTER) + 1))
 
 
 def test_version_grows_with_events_and_finality() -> None:
