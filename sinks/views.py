@@ -24,6 +24,7 @@ from typing import Any, Final
 from pipeline.kpi import KPI_COUNTERS
 from sinks.backends import Backend, sql_string
 from sinks.errors import QueryError
+from sinks.reader import credited_rows
 
 __all__ = [
     "DAILY_WINDOW_SECONDS",
@@ -433,6 +434,7 @@ def service_savings(
 
 VIEW_READERS: Final = {
     "campaign_directory": campaigns,
+    "credited_conversions_current": credited_rows,
     "kpi_campaign_windows": campaign_windows,
     "kpi_channel_windows": channel_windows,
     "roi_by_campaign": roi_by_campaign,

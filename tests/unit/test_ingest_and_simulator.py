@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import ingest as ingest_module
 from pipeline.aggregate import Contribution, final_watermark
-from pipeline.campaigns import declare, newest_records
+from pipeline.campaigns import declare, declare_credits, newest_records
 from pipeline.contract import Contract
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts
 from pipeline.kpi import MICROS
@@ -197,8 +197,9 @@ def run_core(
             "touch_event_id": r.touch_event_id,
             "share_micros": r.share_micros,
             "revenue_micros": r.revenue_micros,
+            "profit_micros": r.profit_micros,
         }
-        for r in credits.values()
+        for r in declare_credits(credits.values(), newest_records(records))
     ]
     return {"rows": rows, "credits": credit_rows}, dict(dead), list(stored)
 
