@@ -3,7 +3,8 @@
 ``ingest`` (source partitions, co-partitioned by user): ``pipeline.stage_one`` validates,
 dead-letters, decides lateness, drops duplicates, keeps touchpoints and credits conversions;
 the agent repartitions contributions by campaign and, after each batch, sends every stage-two
-partition a heartbeat with each source partition's watermark.
+partition a heartbeat with each source partition's watermark. It reads the dead-letter topic
+too, for the HTTP collector's letters: they go to the ``dead_letters`` table.
 
 ``aggregate`` (keyed by campaign): ``pipeline.stage_two`` folds contributions into panes
 that record the source offsets they include (one pane per pane size per event; the reader
@@ -81,7 +82,7 @@ from streams.batch_io import (
     deliver,
     table_dict,
 )
-from streams.dead_letters import dead_letter_message
+from streams.dead_letters import COLLECTED_KIND, collected_letters, dead_letter_message
 from streams.direct import DirectReader, Record, record_of
 from streams.feed import Feed
 from streams.metrics import Metrics
@@ -105,6 +106,8 @@ class Worker:
         self.metrics = metrics
         self.sink = GuardedSink(sink, metrics)
         self.kinds = {name: kind for kind, name in topic_for_kind(settings).items()}
+        # Stage one also reads the dead-letter topic, for the HTTP collector's letters.
+        self.kinds[settings.topics.dead_letters] = COLLECTED_KIND
         self.partitions = settings.kafka.partitions
         self.lateness_ms = settings.windows.allowed_lateness_seconds * 1000
         costs, attribution = settings.costs, settings.attribution
@@ -427,6 +430,10 @@ class Worker:
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
         self.metrics.consumed.labels(topic, "ingest").inc(len(records))
+        if kind == COLLECTED_KIND:  # the collector's letters for the table
+            return collected_letters(
+                topic, partition, [(r.offset, r.value) for r in records], store
+            )
         by_offset = {r.offset: r for r in records}
         result = self.ingestor.run(
             kind, partition, [Message(r.offset, r.value) for r in records], store, now_ms
