@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.hll import EXACT_LIMIT, HLL_RELATIVE_ERROR
+from pipeline.ports import CreditRow
 
 __all__ = [
     "REACH_TOLERANCE",
@@ -23,6 +24,7 @@ __all__ = [
     "compare_credits",
     "compare_dead_letters",
     "compare_windows",
+    "credit_fields",
 ]
 
 REACH_TOLERANCE = 5.5 * HLL_RELATIVE_ERROR
@@ -97,6 +99,24 @@ def compare_dead_letters(truth: Mapping[str, int], stored: Mapping[str, int]) ->
                 Difference("dead letters", reason, truth.get(reason, 0), stored.get(reason, 0))
             )
     return diffs
+
+
+_CREDIT_FIELDS = (
+    "model",
+    "conversion_event_id",
+    "campaign_id",
+    "channel",
+    "touch_event_id",
+    "share_micros",
+    "revenue_micros",
+    "profit_micros",
+)
+
+
+def credit_fields(row: CreditRow) -> dict[str, Any]:
+    """``row`` with the fields :func:`compare_credits` reads, as ``sinks.credited_rows``
+    gives them (a row declared by ``pipeline.campaigns.declare_credits``)."""
+    return {name: getattr(row, name) for name in _CREDIT_FIELDS}
 
 
 def compare_credits(

@@ -20,6 +20,7 @@ from typing import Any
 from pipeline.campaigns import declare_credits, newest_records
 from pipeline.kpi import KPI_COUNTERS
 from pipeline.ports import CampaignRow, CreditRow, KpiSnapshot
+from pipeline.verify import credit_fields
 
 DAY_S = 86400
 DAY0 = date(2026, 10, 1)
@@ -550,16 +551,4 @@ def expected_credits() -> list[dict[str, Any]]:
         (r.model, r.conversion_event_id, r.touch_event_id): r
         for r in declare_credits(CREDITS[:-1], newest_records(CAMPAIGN_RECORDS))
     }
-    return [
-        {
-            "model": r.model,
-            "conversion_event_id": r.conversion_event_id,
-            "campaign_id": r.campaign_id,
-            "channel": r.channel,
-            "touch_event_id": r.touch_event_id,
-            "share_micros": r.share_micros,
-            "revenue_micros": r.revenue_micros,
-            "profit_micros": r.profit_micros,
-        }
-        for _, r in sorted(rows.items())
-    ]
+    return [credit_fields(r) for _, r in sorted(rows.items())]

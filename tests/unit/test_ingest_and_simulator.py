@@ -24,7 +24,7 @@ from pipeline.settings import AttributionModel, AttributionSettings, WindowSetti
 from pipeline.simulator import SimMessage, SimulationConfig, simulate, truth_config
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
 from pipeline.stage_two import Aggregator
-from pipeline.verify import compare_credits, compare_dead_letters, compare_windows
+from pipeline.verify import compare_credits, compare_dead_letters, compare_windows, credit_fields
 
 NOW = 1_900_000_000_000
 RATES = Rates("EUR", {"USD": Decimal("0.92"), "GBP": Decimal("1.17")})
@@ -189,17 +189,7 @@ def run_core(
         ).values()
     ]
     credit_rows = [
-        {
-            "model": r.model,
-            "conversion_event_id": r.conversion_event_id,
-            "campaign_id": r.campaign_id,
-            "channel": r.channel,
-            "touch_event_id": r.touch_event_id,
-            "share_micros": r.share_micros,
-            "revenue_micros": r.revenue_micros,
-            "profit_micros": r.profit_micros,
-        }
-        for r in declare_credits(credits.values(), newest_records(records))
+        credit_fields(r) for r in declare_credits(credits.values(), newest_records(records))
     ]
     return {"rows": rows, "credits": credit_rows}, dict(dead), list(stored)
 
