@@ -429,11 +429,11 @@ class Worker:
         campaigns: list[CampaignRow],
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
-        self.metrics.consumed.labels(topic, "ingest").inc(len(records))
-        if kind == COLLECTED_KIND:  # the collector's letters for the table
+        if kind == COLLECTED_KIND:  # the collector's letters for the table: no events
             return collected_letters(
                 topic, partition, [(r.offset, r.value) for r in records], store
             )
+        self.metrics.consumed.labels(topic, "ingest").inc(len(records))
         by_offset = {r.offset: r for r in records}
         result = self.ingestor.run(
             kind, partition, [Message(r.offset, r.value) for r in records], store, now_ms
