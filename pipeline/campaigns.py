@@ -1,6 +1,7 @@
 """Campaign records (``campaign.meta``) applied to the figures: the Python reference of
-what the views of migration 0010 compute (``campaign_directory``, ``campaign_keys`` and
-``kpi_current`` over ``kpi_key_current``), tested against them.
+what the views of migrations 0010 and 0013 compute (``campaign_directory``,
+``campaign_keys``, ``kpi_current`` over ``kpi_key_current``, and
+``credited_conversions_current``), tested against them.
 
 The rules (also in the README and the campaign.meta schema):
 
@@ -15,7 +16,7 @@ The rules (also in the README and the campaign.meta schema):
   as it is, a campaign without a record.
 - **Margin.** Revenue credited from conversions without a margin of their own
   (``unmargined_revenue_micros``) takes the credited campaign's declared margin, rounded
-  half up to the micro-unit per window and key.
+  half up to the micro-unit per window and key (per row in the credited rows).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ import dataclasses
 from collections.abc import Iterable, Mapping
 
 from pipeline.kpi import MICROS
-from pipeline.ports import CampaignRow, KpiSnapshot
+from pipeline.ports import CampaignRow, CreditRow, KpiSnapshot
 
-__all__ = ["declare", "newest_records", "owners"]
+__all__ = ["declare", "declare_credits", "margin_profit", "newest_records", "owners"]
 
 WindowKey = tuple[str, str, str, int, int]
 
@@ -64,12 +65,10 @@ def declare(
         owner = owner_of.get(key.lower(), key.lower())
         record = directory.get(owner)
         counters = dict(row.counters)
-        margin = record.margin_ppm if record else -1
-        if margin > 0:
-            unmargined = counters.get("unmargined_revenue_micros", 0)
-            counters["profit_micros"] = (
-                counters.get("profit_micros", 0) + (unmargined * margin + MICROS // 2) // MICROS
-            )
+        unmargined = counters.get("unmargined_revenue_micros", 0)
+        gain = margin_profit(unmargined, record.margin_ppm if record else -1)
+        if gain:
+            counters["profit_micros"] = counters.get("profit_micros", 0) + gain
         campaign = record.campaign_id if record else owner
         target = (campaign, channel, kind, seconds, start)
         known = out.get(target)
@@ -87,4 +86,31 @@ def declare(
             reach_users=(),
             reach_codes=(),
         )
+    return out
+
+
+def margin_profit(unmargined_micros: int, margin_ppm: int) -> int:
+    """The profit a declared margin (millionths; -1: none) gives revenue that has no margin
+    of its own, rounded half up to the micro-unit; 0 without a positive margin."""
+    if margin_ppm <= 0:
+        return 0
+    return (unmargined_micros * margin_ppm + MICROS // 2) // MICROS
+
+
+def declare_credits(
+    rows: Iterable[CreditRow], directory: Mapping[str, CampaignRow]
+) -> list[CreditRow]:
+    """Credited rows as ``credited_conversions_current`` shows them: under the declared
+    campaign, and a conversion without a margin of its own (``profit_micros`` -1) with the
+    profit the declared campaign's margin gives its revenue (0 without one)."""
+    owner_of = owners(directory)
+    out = []
+    for row in rows:
+        owner = owner_of.get(row.campaign_id.lower(), row.campaign_id.lower())
+        record = directory.get(owner)
+        profit = row.profit_micros
+        if profit < 0:
+            profit = margin_profit(row.revenue_micros, record.margin_ppm if record else -1)
+        campaign = record.campaign_id if record else owner
+        out.append(dataclasses.replace(row, campaign_id=campaign, profit_micros=profit))
     return out

@@ -18,7 +18,9 @@ semantics written out plainly (a second implementation, not the worker's code pa
   campaigns declare as ``utm_campaign`` counts for the one with the smallest id key; rows
   are reported under the declared id, their counters (reach too) summed over the keys;
   revenue credited from a conversion without a margin takes the credited campaign's
-  declared margin, rounded half up per window and key (``unmargined_revenue_micros``).
+  declared margin, rounded half up per window and key (``unmargined_revenue_micros``), and
+  in the credited rows (``credited_conversions_current``) per row; those rows name the
+  declared campaign too.
 
 ``Truth`` takes the messages one at a time and keeps only what can still matter, so its
 memory follows the event-time horizon, not the number of messages:
@@ -156,6 +158,9 @@ class Truth:
         self._swept_at = _NO_TIME
         self._sweep_every = max(60_000, cfg.lookback_ms // 4)
         self._rows: list[list[Any]] | None = None
+        # set by finish(): the declared campaigns and which campaign each key counts for
+        self._directory: dict[str, dict[str, Any]] = {}
+        self._owners: dict[str, str] = {}
 
     @property
     def dead_letters(self) -> int:
@@ -392,13 +397,13 @@ class Truth:
         for model, out in zip(_MODELS, self._credited[part], strict=True):
             shares = credit_shares(eligible, ts, model, cfg.half_life_ms)
             money = split(revenue, shares) if eligible else []
-            for touch, share, amount in zip(eligible, shares, money, strict=True):
+            own = split(profit, shares) if eligible and profit >= 0 else [-1] * len(money)
+            for touch, share, amount, gain in zip(eligible, shares, money, own, strict=True):
                 if share:
                     if out:
                         out += b","
-                    out += orjson.dumps(
-                        [event_id, touch.campaign_id, touch.channel, touch.event_id, share, amount]
-                    )
+                    row = [event_id, touch.campaign_id, touch.channel, touch.event_id]
+                    out += orjson.dumps([*row, share, amount, gain])
         merged: dict[tuple[str, str], dict[str, int]] = {}
         parts: list[tuple[tuple[str, str], int, int, int]]
         if eligible:
@@ -444,8 +449,8 @@ class Truth:
             if any(s not in self._max_ts for s in traffic)
             else min(self._max_ts[s] for s in heard) - cfg.allowed_lateness_ms
         )
-        directory = self.campaigns()
-        owners = _owners(directory)
+        directory = self._directory = self.campaigns()
+        owners = self._owners = _owners(directory)
         merged: dict[_WindowKey, list[int]] = {}
         for key in list(self._windows):
             campaign, channel, kind, size, start = key
@@ -499,9 +504,27 @@ class Truth:
         return self._rows
 
     def _credited_json(self, index: int) -> bytes:
-        return (
-            b"[" + b",".join(rows[index] for rows in self._credited.values() if rows[index]) + b"]"
-        )
+        """A model's credited rows as ``credited_conversions_current`` reads them:
+        (conversion, declared campaign id, channel, touch, share, revenue, profit), the
+        profit of a conversion without a margin of its own from the credited campaign's
+        declared margin (rounded half up per row; 0 without one). Call after ``finish``."""
+        chunks = []
+        for rows in self._credited.values():
+            if not rows[index]:
+                continue
+            declared = []
+            for event_id, key, channel, touch, share, amount, gain in orjson.loads(
+                b"[" + rows[index] + b"]"
+            ):
+                owner = self._owners.get(key, key)
+                record = self._directory.get(owner)
+                margin = record["margin_ppm"] if record else -1
+                if gain < 0:
+                    gain = (amount * margin + MICROS // 2) // MICROS if margin > 0 else 0
+                campaign = record["campaign_id"] if record else owner
+                declared.append([event_id, campaign, channel, touch, share, amount, gain])
+            chunks.append(orjson.dumps(declared)[1:-1])
+        return b"[" + b",".join(chunks) + b"]"
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-able truth (finishes the stream first)."""

@@ -4,7 +4,8 @@ Counts and money are compared exactly, and so is each window's final flag. Reach
 exact up to ``EXACT_LIMIT`` users and a HyperLogLog estimate beyond: there it must be within
 ``REACH_TOLERANCE`` (5.5 standard errors, so that a run with hundreds of thousands of
 windows does not fail by chance) of the exact count. Credited conversions are compared row
-by row for every model, and each campaign's declared record (the newest) field by field.
+by row for every model (declared campaign, revenue and profit included), and each
+campaign's declared record (the newest) field by field.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipeline.hll import EXACT_LIMIT, HLL_RELATIVE_ERROR
+from pipeline.ports import CreditRow
 
 __all__ = [
     "REACH_TOLERANCE",
@@ -22,6 +24,7 @@ __all__ = [
     "compare_credits",
     "compare_dead_letters",
     "compare_windows",
+    "credit_fields",
 ]
 
 REACH_TOLERANCE = 5.5 * HLL_RELATIVE_ERROR
@@ -98,12 +101,31 @@ def compare_dead_letters(truth: Mapping[str, int], stored: Mapping[str, int]) ->
     return diffs
 
 
+_CREDIT_FIELDS = (
+    "model",
+    "conversion_event_id",
+    "campaign_id",
+    "channel",
+    "touch_event_id",
+    "share_micros",
+    "revenue_micros",
+    "profit_micros",
+)
+
+
+def credit_fields(row: CreditRow) -> dict[str, Any]:
+    """``row`` with the fields :func:`compare_credits` reads, as ``sinks.credited_rows``
+    gives them (a row declared by ``pipeline.campaigns.declare_credits``)."""
+    return {name: getattr(row, name) for name in _CREDIT_FIELDS}
+
+
 def compare_credits(
     truth: Mapping[str, Sequence[Sequence[Any]]], rows: Iterable[Mapping[str, Any]]
 ) -> list[Difference]:
-    """Credited rows per model: (conversion, campaign, channel, touch, share, revenue)."""
+    """Credited rows per model: (conversion, declared campaign, channel, touch, share,
+    revenue, profit), against ``sinks.credited_rows`` (``credited_conversions_current``)."""
     expected = {
-        (model, *map(str, row[:4]), int(row[4]), int(row[5]))
+        (model, *map(str, row[:4]), int(row[4]), int(row[5]), int(row[6]))
         for model, model_rows in truth.items()
         for row in model_rows
     }
@@ -116,6 +138,7 @@ def compare_credits(
             r["touch_event_id"],
             int(r["share_micros"]),
             int(r["revenue_micros"]),
+            int(r["profit_micros"]),
         )
         for r in rows
     }

@@ -14,7 +14,7 @@ from typing import Any
 from pipeline.kpi import KPI_COUNTERS
 from pipeline.ports import DeadLetterRow
 from sinks.backends import Backend, sql_string
-from sinks.tables import CREDIT_TABLE, DEAD_LETTER_ORIGINAL_TABLE, DEAD_LETTER_TABLE, KPI_VIEW
+from sinks.tables import CREDIT_VIEW, DEAD_LETTER_ORIGINAL_TABLE, DEAD_LETTER_TABLE, KPI_VIEW
 
 __all__ = [
     "StoredDeadLetter",
@@ -176,13 +176,14 @@ def _text(value: object) -> str:
 
 
 def credited_rows(backend: Backend, model: str | None = None) -> list[dict[str, Any]]:
-    """Distinct credited-conversion rows (a re-written row counts once), as dicts with
-    ``model``, ``conversion_event_id``, ``campaign_id``, ``channel``, ``touch_event_id``,
-    ``share_micros`` and ``revenue_micros``."""
+    """Credited-conversion rows as readers see them (``credited_conversions_current``: each
+    credit once, under its declared campaign, with the profit its margin gives), as dicts
+    with ``model``, ``conversion_event_id``, ``campaign_id``, ``channel``,
+    ``touch_event_id``, ``share_micros``, ``revenue_micros`` and ``profit_micros``."""
     where = f"WHERE model = {sql_string(model)}" if model is not None else ""
     result = backend.query(
-        "SELECT DISTINCT model, conversion_event_id, campaign_id, channel, touch_event_id, "
-        f"share_micros, revenue_micros FROM {CREDIT_TABLE} {where} "
+        "SELECT model, conversion_event_id, campaign_id, channel, touch_event_id, "
+        f"share_micros, revenue_micros, profit_micros FROM {CREDIT_VIEW} {where} "
         "ORDER BY model, conversion_event_id, touch_event_id"
     )
     return result.dicts()

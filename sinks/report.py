@@ -80,11 +80,16 @@ REPORT_TOTAL_COLUMNS: Final[tuple[str, ...]] = (
 """Columns of :func:`report_totals`: the report's figures over all chosen campaigns."""
 
 
+# Direct traffic (campaign '') is no campaign: not counted, as spend_vs_return leaves it
+# out of the spend levels (migration 0013); its figures still count in the sums.
+_CAMPAIGN_COUNT: Final = "uniqExactIf(campaign_id, campaign_id != '') AS campaigns"
+
+
 def _report_sums_sql(conditions: Sequence[str], group: str) -> str:
     keys = f"{group}, " if group else ""
     by = f"GROUP BY {group}" if group else ""
     return (
-        f"SELECT {keys}uniqExact(campaign_id) AS campaigns, uniqExact(window_start) AS windows, "
+        f"SELECT {keys}{_CAMPAIGN_COUNT}, uniqExact(window_start) AS windows, "
         f"{SUMMED} FROM {DECLARED_WINDOWS.format(where=where_clause(conditions))} "
         f"WHERE {WITHIN_CAMPAIGN} {by}"
     )
@@ -152,7 +157,7 @@ def daily_trends(
     outer = derived_columns(DAILY_TREND_COLUMNS, times)
     sql = (
         f"SELECT {', '.join(outer)} FROM (SELECT window_start, min(is_final) AS is_final, "
-        f"uniqExact(campaign_id) AS campaigns, {SUMMED} FROM kpi_current "
+        f"{_CAMPAIGN_COUNT}, {SUMMED} FROM kpi_current "
         f"{where_clause(conditions)} GROUP BY window_start) ORDER BY window_start_ms"
     )
     return query_rows(backend, sql)

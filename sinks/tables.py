@@ -26,6 +26,7 @@ __all__ = [
     "CAMPAIGN_TABLE",
     "CREDIT_COLUMNS",
     "CREDIT_TABLE",
+    "CREDIT_VIEW",
     "DEAD_LETTER_COLUMNS",
     "DEAD_LETTER_ORIGINAL_COLUMNS",
     "DEAD_LETTER_ORIGINAL_TABLE",
@@ -82,6 +83,8 @@ DEAD_LETTER_ORIGINAL_TABLE: Final = "dead_letter_originals"
 # (migration 0009).
 DEAD_LETTER_PREFIX_BYTES: Final = 65536
 CREDIT_TABLE: Final = "credited_conversions"
+# Credits under their declared campaign, with the declared margins applied (migration 0013).
+CREDIT_VIEW: Final = "credited_conversions_current"
 RAW_TABLE: Final = "raw_events"
 RAW_COLUMNS: Final[tuple[str, ...]] = (
     "event_id",
@@ -146,6 +149,7 @@ CREDIT_COLUMNS: Final[tuple[str, ...]] = (
     "revenue_micros",
     "profit_micros",
     "version",
+    "unmargined_revenue_micros",
 )
 
 WRITTEN_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
@@ -283,8 +287,11 @@ def credit_row(credit: CreditRow) -> tuple[object, ...]:
     """``credit`` as a ``credited_conversions`` row in :data:`CREDIT_COLUMNS` order.
 
     The same credit always maps to the same row (version 1), so re-writing it after a replay
-    changes nothing. An unknown profit (-1) is stored as 0.
+    changes nothing. An unknown profit (-1: the conversion has no margin of its own) is
+    stored as 0, with the revenue in ``unmargined_revenue_micros``, to which the reader view
+    applies the credited campaign's declared margin (migration 0013).
     """
+    unmargined = credit.profit_micros < 0
     return (
         credit.conversion_event_id,
         credit.order_id,
@@ -300,6 +307,7 @@ def credit_row(credit: CreditRow) -> tuple[object, ...]:
         _checked("revenue_micros", credit.revenue_micros, _INT64),
         max(0, _checked("profit_micros", credit.profit_micros, _INT64)),
         1,
+        credit.revenue_micros if unmargined else 0,
     )
 
 

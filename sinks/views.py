@@ -25,6 +25,7 @@ from pipeline.kpi import CATALOGUE, KPI_COUNTERS, RATIOS, SUMS, expand
 from pipeline.settings import DAILY_PERIOD_SECONDS
 from sinks.backends import Backend, sql_string
 from sinks.errors import QueryError
+from sinks.reader import credited_rows
 
 __all__ = [
     "DECLARED_COLUMNS",
@@ -401,6 +402,7 @@ def service_savings(
 
 VIEW_READERS: Final = {
     "campaign_directory": campaigns,
+    "credited_conversions_current": credited_rows,
     "kpi_campaign_windows": campaign_windows,
     "kpi_channel_windows": channel_windows,
     "roi_by_campaign": roi_by_campaign,

@@ -8,9 +8,10 @@ sends that without a CORS preflight).
 Each event is judged alone: the valid ones go to their ingest topic, each invalid one goes
 to the dead-letter topic with its reason and its bytes as sent (an NDJSON line, the whole
 body for a single object, the element re-encoded for an array), and the answer lists the
-refused ones, each with ``index`` (0-based among the request's events), ``line`` (1-based
-line of an NDJSON body, else null), ``reason`` and ``detail``. Every message is acknowledged
-by Kafka (``acks=all``) before the answer:
+refused ones (the worker stores their letters in the ``dead_letters`` table:
+``streams.dead_letters.collected_letters``), each with ``index`` (0-based among the
+request's events), ``line`` (1-based line of an NDJSON body, else null), ``reason`` and
+``detail``. Every message is acknowledged by Kafka (``acks=all``) before the answer:
 
 * 202 ``{"accepted": n, "rejected": []}``: every event accepted;
 * 207 ``{"accepted": n, "rejected": [...]}``: the valid ones accepted, the listed ones not;

@@ -27,14 +27,22 @@ from pipeline.settings import Settings
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
 from streams.app import CompactedTable
 from streams.batch_io import Batches, Packs, PartitionStore, Sent, deliver, table_dict
-from streams.dead_letters import dead_letter_message
+from streams.dead_letters import COLLECTED_KIND, collected_letters, dead_letter_message
 from streams.direct import DirectReader, Record
 from streams.offsets import Offsets
 from streams.producer import by_campaign_topic, topic_for_kind
 
-__all__ = ["IngestStage", "source_watermarks"]
+__all__ = ["IngestStage", "ingest_topics", "source_watermarks"]
 
 COSTS = WATERMARK_KINDS[2]
+
+
+def ingest_topics(settings: Settings) -> dict[str, str]:
+    """The topics stage one reads, by name, and their kinds: the four ingest topics, and the
+    dead-letter topic for the HTTP collector's letters (:data:`COLLECTED_KIND`)."""
+    kinds = {name: kind for kind, name in topic_for_kind(settings).items()}
+    kinds[settings.topics.dead_letters] = COLLECTED_KIND
+    return kinds
 
 
 def source_watermarks(
@@ -84,7 +92,7 @@ class IngestStage:
         self.metrics = batches.metrics
         self.partitions = settings.kafka.partitions
         self.lateness_ms = settings.windows.allowed_lateness_seconds * 1000
-        self.kinds = {name: kind for kind, name in topic_for_kind(settings).items()}
+        self.kinds = ingest_topics(settings)
         self.by_campaign = by_campaign_topic(settings)
         self.dead_topic = settings.topics.dead_letters
         self.late_topic = settings.topics.late
@@ -193,6 +201,10 @@ class IngestStage:
         campaigns: list[CampaignRow],
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
+        if kind == COLLECTED_KIND:  # the collector's letters for the table: no events
+            return collected_letters(
+                topic, partition, [(r.offset, r.value) for r in records], store
+            )
         self.metrics.consumed.labels(topic, "ingest").inc(len(records))
         by_offset = {r.offset: r for r in records}
         result = self.ingestor.run(

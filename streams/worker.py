@@ -4,7 +4,8 @@
 ``pipeline.stage_one`` validates, dead-letters, decides lateness, drops duplicates, keeps
 touchpoints and credits conversions; the stage repartitions contributions by campaign and,
 after each batch, sends every stage-two partition a heartbeat with each source partition's
-watermark.
+watermark. It reads the dead-letter topic too, for the HTTP collector's letters: they go to
+the ``dead_letters`` table.
 
 ``aggregate`` (keyed by campaign; ``streams.aggregate_stage``): ``pipeline.stage_two`` folds
 contributions into panes and decides their finality.
@@ -52,10 +53,10 @@ from streams.app import build_app
 from streams.batch_io import BatchAbandoned, Batches, GuardedSink, app_table
 from streams.direct import DirectReader, Record, record_of
 from streams.feed import Feed
-from streams.ingest_stage import IngestStage
+from streams.ingest_stage import IngestStage, ingest_topics
 from streams.metrics import Metrics
 from streams.offsets import Offsets
-from streams.producer import by_campaign_topic, topic_for_kind
+from streams.producer import by_campaign_topic
 
 __all__ = ["Worker"]
 
@@ -84,7 +85,7 @@ class Worker:
             settings.kafka, settings.worker.batch_max_events, settings.worker.group_id
         )
         stage = settings.worker.stage
-        kinds = tuple(topic_for_kind(settings).values())
+        kinds = tuple(ingest_topics(settings))
         # what the agents consume (not the tables' changelogs)
         self.consumed_topics = (kinds if stage in ("all", "ingest") else ()) + (
             (by_campaign_topic(settings),) if stage in ("all", "aggregate") else ()
@@ -109,11 +110,10 @@ class Worker:
         (``worker.stage``): a stage's table exists only in the process running it."""
         s = self.settings
         raw: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-        kinds = tuple(topic_for_kind(s).values())
+        kinds = tuple(ingest_topics(s))
         by_campaign = app.topic(
             by_campaign_topic(s), partitions=self.partitions, internal=True, **raw
         )
-        app.topic(s.topics.dead_letters, **raw)
         app.topic(s.topics.late, **raw)
         if s.worker.stage in ("all", "ingest"):
             state = app_table(app, s.worker.app_id, "ingest-state", partitions=self.partitions)

@@ -51,10 +51,17 @@ def rate(metric: str) -> str:
 # "All" means no filter: the plugin replaces the macro by 1=1 when every value is selected
 # (or none), and by the condition otherwise.
 CAMPAIGNS = "$__conditionalAll(campaign_id IN (${campaign:singlequote}), $campaign)"
-# What the campaign variable shows for a campaign id: its declared name (the newest
-# campaign.meta record, ``campaign_directory``), else the id; the value stays the id, which
-# the panels filter on.
-CAMPAIGN_LABEL = "if(campaign_name = '', campaign_id, campaign_name)"
+# What a person sees for a campaign id, in the campaign variable and every per-campaign
+# table: its declared name (the newest campaign.meta record, ``campaign_directory``), else
+# the id; direct traffic (campaign '') is "(no campaign)". Values stay ids, which the
+# panels filter on. DECLARED_NAMES joins the name (declared_name) to rows by campaign_id.
+CAMPAIGN_LABEL = (
+    "multiIf(declared_name != '', declared_name, campaign_id != '', campaign_id, '(no campaign)')"
+)
+DECLARED_NAMES = (
+    "ANY LEFT JOIN (SELECT campaign_id, any(campaign_name) AS declared_name "
+    "FROM campaign_directory GROUP BY campaign_id) USING campaign_id"
+)
 
 # Grafana's currency units; any other ISO code is shown as a suffix.
 _GRAFANA_CURRENCIES = {
@@ -228,9 +235,7 @@ def campaign_variable() -> dict:
     sql = (
         f"SELECT campaign_id, {CAMPAIGN_LABEL} AS label FROM "
         "(SELECT DISTINCT campaign_id FROM kpi_current WHERE campaign_id != '') "
-        "ANY LEFT JOIN (SELECT campaign_id, any(campaign_name) AS campaign_name "
-        "FROM campaign_directory GROUP BY campaign_id) USING campaign_id "
-        "ORDER BY label"
+        f"{DECLARED_NAMES} ORDER BY label"
     )
     return {
         "name": "campaign",
@@ -323,14 +328,15 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
         [
             panel(
                 "ROI, spend and return per campaign (selected period)",
-                f"""SELECT campaign_id, campaign_name, spend, budget, budget_used, revenue,
+                f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name, spend, budget,
+                    budget_used, revenue,
                     service_savings, conversions,
                     if(spend = 0, NULL, (revenue + service_savings - spend) / spend) AS roi,
                     if(spend = 0, NULL, revenue / spend) AS roas,
                     if(conversions = 0, NULL, spend / conversions) AS cpa,
                     provisional_days
                 FROM (
-                    SELECT campaign_id, any(campaign_name) AS campaign_name,
+                    SELECT campaign_id, any(campaign_name) AS declared_name,
                         sum(spend) AS spend, any(budget) AS budget,
                         sum(budget_used) AS budget_used, sum(revenue) AS revenue,
                         sum(service_savings) AS service_savings,
@@ -363,11 +369,14 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
             ),
             panel(
                 "Spend versus return (per campaign, selected period)",
-                f"""SELECT any(campaign_name) AS campaign_name, sum(spend) AS spend,
-                    sum(revenue) AS revenue
-                FROM roi_by_campaign
-                WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
-                GROUP BY campaign_id ORDER BY spend""",
+                f"""SELECT {CAMPAIGN_LABEL} AS campaign_name, spend, revenue
+                FROM (
+                    SELECT campaign_id, any(campaign_name) AS declared_name,
+                        sum(spend) AS spend, sum(revenue) AS revenue
+                    FROM roi_by_campaign
+                    WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
+                    GROUP BY campaign_id)
+                ORDER BY spend""",
                 ["campaign_name", "spend", "revenue"],
                 kind="barchart",
             ),
@@ -420,6 +429,31 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                 GROUP BY time ORDER BY time""",
                 ["time", "view_through_rate"],
             ),
+            panel(
+                "Engagement per campaign (selected period)",
+                f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name, impressions,
+                    engagements, clicks,
+                    if(impressions = 0, NULL, engagements / impressions) AS engagement_rate,
+                    if(impressions = 0, NULL, clicks / impressions) AS ctr
+                FROM (
+                    SELECT campaign_id, sum(impressions) AS impressions,
+                        sum(engagements) AS engagements, sum(clicks) AS clicks
+                    FROM kpi_campaign_windows
+                    WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
+                        AND campaign_id != ''
+                    GROUP BY campaign_id) {DECLARED_NAMES}
+                ORDER BY engagements DESC""",
+                [
+                    "campaign_id",
+                    "campaign_name",
+                    "impressions",
+                    "engagements",
+                    "clicks",
+                    "engagement_rate",
+                    "ctr",
+                ],
+                kind="table",
+            ),
         ],
         [campaign_variable()],
         [provisional("kpi_campaign_windows", f" AND {hourly} AND {CAMPAIGNS}")],
@@ -459,7 +493,8 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
             ),
             panel(
                 "Value per follower (selected period)",
-                f"""SELECT campaign_id, net_follower_growth, follower_revenue,
+                f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name,
+                    net_follower_growth, follower_revenue,
                     if(follows = 0, NULL, follower_revenue / follows) AS value_per_follower,
                     provisional_days
                 FROM (
@@ -468,10 +503,11 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                         countIf(is_final = 0) AS provisional_days
                     FROM follower_growth
                     WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
-                    GROUP BY campaign_id)
-                ORDER BY campaign_id""",
+                    GROUP BY campaign_id) {DECLARED_NAMES}
+                ORDER BY campaign_name""",
                 [
                     "campaign_id",
+                    "campaign_name",
                     "net_follower_growth",
                     "follower_revenue",
                     "value_per_follower",
@@ -518,7 +554,8 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
             ),
             panel(
                 "Contacts handled on social and resolved (selected period)",
-                f"""SELECT campaign_id, service_contacts, service_resolved,
+                f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name,
+                    service_contacts, service_resolved,
                     if(service_contacts = 0, NULL, service_resolved / service_contacts)
                         AS resolution_rate,
                     service_savings, provisional_days
@@ -529,10 +566,11 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                         countIf(is_final = 0) AS provisional_days
                     FROM service_savings
                     WHERE $__timeFilter(window_start) AND {CAMPAIGNS}
-                    GROUP BY campaign_id)
+                    GROUP BY campaign_id) {DECLARED_NAMES}
                 ORDER BY service_savings DESC""",
                 [
                     "campaign_id",
+                    "campaign_name",
                     "service_contacts",
                     "service_resolved",
                     "resolution_rate",

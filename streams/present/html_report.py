@@ -318,7 +318,8 @@ def _spend_vs_return_section(doc: dict[str, Any], f: h.Fmt, chart: Callable[[str
         '<section id="spend-vs-return"><h2>Does bigger effort bring bigger returns?</h2>'
         "<p>Each point is a campaign in the period; above the dashed line it returned more "
         "than it cost. Spend levels group campaigns by their total spend over every stored "
-        f'day.</p>{verdict}<div class="grid">{sc}{bars}</div>{table}</section>'
+        "day; direct traffic, which is no campaign, is in neither."
+        f'</p>{verdict}<div class="grid">{sc}{bars}</div>{table}</section>'
     )
 
 

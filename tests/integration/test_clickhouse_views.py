@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from pipeline.kpi import KPI_COUNTERS, ratios
 from pipeline.settings import ClickHouseSettings
 from sinks.backends import Backend, open_backend
-from sinks.reader import kpi_rows
+from sinks.reader import credited_rows, kpi_rows
 from sinks.views import (
     VIEW_READERS,
     campaign_report,
@@ -57,6 +57,9 @@ async def load(backend: Backend, url: str) -> None:
         await sink.flush()
     for record in data.CAMPAIGN_RECORDS:  # one insert each: the newest must win across parts
         sink.add_campaigns([record])
+        await sink.flush()
+    for credit in data.CREDITS:  # the replayed one in a part of its own
+        sink.add_credits([credit])
         await sink.flush()
 
 
@@ -193,8 +196,8 @@ def test_campaign_directory_has_each_campaigns_newest_record(
 def test_spend_vs_return(stores: dict[str, Backend], current: list[Any]) -> None:
     rows = both(stores, spend_vs_return)
     assert rows == data.expected_spend_vs_return(current)
-    # Campaign '' (site traffic, no spend) is in the "no spend" bucket with 'free'.
-    assert rows[0]["spend_bucket_label"] == "no spend" and rows[0]["campaigns"] == 2
+    # 'free' is in the "no spend" bucket; campaign '' (direct traffic) is no campaign.
+    assert rows[0]["spend_bucket_label"] == "no spend" and rows[0]["campaigns"] == 1
     assert rows[0]["roi"] is None
 
 
@@ -289,3 +292,18 @@ def test_view_ratios_equal_the_pure_core_formulas(stores: dict[str, Backend]) ->
                     assert row[name] == pytest.approx(value, rel=1e-12), (name, row)
                 checked += 1
     assert checked > 100
+
+
+def test_credited_conversions_under_the_declared_campaign_with_its_margin(
+    stores: dict[str, Backend],
+) -> None:
+    rows = both(stores, credited_rows)
+    assert rows == data.expected_credits()
+    by_conversion = {r["conversion_event_id"]: r for r in rows}
+    # the tag's credit counts for spring, with spring's declared 30% margin
+    assert by_conversion["c-2"]["campaign_id"] == "spring"
+    assert by_conversion["c-2"]["profit_micros"] == 300_002
+    assert by_conversion["c-1"]["profit_micros"] == 500_000  # its own margin stays
+    assert by_conversion["c-3"]["profit_micros"] == 0  # summer declares no margin
+    assert by_conversion["c-4"]["campaign_id"] == "nobody"
+    assert by_conversion["c-5"]["campaign_id"] == "spring"

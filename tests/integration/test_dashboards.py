@@ -320,6 +320,30 @@ def test_every_clickhouse_panel_shows_data_on_first_open(dashboard_database: Cli
     assert table[DIRECT]["revenue"] == pytest.approx(180)
 
 
+def test_every_per_campaign_table_shows_the_declared_name(dashboard_database: Client) -> None:
+    """Where a table names campaigns, a person reads names: the declared one (c-beta's
+    record), else the id; direct traffic reads "(no campaign)"."""
+    variables = {"campaign": [ALL]}
+    tables = [
+        (name, title, target)
+        for name, title, target in CH_TARGETS
+        if "campaign_id" in target["meta"]["socialroiColumns"]
+    ]
+    assert {name for name, _, _ in tables} == {
+        "campaign-roi.json", "engagement.json", "followers.json", "service-savings.json",
+    }  # fmt: skip
+    for name, title, target in tables:
+        columns = target["meta"]["socialroiColumns"]
+        assert columns[:2] == ["campaign_id", "campaign_name"], f"{name} / {title}"
+        start, end = default_range(_path(name))
+        sql = expand(target["rawSql"], start, end, variables, {"campaign": list(CAMPAIGNS)})
+        shown = {row[0]: row[1] for row in dashboard_database.execute(sql)}
+        assert shown["c-beta"] == "Beta launch", f"{name} / {title}"
+        assert shown["c-alpha"] == "c-alpha", f"{name} / {title}"
+        if DIRECT in shown:
+            assert shown[DIRECT] == "(no campaign)", f"{name} / {title}"
+
+
 def test_a_campaign_filter_narrows_and_an_empty_period_is_empty(
     dashboard_database: Client,
 ) -> None:

@@ -224,6 +224,10 @@ def test_html_numbers_equal_the_json_document_and_the_views(store: tuple[str, Pa
     assert page.tiles["social_share"] == share
     assert share == sum(d["social_visits"] for d in traffic) / sum(d["visits"] for d in traffic)
     assert doc["spend_vs_return"] == buckets
+    # direct traffic is no campaign: neither in the spend levels nor in the campaign count
+    campaigns = {s.campaign_id for s in current if s.campaign_id != ""}
+    assert sum(b["campaigns"] for b in buckets) == len(campaigns)
+    assert doc["totals"]["campaigns"] == len({r["campaign_id"] for r in expected} - {""})
     assert [strip(r)["roi"] for r in rows_of(page, "spend-vs-return-table")] == [
         b["roi"] for b in data.expected_spend_vs_return(current)
     ]

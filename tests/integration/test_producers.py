@@ -17,7 +17,9 @@ from subprocess import CompletedProcess
 
 import orjson
 import pytest
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
+
+from sinks import dead_letter_counts, dead_letters, open_backend
 
 pytestmark = pytest.mark.integration
 Run = Callable[..., CompletedProcess[str]]
@@ -262,3 +264,46 @@ def test_collector_keeps_the_valid_events_of_a_batch_and_dead_letters_the_others
     assert by_reason["schema_violation"]["topic"] == web
     assert orjson.loads(base64.b64decode(by_reason["schema_violation"]["payload_b64"])) == batch[1]
     assert base64.b64decode(by_reason["not_an_object"]["payload_b64"]) == b"[1]"
+
+
+def test_the_collectors_dead_letters_reach_the_table(
+    collector: str, pipeline_env: dict[str, str], socialroi: Run, fresh_server_url: str
+) -> None:
+    """The worker reads the dead-letter topic and stores the collector's letters in the
+    ``dead_letters`` table (keyed by their place on that topic, the bytes as sent), and
+    its own letters once, as it wrote them."""
+    env = {**pipeline_env, "SOCIALROI_CLICKHOUSE__URL": fresh_server_url}
+    dead_topic, web = env["SOCIALROI_TOPICS__DEAD_LETTERS"], env["SOCIALROI_TOPICS__WEB"]
+    assert socialroi(env, "topics").returncode == 0
+    not_json = b'{"event_id": "e51", "event_type": "page_view", '
+    ndjson = b"\n".join([orjson.dumps(event(50)), not_json, orjson.dumps(event(52, shoe=1))])
+    status, body = post(collector, ndjson, ctype="application/x-ndjson")
+    assert (status, body["accepted"]) == (207, 1)
+    producer = KafkaProducer(bootstrap_servers=env["SOCIALROI_KAFKA__BOOTSTRAP_SERVERS"])
+    try:  # a bad message straight onto an ingest topic: the worker's own dead letter
+        producer.send(web, b"[1]", key=b"u9").get(timeout=30)
+    finally:
+        producer.close()
+
+    worker = socialroi(env, "worker", "--stop-when-idle", "5")
+    assert worker.returncode == 0, worker.stderr[-3000:]
+    worker = socialroi(env, "worker", "--stop-when-idle", "5")  # a restart stores no more
+    assert worker.returncode == 0, worker.stderr[-3000:]
+
+    backend = open_backend(fresh_server_url)
+    backend.start()
+    try:
+        letters = dead_letters(backend)
+        counts = dead_letter_counts(backend)
+    finally:
+        backend.close()
+    assert counts == {"bad_json": 1, "not_an_object": 1, "schema_violation": 1}
+    collected = {d.reason: d for d in letters if d.topic == dead_topic}
+    assert sorted(collected) == ["bad_json", "schema_violation"]
+    assert collected["bad_json"].payload == not_json
+    assert "meant for no topic" in collected["bad_json"].detail
+    assert orjson.loads(collected["schema_violation"].payload) == event(52, shoe=1)
+    assert f"meant for {web}" in collected["schema_violation"].detail
+    assert all(d.complete for d in letters)
+    (own,) = [d for d in letters if d.topic != dead_topic]
+    assert (own.topic, own.reason, own.payload) == (web, "not_an_object", b"[1]")

@@ -17,8 +17,10 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
+from pipeline.campaigns import declare_credits, newest_records
 from pipeline.kpi import KPI_COUNTERS
-from pipeline.ports import CampaignRow, KpiSnapshot
+from pipeline.ports import CampaignRow, CreditRow, KpiSnapshot
+from pipeline.verify import credit_fields
 
 DAY_S = 86400
 DAY0 = date(2026, 10, 1)
@@ -399,9 +401,10 @@ LABELS = ["no spend", "< 100", "100 - 1k", "1k - 10k", "10k - 100k", "100k - 1M"
 
 
 def expected_spend_vs_return(rows: list[KpiSnapshot]) -> list[dict[str, Any]]:
-    per_campaign = {
+    per_campaign = {  # direct traffic (campaign '') is no campaign (migration 0013)
         campaign: _sum(group)
         for campaign, group in _group(_daily(rows), lambda r: r.campaign_id).items()
+        if campaign != ""
     }
     buckets: dict[int, list[dict[str, int]]] = defaultdict(list)
     for totals in per_campaign.values():
@@ -528,3 +531,34 @@ def expected_report(
             }
         )
     return out
+
+
+def _credit(key: str, conversion: str, touch: str, revenue: int, profit: int) -> CreditRow:
+    return CreditRow(
+        conversion, f"o-{conversion}", "u-1", 1_790_900_000_000, "last_touch", key, "facebook",
+        touch, "click", 1_790_899_000_000, 1_000_000, revenue, profit,
+    )  # fmt: skip
+
+
+# Credited rows as stage one writes them (campaign keys, -1: no margin of its own): one
+# with its own profit, one under spring's tag without a margin (spring's 30% applies,
+# 1,000,005 x 0.3 = 300,001.5 rounds half up), summer without a margin of its own or a
+# declared one, a key no record declares, an id in capitals from before migration 0010,
+# and one credit written twice (a replay).
+CREDITS = (
+    _credit("spring", "c-1", "t-1", 2_000_000, 500_000),
+    _credit("spring-2026", "c-2", "t-2", 1_000_005, -1),
+    _credit("summer", "c-3", "t-3", 4_000_000, -1),
+    _credit("nobody", "c-4", "t-4", 3_000_000, -1),
+    _credit("Spring", "c-5", "t-5", 1_000_000, -1),
+    _credit("spring-2026", "c-2", "t-2", 1_000_005, -1),
+)
+
+
+def expected_credits() -> list[dict[str, Any]]:
+    """``credited_conversions_current`` as :func:`sinks.reader.credited_rows` reads it."""
+    rows = {
+        (r.model, r.conversion_event_id, r.touch_event_id): r
+        for r in declare_credits(CREDITS[:-1], newest_records(CAMPAIGN_RECORDS))
+    }
+    return [credit_fields(r) for _, r in sorted(rows.items())]

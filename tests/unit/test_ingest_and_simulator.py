@@ -13,7 +13,7 @@ import pytest
 
 from pipeline import ingest as ingest_module
 from pipeline.aggregate import Contribution, final_watermark
-from pipeline.campaigns import declare, newest_records
+from pipeline.campaigns import declare, declare_credits, newest_records
 from pipeline.contract import Contract
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts
 from pipeline.kpi import MICROS
@@ -24,7 +24,7 @@ from pipeline.settings import AttributionModel, AttributionSettings, WindowSetti
 from pipeline.simulator import SimMessage, SimulationConfig, simulate, truth_config
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
 from pipeline.stage_two import Aggregator
-from pipeline.verify import compare_credits, compare_dead_letters, compare_windows
+from pipeline.verify import compare_credits, compare_dead_letters, compare_windows, credit_fields
 
 NOW = 1_900_000_000_000
 RATES = Rates("EUR", {"USD": Decimal("0.92"), "GBP": Decimal("1.17")})
@@ -191,16 +191,7 @@ def run_core(
         ).values()
     ]
     credit_rows = [
-        {
-            "model": r.model,
-            "conversion_event_id": r.conversion_event_id,
-            "campaign_id": r.campaign_id,
-            "channel": r.channel,
-            "touch_event_id": r.touch_event_id,
-            "share_micros": r.share_micros,
-            "revenue_micros": r.revenue_micros,
-        }
-        for r in credits.values()
+        credit_fields(r) for r in declare_credits(credits.values(), newest_records(records))
     ]
     return {"rows": rows, "credits": credit_rows}, dict(dead), list(stored)
 

@@ -202,11 +202,11 @@ def _credit(
     for model in AttributionModel:
         shares = credit_shares(eligible, ts, model, cfg.half_life_ms)
         money = split(revenue, shares) if eligible else []
-        for touch, share, amount in zip(eligible, shares, money, strict=True):
+        own = split(profit, shares) if eligible and profit >= 0 else [-1] * len(money)
+        for touch, share, amount, gain in zip(eligible, shares, money, own, strict=True):
             if share:
-                credited[model.value].append(
-                    [event_id, touch.campaign_id, touch.channel, touch.event_id, share, amount]
-                )
+                row = [event_id, touch.campaign_id, touch.channel, touch.event_id]
+                credited[model.value].append([*row, share, amount, gain])
     merged: dict[tuple[str, str], dict[str, int]] = {}
     parts: list[tuple[tuple[str, str], int, int, int]]
     if eligible:
@@ -322,6 +322,14 @@ def batch_truth(
                 [values.get(name, 0) for name in KPI_COUNTERS],
             ]
         )
+    for rows in credited.values():  # under the declared campaign, its margin applied
+        for row in rows:
+            owner = row[1] if row[1] in declared else tagged.get(row[1], row[1])
+            record = declared.get(owner)
+            if row[6] < 0:
+                margin = round(record["margin"] * MICROS) if record and record.get("margin") else 0
+                row[6] = (row[5] * margin + MICROS // 2) // MICROS
+            row[1] = record["campaign_id"] if record else owner
     campaigns = {}
     for key, body in sorted(declared.items()):
         budget, margin = body.get("budget"), body.get("margin")
