@@ -517,7 +517,8 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
             ),
             panel(
                 "Cost per new follower (selected period): spend / net new followers",
-                f"""SELECT campaign_id, spend, net_follower_growth,
+                f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name, spend,
+                    net_follower_growth,
                     if(net_follower_growth = 0, NULL, spend / net_follower_growth)
                         AS cost_per_new_follower,
                     provisional_days
@@ -527,10 +528,11 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                         countIf(is_final = 0) AS provisional_days
                     FROM kpi_campaign_windows
                     WHERE {daily_windows} AND $__timeFilter(window_start) AND {CAMPAIGNS}
-                    GROUP BY campaign_id)
+                    GROUP BY campaign_id) {DECLARED_NAMES}
                 ORDER BY campaign_id""",
                 [
                     "campaign_id",
+                    "campaign_name",
                     "spend",
                     "net_follower_growth",
                     "cost_per_new_follower",
