@@ -33,11 +33,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
 
-from pipeline.kpi import CATALOGUE
+from pipeline.kpi import CATALOGUE, RATIOS
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 CH = {"type": "grafana-clickhouse-datasource", "uid": "socialroi-clickhouse"}
@@ -46,6 +47,29 @@ PROM = {"type": "prometheus", "uid": "socialroi-prometheus"}
 
 def rate(metric: str) -> str:
     return f"rate({metric}[$__rate_interval])"
+
+
+_RATIOS = {kpi.name: kpi for kpi in RATIOS}
+_WORD = re.compile(r"\b[a-z_][a-z0-9_]*\b")
+
+
+def ratio(name: str, **inputs: str) -> str:
+    """The KPI catalogue's ratio ``name`` (pipeline/kpi.py) as a panel column: its formula
+    over ``inputs``, the SQL of each counter or sum the formula names in the panel's query,
+    in the views' units (money in base units: ``*_micros`` inputs are scaled back to
+    micro-units, so the formula's own scale factors apply as written). NULL when the
+    denominator is 0, as in the views."""
+    kpi = _RATIOS[name]
+
+    def sql(formula: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            column = inputs[match[0]]
+            return f"({column} * 1000000)" if match[0].endswith("_micros") else column
+
+        return f"({_WORD.sub(one, formula)})"
+
+    numerator, denominator = sql(kpi.formula), sql(kpi.denominator)
+    return f"if({denominator} = 0, NULL, {numerator} / {denominator}) AS {kpi.column}"
 
 
 # "All" means no filter: the plugin replaces the macro by 1=1 when every value is selected
@@ -331,9 +355,10 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                 f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name, spend, budget,
                     budget_used, revenue,
                     service_savings, conversions,
-                    if(spend = 0, NULL, (revenue + service_savings - spend) / spend) AS roi,
-                    if(spend = 0, NULL, revenue / spend) AS roas,
-                    if(conversions = 0, NULL, spend / conversions) AS cpa,
+                    {ratio("roi", revenue_micros="revenue",
+                        service_savings_micros="service_savings", spend_micros="spend")},
+                    {ratio("roas", revenue_micros="revenue", spend_micros="spend")},
+                    {ratio("cpa", spend_micros="spend", conversion_credit_micros="conversions")},
                     provisional_days
                 FROM (
                     SELECT campaign_id, any(campaign_name) AS declared_name,
@@ -393,9 +418,9 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
             panel(
                 "Engagement rate and CTR (hourly)",
                 f"""SELECT window_start AS time,
-                    if(sum(impressions) = 0, NULL, sum(engagements) / sum(impressions))
-                        AS engagement_rate,
-                    if(sum(impressions) = 0, NULL, sum(clicks) / sum(impressions)) AS ctr
+                    {ratio("engagement_rate", engagements="sum(engagements)",
+                        impressions="sum(impressions)")},
+                    {ratio("ctr", clicks="sum(clicks)", impressions="sum(impressions)")}
                 FROM kpi_campaign_windows
                 WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY time ORDER BY time""",
@@ -422,8 +447,8 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
             panel(
                 "View-through rate (hourly): video views watched to the end",
                 f"""SELECT window_start AS time,
-                    if(sum(video_views) = 0, NULL, sum(video_completions) / sum(video_views))
-                        AS view_through_rate
+                    {ratio("view_through_rate", video_completions="sum(video_completions)",
+                        video_views="sum(video_views)")}
                 FROM kpi_campaign_windows
                 WHERE {hourly} AND $__timeFilter(window_start) AND {CAMPAIGNS}
                 GROUP BY time ORDER BY time""",
@@ -433,8 +458,9 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                 "Engagement per campaign (selected period)",
                 f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name, impressions,
                     engagements, clicks,
-                    if(impressions = 0, NULL, engagements / impressions) AS engagement_rate,
-                    if(impressions = 0, NULL, clicks / impressions) AS ctr
+                    {ratio("engagement_rate", engagements="engagements",
+                        impressions="impressions")},
+                    {ratio("ctr", clicks="clicks", impressions="impressions")}
                 FROM (
                     SELECT campaign_id, sum(impressions) AS impressions,
                         sum(engagements) AS engagements, sum(clicks) AS clicks
@@ -495,7 +521,8 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                 "Value per follower (selected period)",
                 f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name,
                     net_follower_growth, follower_revenue,
-                    if(follows = 0, NULL, follower_revenue / follows) AS value_per_follower,
+                    {ratio("value_per_follower", follower_revenue_micros="follower_revenue",
+                        follows="follows")},
                     provisional_days
                 FROM (
                     SELECT campaign_id, sum(net_follower_growth) AS net_follower_growth,
@@ -519,8 +546,8 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                 "Cost per new follower (selected period): spend / net new followers",
                 f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name, spend,
                     net_follower_growth,
-                    if(net_follower_growth = 0, NULL, spend / net_follower_growth)
-                        AS cost_per_new_follower,
+                    {ratio("cost_per_new_follower", spend_micros="spend",
+                        net_follower_growth="net_follower_growth")},
                     provisional_days
                 FROM (
                     SELECT campaign_id, sum(spend) AS spend,
@@ -558,8 +585,8 @@ def dashboards(currency: str = "EUR") -> dict[str, dict]:
                 "Contacts handled on social and resolved (selected period)",
                 f"""SELECT campaign_id, {CAMPAIGN_LABEL} AS campaign_name,
                     service_contacts, service_resolved,
-                    if(service_contacts = 0, NULL, service_resolved / service_contacts)
-                        AS resolution_rate,
+                    {ratio("resolution_rate", service_resolved="service_resolved",
+                        service_contacts="service_contacts")},
                     service_savings, provisional_days
                 FROM (
                     SELECT campaign_id, sum(service_contacts) AS service_contacts,

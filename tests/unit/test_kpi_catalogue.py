@@ -136,3 +136,16 @@ def test_no_module_spells_a_kpi_formula_again() -> None:
         if {match[1], match[2]} <= counters
     ]
     assert offenders == []
+
+
+def test_grafana_panels_take_their_ratios_from_the_catalogue() -> None:
+    """A panel's ratio column is ``ratio(name, ...)`` of deploy/grafana/build_dashboards.py:
+    the catalogue's formula over the panel's inputs; no panel writes one out."""
+    source = (ROOT / "deploy" / "grafana" / "build_dashboards.py").read_text(encoding="utf-8")
+    assert len(re.findall(r"= 0, NULL", source)) == 1  # the one in ratio()
+    module = builder()
+    cpc = module.ratio("cpc", spend_micros="s", clicks="c")
+    # spend in base units per click: (s * 10^6) / (c * 10^6)
+    assert cpc == "if((c * 1000000) = 0, NULL, ((s * 1000000)) / (c * 1000000)) AS cpc"
+    with pytest.raises(KeyError):
+        module.ratio("roi", revenue_micros="r")  # an input the formula needs is missing
