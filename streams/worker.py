@@ -169,39 +169,29 @@ class Worker:
     def start_feeds(self) -> list[asyncio.Task[None]]:
         """One task per stage this process runs, reading its assigned partitions; stop them
         by cancelling."""
-        feeds = []
+        Positioned = Callable[[list[tuple[str, int]]], Awaitable[None]] | None
+        stages: list[tuple[str, set[str], asyncio.Lock, Positioned]] = []
         if self.ingest:
-            feeds.append(
-                Feed(
-                    "ingest",
-                    set(self.ingest.kinds),
-                    self._handler("ingest"),
-                    self.ingest.lock,
-                    app=self.app,
-                    kafka=self.settings.kafka,
-                    batch_max_events=self.settings.worker.batch_max_events,
-                    offsets=self.offsets,
-                    settled=self.settled,
-                    delivered=self._delivered,
-                    positioned=self.ingest.costs_positioned,
-                )
-            )
+            ingest = self.ingest
+            stages.append(("ingest", set(ingest.kinds), ingest.lock, ingest.costs_positioned))
         if self.aggregate:
-            feeds.append(
-                Feed(
-                    "aggregate",
-                    {self.aggregate.topic},
-                    self._handler("aggregate"),
-                    self.aggregate.lock,
-                    app=self.app,
-                    kafka=self.settings.kafka,
-                    batch_max_events=self.settings.worker.batch_max_events,
-                    offsets=self.offsets,
-                    settled=self.settled,
-                    delivered=self._delivered,
-                    positioned=None,
-                )
+            stages.append(("aggregate", {self.aggregate.topic}, self.aggregate.lock, None))
+        feeds = [
+            Feed(
+                stage,
+                topics,
+                self._handler(stage),
+                lock,
+                app=self.app,
+                kafka=self.settings.kafka,
+                batch_max_events=self.settings.worker.batch_max_events,
+                offsets=self.offsets,
+                settled=self.settled,
+                delivered=self._delivered,
+                positioned=positioned,
             )
+            for stage, topics, lock, positioned in stages
+        ]
         return [asyncio.create_task(feed.run()) for feed in feeds]
 
     def _locks(self) -> list[asyncio.Lock]:
