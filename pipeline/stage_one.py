@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import heapq
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -48,6 +48,7 @@ __all__ = [
     "Message",
     "Release",
     "StateStore",
+    "held_conversions_from",
 ]
 
 SOCIAL: Final = "social.interactions"
@@ -454,6 +455,22 @@ def _touch_order(touch: list[Any]) -> tuple[int, str, int]:
 
 def _conversions_key(partition: int) -> str:
     return f"conversions|{partition}"
+
+
+def held_conversions_from(get: Callable[[str], Any], partition: int) -> int | None:
+    """The earliest event time of the conversions ``partition`` holds (pending), ``None``
+    when it holds none.
+
+    Conversions are released in offset order (stage two skips replays by offset), so one
+    whose time both watermarks have passed can wait behind an earlier offset whose time
+    they have not: a web partition read far ahead of its social partition holds many such.
+    Stage two must not finish the panes they still belong to, so the web partition's
+    watermark sent to it is held below this time (``streams.ingest_stage``); without the
+    hold, their credit reached panes already final and dropped, and was lost.
+    """
+    state = get(_conversions_key(partition))
+    pending = state[1] if state else []
+    return min(int(p[1]) for p in pending) if pending else None
 
 
 def _conversions(store: StateStore, partition: int) -> tuple[int, list[list[Any]], list[str]]:

@@ -24,7 +24,14 @@ from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.ports import CampaignRow, CreditRow, DeadLetterRow, RawEventRow
 from pipeline.settings import Settings
-from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
+from pipeline.stage_one import (
+    WATERMARK_KINDS,
+    WEB,
+    Ingestor,
+    Message,
+    clock_key,
+    held_conversions_from,
+)
 from streams.app import CompactedTable
 from streams.batch_io import Batches, Packs, PartitionStore, Sent, deliver, table_dict
 from streams.dead_letters import COLLECTED_KIND, collected_letters, dead_letter_message
@@ -51,7 +58,8 @@ def source_watermarks(
     """Watermark of each source partition ``partition`` that has seen an event (``get``
     reads the partition's state), and ``NO_TIME`` for a cost partition with messages
     waiting but none read yet (``costs_waiting``; ``None`` once they are read and none had
-    an event time: the hold is released).
+    an event time: the hold is released). A web partition's is held below the earliest
+    conversion it still holds (:func:`pipeline.stage_one.held_conversions_from`).
 
     A cost partition counts for finality from its first event on (one that never has an
     event must not hold windows open for ever). But one read late, after a restart or while
@@ -68,8 +76,14 @@ def source_watermarks(
             if kind != COSTS or partition not in costs_waiting:
                 continue
             mark = NO_TIME if clock.next_offset() is None else None
+        elif kind == WEB:
+            # never past a conversion still held: its panes must stay open for its credit
+            held = held_conversions_from(get, partition)
+            if held is not None and mark is not None:
+                mark = min(mark, held - 1)
         found[src] = mark
     return found
+
 
 
 class IngestStage:
