@@ -96,8 +96,9 @@ _CREATE_VIEW = re.compile(r"^\s*CREATE VIEW IF NOT EXISTS (\w+) AS\b(.*)$", re.D
 _CREATED = re.compile(r"^\s*CREATE (?:TABLE|VIEW) IF NOT EXISTS (\w+)", re.MULTILINE)
 _UNKNOWN_TABLE = 60
 # Also met while a concurrent migrator drops and creates a table anew: the table is being
-# dropped (218), its metadata is gone but not yet its name (390).
-_GAP_CODES = frozenset({_UNKNOWN_TABLE, 218, 390})
+# dropped (218), its metadata is gone but not yet its name (390); and, on 18.16, while one
+# adds a column a view reads: system.columns lists it before a query can name it (47).
+_GAP_CODES = frozenset({_UNKNOWN_TABLE, 218, 390, 47})
 _VIEW_GAP_ATTEMPTS = 25
 _DROP_IF_EXISTS = re.compile(r"^\s*DROP TABLE IF EXISTS (\w+)\s*$")
 _READS = re.compile(r"\b(FROM|JOIN)\s+(\w+)\b(?!\.)", re.IGNORECASE)
