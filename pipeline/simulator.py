@@ -34,6 +34,7 @@ from typing import IO, Any, Final
 
 import orjson
 
+from pipeline.hostile import invalid_message
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.partitioning import partition_for
@@ -433,62 +434,6 @@ class _Generator:
             day += 1
         yield from self.due(2**62)
 
-    def invalid(self, ts: int) -> tuple[str, bytes, str]:
-        """A hostile message: (topic kind, raw bytes, the reason the pipeline must give)."""
-        good = {
-            "event_id": self.event_id(),
-            "event_type": "like",
-            "event_time": _iso(ts),
-            "campaign_id": self.campaigns[0].id,
-            "channel": "facebook",
-            "user_id": "u-bad",
-        }
-        case = self.rng.randrange(8)
-        if case == 0:
-            return "social.interactions", b'{"event_id": "x", "event_type": "like",', "bad_json"
-        if case == 1:
-            return "social.interactions", orjson.dumps({**good, "count": "ten"}), "schema_violation"
-        if case == 2:
-            del good["user_id"]
-            return "social.interactions", orjson.dumps(good), "schema_violation"
-        if case == 3:
-            return (
-                "social.interactions",
-                orjson.dumps({**good, "event_type": "poke"}),
-                "unknown_event_type",
-            )
-        if case == 4:
-            raw = (
-                orjson.dumps(
-                    {**good, "event_type": "conversion", "order_id": "o", "currency": "EUR"}
-                )[:-1]
-                + b', "revenue": NaN}'
-            )
-            return "web.events", raw, "bad_json"
-        if case == 5:
-            return (
-                "social.interactions",
-                orjson.dumps({**good, "event_time": "2999-01-01T00:00:00Z"}),
-                "clock_skew",
-            )
-        if case == 6:
-            return (
-                "web.events",
-                orjson.dumps(
-                    {
-                        **good,
-                        "event_type": "conversion",
-                        "order_id": "o",
-                        "revenue": 10,
-                        "currency": "XXX",
-                        "campaign_id": None,
-                        "channel": None,
-                    }
-                ).replace(b',"campaign_id":null,"channel":null', b""),
-                "unknown_currency",
-            )
-        return "social.interactions", orjson.dumps({**good, "padding": "x" * 70_000}), "oversize"
-
 
 class Simulation:
     """One run of the simulator, made as it is consumed.
@@ -528,7 +473,9 @@ class Simulation:
             # exactly n_invalid of the positions, each equally likely (selection sampling)
             if n_invalid and rng.random() * (total - position) < n_invalid:
                 n_invalid -= 1
-                kind, raw, reason = gen.invalid(gen.start_ms)
+                kind, raw, reason = invalid_message(
+                    rng, gen.event_id(), _iso(gen.start_ms), gen.campaigns[0].id
+                )
                 part = partition_for(b"u-bad", cfg.partitions)
                 add(kind, part, None, reason)
                 message = SimMessage(kind, b"u-bad", part, raw)
