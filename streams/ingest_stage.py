@@ -85,7 +85,6 @@ def source_watermarks(
     return found
 
 
-
 class IngestStage:
     """Stage one of one worker process: its batch handler (:meth:`handle`), heartbeats,
     and where its state stands in each source partition (:meth:`positions`)."""
@@ -191,7 +190,7 @@ class IngestStage:
             for offset, forward in release.forwards:
                 packs.add(as_record(forward, release.src, offset, NO_TIME))
             credits += release.rows
-            beats += self._heartbeats(partition, store)
+            beats += self._heartbeats(self._marks(partition, store.get))
         # Every stage-two partition gets this batch's contributions before its heartbeats.
         await deliver(self.batches.app, sent + packs.messages() + beats)
         async with self.batches.keeping_unwritten(stores):
@@ -274,13 +273,16 @@ class IngestStage:
             packs.add(as_record(forward, src, offset, result.watermark))
         return dead
 
-    def _heartbeats(self, partition: int, store: PartitionStore | None = None) -> Sent:
-        """Tell every stage-two partition how far each source partition has got, after
-        everything this batch sent for it (same producer, so in order)."""
+    def _marks(self, partition: int, get: Callable[[str], Any]) -> dict[str, int | None]:
+        """The watermarks ``partition``'s source partitions announce (``get`` reads its
+        state)."""
+        return source_watermarks(get, partition, self.lateness_ms, self.costs_waiting)
+
+    def _heartbeats(self, marks: dict[str, int | None]) -> Sent:
+        """Tell every stage-two partition how far each source partition has got (``marks``),
+        after everything this batch sent for it (same producer, so in order)."""
         self.offsets.since_rebalance()
-        get = store.get if store else table_dict(self.state, partition).get
         sent: Sent = []
-        marks = source_watermarks(get, partition, self.lateness_ms, self.costs_waiting)
         for src, watermark in marks.items():
             self._beaten[src] = watermark
             beat = orjson.dumps({"hb": 1, "src": src, "wm": watermark})
@@ -300,10 +302,9 @@ class IngestStage:
             }
             sent: Sent = []
             for partition in sorted(partitions):
-                get = table_dict(self.state, partition).get
-                marks = source_watermarks(get, partition, self.lateness_ms, self.costs_waiting)
+                marks = self._marks(partition, table_dict(self.state, partition).get)
                 if any(self._beaten.get(src) != mark for src, mark in marks.items()):
-                    sent += self._heartbeats(partition)
+                    sent += self._heartbeats(marks)
             await deliver(self.batches.app, sent)
 
 
