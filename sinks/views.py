@@ -30,7 +30,6 @@ from sinks.reader import credited_rows
 __all__ = [
     "DECLARED_COLUMNS",
     "DECLARED_WINDOWS",
-    "ENGAGEMENTS",
     "MONEY_EXPRESSIONS",
     "RATIO_EXPRESSIONS",
     "REPORT_COLUMNS",
@@ -79,7 +78,6 @@ SPEND_BUCKETS: Final[tuple[tuple[int, str, int | None], ...]] = (
 """``spend_vs_return`` buckets: (number, label, exclusive upper bound in base units)."""
 
 _SPEND = expand("spend_micros")
-ENGAGEMENTS = expand("engagements")
 
 
 def _ratio(numerator: str, denominator: str) -> str:
