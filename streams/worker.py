@@ -67,6 +67,7 @@ _STOP_WAIT_SECONDS = 60.0
 _BEAT_IDLE_SECONDS = 2.0
 
 Handler = Callable[[Sequence[Record]], Awaitable[None]]
+Stage = IngestStage | AggregateStage
 
 
 class Worker:
@@ -119,7 +120,7 @@ class Worker:
             state = app_table(app, s.worker.app_id, "ingest-state", partitions=self.partitions)
             self._table_topics[state.name] = set(kinds)
             self.ingest = IngestStage(s, state, self.batches, self.offsets, self.direct)
-            self._agent(app, app.topic(*kinds, **raw), "ingest", self.ingest.lock)
+            self._agent(app, app.topic(*kinds, **raw), "ingest", self.ingest)
         if s.worker.stage in ("all", "aggregate"):
             # Values are panes in their binary form (``PaneState.encode``): raw bytes.
             windows = app_table(
@@ -127,16 +128,12 @@ class Worker:
             )
             self._table_topics[windows.name] = {by_campaign.get_topic_name()}
             self.aggregate = AggregateStage(s, windows, self.batches, self.offsets)
-            self._agent(app, by_campaign, "aggregate", self.aggregate.lock)
+            self._agent(app, by_campaign, "aggregate", self.aggregate)
 
-    def _handler(self, stage: str) -> Handler:
+    def _timed(self, handle: Handler) -> Handler:
         """A stage's batch handler, whichever path delivers the batch (a feed, or an agent
         taking what Faust fetched before the feed paused it), noting when the batch under
         way began (``batch_since``)."""
-        handle = self.ingest.handle if stage == "ingest" and self.ingest else None
-        if stage == "aggregate" and self.aggregate:
-            handle = self.aggregate.handle
-        assert handle is not None, stage
 
         async def timed(records: Sequence[Record]) -> None:
             self.batch_since = time.monotonic()
@@ -147,10 +144,10 @@ class Worker:
 
         return timed
 
-    def _agent(self, app: faust.App, topic: Any, stage: str, lock: asyncio.Lock) -> None:
+    def _agent(self, app: faust.App, topic: Any, name: str, stage: Stage) -> None:
         """The stage's Faust agent: it hands on what Faust fetched before the feed paused it."""
         s = self.settings.worker
-        handle = self._handler(stage)
+        handle, lock = self._timed(stage.handle), stage.lock
 
         async def agent(stream: faust.StreamT[bytes]) -> None:
             # take_events is on Faust's Stream, the class it passes, not on StreamT
@@ -163,25 +160,25 @@ class Worker:
                     with contextlib.suppress(BatchAbandoned):
                         await handle([record_of(e.message) for e in events])
 
-        app.agent(topic, name=stage)(agent)
+        app.agent(topic, name=name)(agent)
 
     # -- reading the assigned partitions (``streams.feed``, ``streams.offsets``) -----------
     def start_feeds(self) -> list[asyncio.Task[None]]:
         """One task per stage this process runs, reading its assigned partitions; stop them
         by cancelling."""
         Positioned = Callable[[list[tuple[str, int]]], Awaitable[None]] | None
-        stages: list[tuple[str, set[str], asyncio.Lock, Positioned]] = []
+        stages: list[tuple[str, set[str], Stage, Positioned]] = []
         if self.ingest:
             ingest = self.ingest
-            stages.append(("ingest", set(ingest.kinds), ingest.lock, ingest.costs_positioned))
+            stages.append(("ingest", set(ingest.kinds), ingest, ingest.costs_positioned))
         if self.aggregate:
-            stages.append(("aggregate", {self.aggregate.topic}, self.aggregate.lock, None))
+            stages.append(("aggregate", {self.aggregate.topic}, self.aggregate, None))
         feeds = [
             Feed(
-                stage,
+                name,
                 topics,
-                self._handler(stage),
-                lock,
+                self._timed(stage.handle),
+                stage.lock,
                 app=self.app,
                 kafka=self.settings.kafka,
                 batch_max_events=self.settings.worker.batch_max_events,
@@ -190,7 +187,7 @@ class Worker:
                 delivered=self._delivered,
                 positioned=positioned,
             )
-            for stage, topics, lock, positioned in stages
+            for name, topics, stage, positioned in stages
         ]
         return [asyncio.create_task(feed.run()) for feed in feeds]
 
