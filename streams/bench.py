@@ -66,7 +66,6 @@ import orjson
 from pipeline.settings import Settings
 from pipeline.simulator import DEFAULT_START, SimMessage, simulate
 from streams.bench_probes import (
-    delete_topics,
     end_offsets,
     end_offsets_total,
     fresh_events,
@@ -86,6 +85,7 @@ from streams.producer import (
     EventProducer,
     OutgoingMessage,
     by_campaign_topic,
+    delete_topics,
     ensure_topics,
     topic_for_kind,
 )

@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaConsumer
 from kafka.structs import TopicPartition as KafkaTopicPartition
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -31,7 +31,6 @@ from streams.producer import OutgoingMessage
 __all__ = [
     "Scrape",
     "StateSize",
-    "delete_topics",
     "end_offsets",
     "end_offsets_total",
     "fresh_events",
@@ -227,17 +226,6 @@ def table_state_size(settings: Settings, changelog: str, ends: dict[int, int]) -
             with_reach += 1
             reach += sketch
     return StateSize(keys, value_bytes, core, reach, with_reach)
-
-
-def delete_topics(settings: Settings, prefix: str) -> None:
-    """Delete every topic whose name starts with ``prefix`` (a bench run's own topics)."""
-    admin = KafkaAdminClient(client_id="socialroi-bench", **kafka_python_options(settings.kafka))
-    try:
-        names = [t for t in admin.list_topics() if t.startswith(prefix)]
-        if names:
-            admin.delete_topics(names)
-    finally:
-        admin.close()
 
 
 def _iso(ms: int) -> str:

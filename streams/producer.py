@@ -38,6 +38,7 @@ __all__ = [
     "TopicMisconfigured",
     "by_campaign_topic",
     "check_changelogs",
+    "delete_topics",
     "ensure_topics",
     "topic_configs",
     "topic_for_kind",
@@ -147,6 +148,18 @@ def _admin(settings: Settings) -> KafkaAdminClient:
         )
     except KafkaError as exc:
         raise _unreachable(settings, exc) from exc
+
+
+def delete_topics(settings: Settings, prefix: str) -> None:
+    """Delete every topic whose name starts with ``prefix`` (a bench or test run's own
+    topics). Raises ``KafkaUnavailable`` when the brokers cannot be reached."""
+    admin = _admin(settings)
+    try:
+        names = [t for t in admin.list_topics() if t.startswith(prefix)]
+        if names:
+            admin.delete_topics(names)
+    finally:
+        admin.close()
 
 
 def ensure_topics(settings: Settings) -> None:

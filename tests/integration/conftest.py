@@ -6,6 +6,7 @@ A service that cannot be reached fails the test with how to start it; nothing sk
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -15,7 +16,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from kafka.errors import KafkaError
 
+from pipeline.settings import KafkaSettings, Settings
+from streams.producer import KafkaUnavailable, delete_topics
 from tests.integration.conftest_clickhouse import *  # noqa: F403 (fixtures)
 from tests.integration.conftest_clickhouse import clickhouse_server_url  # noqa: F401
 
@@ -57,23 +61,10 @@ def run_id() -> Iterator[str]:
 def _delete_topics(prefix: str) -> None:
     """Delete the shared broker's topics named ``prefix...``; best effort (a test that
     stopped the broker, or a deletion still in progress, leaves them to the next reset)."""
-    from kafka import KafkaAdminClient
-    from kafka.errors import KafkaError
-
     if not _reachable(KAFKA):
         return
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=KAFKA, request_timeout_ms=10_000)
-    except KafkaError:
-        return
-    try:
-        names = [t for t in admin.list_topics() if t.startswith(prefix)]
-        if names:
-            admin.delete_topics(names, timeout_ms=10_000)
-    except KafkaError:
-        pass
-    finally:
-        admin.close()
+    with contextlib.suppress(KafkaError, KafkaUnavailable):
+        delete_topics(Settings(kafka=KafkaSettings(bootstrap_servers=KAFKA)), prefix)
 
 
 @pytest.fixture
