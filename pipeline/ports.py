@@ -20,6 +20,7 @@ __all__ = [
     "KpiSnapshot",
     "RawEventRow",
     "SinkUnavailable",
+    "SkippedEventRow",
     "SnapshotSink",
     "WatermarkRow",
 ]
@@ -135,6 +136,25 @@ class RawEventRow:
     payload: bytes
 
 
+@dataclass(slots=True)
+class SkippedEventRow:
+    """An event stage one skipped: ``reason`` is ``late`` (behind ``watermark_ms``, its
+    source partition's watermark) or ``duplicate`` (``watermark_ms`` 0). ``campaign_id``
+    and ``channel`` are what the event counts for before attribution
+    (:func:`pipeline.ingest.route_campaign`)."""
+
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    event_id: str
+    event_type: str
+    event_ms: int
+    campaign_id: str
+    channel: str
+    watermark_ms: int
+
+
 class SinkUnavailable(Exception):
     """The store cannot take writes now; retry the same batch after ``retry_after`` seconds."""
 
@@ -155,6 +175,8 @@ class SnapshotSink(Protocol):
     def add_credits(self, rows: Sequence[CreditRow]) -> None: ...
 
     def add_raw_events(self, rows: Sequence[RawEventRow]) -> None: ...
+
+    def add_skipped_events(self, rows: Sequence[SkippedEventRow]) -> None: ...
 
     def add_campaigns(self, rows: Sequence[CampaignRow]) -> None: ...
 
@@ -187,6 +209,9 @@ class ForwardingSink:
 
     def add_raw_events(self, rows: Sequence[RawEventRow]) -> None:
         self._inner.add_raw_events(rows)
+
+    def add_skipped_events(self, rows: Sequence[SkippedEventRow]) -> None:
+        self._inner.add_skipped_events(rows)
 
     def add_campaigns(self, rows: Sequence[CampaignRow]) -> None:
         self._inner.add_campaigns(rows)

@@ -38,7 +38,7 @@ from pipeline.ingest import (
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.partitioning import partition_for
-from pipeline.ports import CampaignRow, CreditRow
+from pipeline.ports import CampaignRow, CreditRow, SkippedEventRow
 from pipeline.settings import AttributionModel
 
 __all__ = [
@@ -94,11 +94,36 @@ class IngestResult:
 
     rejected: list[tuple[int, Rejection]] = field(default_factory=list)
     late: list[tuple[int, Event, int]] = field(default_factory=list)  # offset, event, watermark
-    duplicates: int = 0
+    duplicates: list[tuple[int, Event]] = field(default_factory=list)  # offset, event
     accepted: list[tuple[int, Event]] = field(default_factory=list)  # counted, for the archive
     forwards: list[tuple[int, Forward]] = field(default_factory=list)
     campaigns: list[CampaignRow] = field(default_factory=list)  # campaign records accepted
     watermark: int = NO_TIME
+
+    def skipped(self, topic: str, partition: int) -> list[SkippedEventRow]:
+        """The late and duplicate events as ``skipped_events`` rows (``topic`` names the
+        source)."""
+        rows = [_skipped("late", topic, partition, o, e, mark) for o, e, mark in self.late]
+        rows += [_skipped("duplicate", topic, partition, o, e, 0) for o, e in self.duplicates]
+        return rows
+
+
+def _skipped(
+    reason: str, topic: str, partition: int, offset: int, event: Event, watermark: int
+) -> SkippedEventRow:
+    campaign, channel = route_campaign(event)
+    return SkippedEventRow(
+        reason,
+        topic,
+        partition,
+        offset,
+        event.event_id,
+        event.event_type,
+        event.ts_ms,
+        campaign,
+        channel,
+        watermark,
+    )
 
 
 @dataclass(slots=True)
@@ -197,7 +222,7 @@ class Ingestor:
                 result.late.append((msg.offset, decoded, watermark))
                 continue
             if not seen.first(decoded.event_id, decoded.ts_ms, msg.offset):
-                result.duplicates += 1
+                result.duplicates.append((msg.offset, decoded))
                 continue
             result.accepted.append((msg.offset, decoded))
             self._remember(decoded, src, msg.offset, partition, store, horizon)

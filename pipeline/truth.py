@@ -4,7 +4,10 @@ Computed from the messages themselves in production order, with the pipeline's p
 semantics written out plainly (a second implementation, not the worker's code path):
 
 - per source partition, an event older than (newest event time so far - allowed lateness)
-  is late; an ``event_id`` seen before in the partition is a duplicate; neither counts;
+  is late; an ``event_id`` seen before in the partition is a duplicate; neither counts,
+  but both are counted per (reason, topic kind, campaign key, channel, UTC day of event
+  time) as ``skipped``, the campaign and channel being what the event names (a page view's
+  ``utm_campaign`` and source);
 - each accepted event adds its counters to every window containing its time;
 - a conversion is credited once both the social and the web partition of its user have
   passed its time (so at the end of a stream, conversions after that point and every later
@@ -51,7 +54,7 @@ import heapq
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import IO, Any, Final
 
 import orjson
@@ -154,6 +157,7 @@ class Truth:
         # campaign key -> records accepted: ((event time, event id), record)
         self._records: dict[str, list[tuple[tuple[int, str], dict[str, Any]]]] = {}
         self.late = self.duplicates = 0
+        self._skipped: dict[tuple[str, str, str, str, str], int] = {}
         self._accepted = 0
         self._swept_at = _NO_TIME
         self._sweep_every = max(60_000, cfg.lookback_ms // 4)
@@ -186,6 +190,7 @@ class Truth:
         horizon = newest - self.cfg.allowed_lateness_ms
         if ts < horizon:
             self.late += 1
+            self._skip("late", kind, ts, body)
             return
         if ts > newest:
             self._max_ts[source] = newest = ts
@@ -197,6 +202,7 @@ class Truth:
         event_id = body["event_id"]
         if event_id in seen:
             self.duplicates += 1
+            self._skip("duplicate", kind, ts, body)
             return
         seen.add(event_id)
         heapq.heappush(by_time, (ts, event_id))
@@ -238,6 +244,21 @@ class Truth:
                         users.add(user)
                     else:  # the closing rule below would be wrong
                         raise RuntimeError(f"an accepted event in a closed window {key}")
+
+    def _skip(self, reason: str, kind: str, ts: int, body: Mapping[str, Any]) -> None:
+        if kind == _WEB:
+            campaign, channel = _web_route(body)
+        else:
+            campaign = campaign_key(str(body.get("campaign_id", "")))
+            channel = normalise_channel(str(body.get("channel", "")))
+        day = datetime.fromtimestamp(ts // 1000, UTC).date().isoformat()
+        key = (reason, kind, campaign, channel, day)
+        self._skipped[key] = self._skipped.get(key, 0) + 1
+
+    def skipped(self) -> list[list[Any]]:
+        """[reason, topic kind, campaign key, channel, day, events] of the skipped events,
+        sorted."""
+        return [[*key, n] for key, n in sorted(self._skipped.items())]
 
     def _accept(self, kind: str, part: int, offset: int, ts: int, body: Mapping[str, Any]) -> None:
         etype, user = body["event_type"], body.get("user_id", "")
@@ -538,6 +559,7 @@ class Truth:
             "dead_letters": dict(sorted(self._dead.items())),
             "late": self.late,
             "duplicates": self.duplicates,
+            "skipped": self.skipped(),
             "campaigns": self.campaigns(),
         }
 
@@ -556,6 +578,7 @@ class Truth:
             "dead_letters": dict(sorted(self._dead.items())),
             "late": self.late,
             "duplicates": self.duplicates,
+            "skipped": self.skipped(),
             "campaigns": self.campaigns(),
             **(extra or {}),
         }

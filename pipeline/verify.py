@@ -23,6 +23,7 @@ __all__ = [
     "compare_campaigns",
     "compare_credits",
     "compare_dead_letters",
+    "compare_skipped",
     "compare_windows",
     "credit_fields",
 ]
@@ -97,6 +98,37 @@ def compare_dead_letters(truth: Mapping[str, int], stored: Mapping[str, int]) ->
         if truth.get(reason, 0) != stored.get(reason, 0):
             diffs.append(
                 Difference("dead letters", reason, truth.get(reason, 0), stored.get(reason, 0))
+            )
+    return diffs
+
+
+def compare_skipped(
+    truth: Iterable[Sequence[Any]],
+    stored: Iterable[Mapping[str, Any]],
+    kinds: Mapping[str, str],
+) -> list[Difference]:
+    """Late and duplicate events per (reason, topic kind, campaign key, channel, day):
+    ``truth`` as ``Truth.skipped`` gives them, ``stored`` as ``sinks.skipped_daily`` rows,
+    whose topics ``kinds`` names (topic -> kind)."""
+    expected = {tuple(row[:5]): int(row[5]) for row in truth}
+    actual: dict[tuple[Any, ...], int] = {}
+    for row in stored:
+        kind = kinds.get(row["topic"], row["topic"])
+        for reason, column in (("late", "late"), ("duplicate", "duplicates")):
+            if row[column]:
+                key = (reason, kind, row["campaign_id"], row["channel"], row["day"])
+                actual[key] = actual.get(key, 0) + int(row[column])
+    diffs = []
+    for key in sorted(expected.keys() | actual.keys()):
+        if expected.get(key, 0) != actual.get(key, 0):
+            reason, kind, campaign, channel, day = key
+            diffs.append(
+                Difference(
+                    f"skipped {kind} {campaign!r}/{channel} {day}",
+                    reason,
+                    expected.get(key, 0),
+                    actual.get(key, 0),
+                )
             )
     return diffs
 

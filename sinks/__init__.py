@@ -21,6 +21,7 @@ from sinks.reader import (
     dead_letter_counts,
     dead_letters,
     kpi_rows,
+    skipped_daily,
 )
 from sinks.tables import RowError
 from sinks.urls import parse_store_url
@@ -48,4 +49,5 @@ __all__ = [
     "kpi_rows",
     "open_backend",
     "parse_store_url",
+    "skipped_daily",
 ]

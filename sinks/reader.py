@@ -9,12 +9,19 @@ Python types a driver returns. Readers see the newest version of each KPI window
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from pipeline.kpi import KPI_COUNTERS
 from pipeline.ports import DeadLetterRow
 from sinks.backends import Backend, sql_string
-from sinks.tables import CREDIT_VIEW, DEAD_LETTER_ORIGINAL_TABLE, DEAD_LETTER_TABLE, KPI_VIEW
+from sinks.tables import (
+    CREDIT_VIEW,
+    DEAD_LETTER_ORIGINAL_TABLE,
+    DEAD_LETTER_TABLE,
+    KPI_VIEW,
+    SKIPPED_VIEW,
+)
 
 __all__ = [
     "StoredDeadLetter",
@@ -22,6 +29,7 @@ __all__ = [
     "dead_letters",
     "dead_letters_by_topic",
     "kpi_rows",
+    "skipped_daily",
 ]
 
 
@@ -117,6 +125,35 @@ def dead_letters_by_topic(backend: Backend) -> list[dict[str, Any]]:
         f"SELECT topic, reason, count() AS letters FROM ({_DEDUPLICATED_DEAD_LETTERS}) "
         "GROUP BY topic, reason ORDER BY topic, reason"
     ).dicts()
+
+
+def skipped_daily(
+    backend: Backend, first: date | None = None, end: date | None = None
+) -> list[dict[str, Any]]:
+    """Late and duplicate events per UTC day of event time in ``[first, end)`` (``None``:
+    unbounded), campaign key, channel and source topic (``skipped_daily``, migration 0014):
+    ``day`` (ISO), ``campaign_id``, ``channel``, ``topic``, ``late``, ``duplicates``."""
+    conditions = []
+    if first is not None:
+        conditions.append(f"day >= toDate({sql_string(first.isoformat())})")
+    if end is not None:
+        conditions.append(f"day < toDate({sql_string(end.isoformat())})")
+    where = f"WHERE {' AND '.join(conditions)} " if conditions else ""
+    result = backend.query(
+        "SELECT toString(day) AS iso_day, campaign_id, channel, topic, late, duplicates "
+        f"FROM {SKIPPED_VIEW} {where}ORDER BY day, campaign_id, channel, topic"
+    )
+    return [
+        {
+            "day": iso_day,
+            "campaign_id": campaign,
+            "channel": channel,
+            "topic": topic,
+            "late": int(late),
+            "duplicates": int(duplicates),
+        }
+        for iso_day, campaign, channel, topic, late, duplicates in result.rows
+    ]
 
 
 def dead_letters(

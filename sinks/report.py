@@ -5,12 +5,9 @@
 document, so they cannot disagree. The per-campaign rows are exactly what
 :func:`sinks.views.campaign_report` returns (the same function behind ``--format json|csv``).
 
-Late and duplicate events are not stored in ClickHouse: they are Prometheus counters of the
-worker (``socialroi_late_events_total``, ``socialroi_duplicates_total``). The document carries
-them only when the caller passes them (``counters``: late, duplicates and consumed per topic,
-which ``streams.present.report.stream_counters`` reads from a worker's ``/metrics`` or its
-in-process registry); otherwise ``data_quality.stream_counters`` is ``null`` and the page says
-where to read them.
+Data quality needs no live worker: dead letters come from ``dead_letters`` (everything
+stored), late and duplicate events from ``skipped_daily`` (migration 0014), for the days of
+the period by event time, every campaign.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ from typing import Any, Final
 
 from pipeline.settings import DAILY_PERIOD_SECONDS, Settings
 from sinks.backends import Backend
-from sinks.reader import dead_letter_counts, dead_letters_by_topic
+from sinks.reader import dead_letter_counts, dead_letters_by_topic, skipped_daily
 from sinks.views import (
     DECLARED_COLUMNS,
     DECLARED_WINDOWS,
@@ -50,7 +47,9 @@ __all__ = [
     "report_totals",
 ]
 
-SCHEMA: Final = "socialroi.report/1"
+# /2: late and duplicate counts come from the store (``data_quality.skipped_by_day``), and
+# ``data_quality.stream_counters`` is gone.
+SCHEMA: Final = "socialroi.report/2"
 
 # Which KPI each source topic feeds (for the per-KPI data-quality table).
 _KPI_SOURCES: Final[tuple[tuple[str, tuple[str, ...]], ...]] = (
@@ -214,8 +213,6 @@ def build_report(
     campaigns: Sequence[str] | None = None,
     sort: str = "campaign_id",
     descending: bool = False,
-    counters: dict[str, dict[str, int]] | None = None,
-    counters_source: str | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The whole report for UTC days ``[start, last]`` (``None``: first/last stored) and
@@ -224,7 +221,8 @@ def build_report(
     Money is in the base currency; ratios are ``None`` when undefined (no spend, no
     impressions, ...). Daily series (traffic share, trends, followers) always use the
     one-day windows; the per-campaign figures total the tumbling windows of
-    ``window_seconds``. ``spend_vs_return`` and the dead letters cover everything stored.
+    ``window_seconds``. ``spend_vs_return`` and the dead letters cover everything stored;
+    late and duplicate events, the period's days and every campaign.
     """
     end = last + timedelta(days=1) if last is not None else None
     rows = campaign_report(
@@ -244,6 +242,7 @@ def build_report(
     buckets = spend_vs_return(backend)
     dead_by_topic = dead_letters_by_topic(backend)
     dead_by_reason = dead_letter_counts(backend)
+    skipped = skipped_daily(backend, start, end)
 
     social = sum(day["social_visits"] for day in traffic)
     visits = sum(day["visits"] for day in traffic)
@@ -295,9 +294,7 @@ def build_report(
         "social_traffic": traffic,
         "daily": trends,
         "followers": followers,
-        "data_quality": _quality(
-            settings, dead_by_topic, dead_by_reason, counters, counters_source
-        ),
+        "data_quality": _quality(settings, dead_by_topic, dead_by_reason, skipped),
     }
 
 
@@ -331,8 +328,7 @@ def _quality(
     settings: Settings,
     dead_by_topic: list[dict[str, Any]],
     dead_by_reason: dict[str, int],
-    counters: dict[str, dict[str, int]] | None,
-    counters_source: str | None,
+    skipped: list[dict[str, Any]],
 ) -> dict[str, Any]:
     topics = {
         "social": settings.topics.social,
@@ -343,24 +339,30 @@ def _quality(
     dead: dict[str, int] = defaultdict(int)
     for row in dead_by_topic:
         dead[row["topic"]] += row["letters"]
+    late: dict[str, int] = defaultdict(int)
+    duplicates: dict[str, int] = defaultdict(int)
+    by_day: dict[str, dict[str, Any]] = {}
+    for row in skipped:
+        late[row["topic"]] += row["late"]
+        duplicates[row["topic"]] += row["duplicates"]
+        day = by_day.setdefault(row["day"], {"day": row["day"], "late": 0, "duplicates": 0})
+        day["late"] += row["late"]
+        day["duplicates"] += row["duplicates"]
     per_kpi = []
     for kpi, sources in _KPI_SOURCES:
         names = [topics[s] for s in sources]
-        entry: dict[str, Any] = {
-            "kpi": kpi,
-            "topics": names,
-            "rejected": sum(dead.get(t, 0) for t in names),
-            "late": None,
-            "duplicates": None,
-        }
-        if counters is not None:
-            entry["late"] = sum(counters["late"].get(t, 0) for t in names)
-            entry["duplicates"] = sum(counters["duplicates"].get(t, 0) for t in names)
-        per_kpi.append(entry)
+        per_kpi.append(
+            {
+                "kpi": kpi,
+                "topics": names,
+                "rejected": sum(dead.get(t, 0) for t in names),
+                "late": sum(late.get(t, 0) for t in names),
+                "duplicates": sum(duplicates.get(t, 0) for t in names),
+            }
+        )
     return {
         "per_kpi": per_kpi,
         "dead_letters_by_reason": dead_by_reason,
         "dead_letters_by_topic": dead_by_topic,
-        "stream_counters": counters,
-        "stream_counters_source": counters_source if counters is not None else None,
+        "skipped_by_day": [by_day[d] for d in sorted(by_day)],
     }

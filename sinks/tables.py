@@ -17,6 +17,7 @@ from pipeline.ports import (
     DeadLetterRow,
     KpiSnapshot,
     RawEventRow,
+    SkippedEventRow,
     WatermarkRow,
 )
 from sinks.errors import SinkError
@@ -37,6 +38,9 @@ __all__ = [
     "KPI_VIEW",
     "RAW_COLUMNS",
     "RAW_TABLE",
+    "SKIPPED_COLUMNS",
+    "SKIPPED_TABLE",
+    "SKIPPED_VIEW",
     "WATERMARK_COLUMNS",
     "WATERMARK_TABLE",
     "WINDOW_KINDS",
@@ -97,6 +101,22 @@ RAW_COLUMNS: Final[tuple[str, ...]] = (
     "payload",
     "ingested_at",
 )
+SKIPPED_TABLE: Final = "skipped_events"
+SKIPPED_COLUMNS: Final[tuple[str, ...]] = (
+    "skipped_at",
+    "reason",
+    "topic",
+    "partition",
+    "offset",
+    "event_id",
+    "event_type",
+    "event_time",
+    "campaign_id",
+    "channel",
+    "watermark",
+)
+# Late and duplicate events per day, campaign key, channel and topic (migration 0014).
+SKIPPED_VIEW: Final = "skipped_daily"
 # Hopping windows are never written: the view composes them from their panes.
 WINDOW_KINDS: Final = frozenset({"tumbling", "pane"})
 
@@ -158,6 +178,7 @@ WRITTEN_COLUMNS: Final[dict[str, tuple[str, ...]]] = {
     DEAD_LETTER_ORIGINAL_TABLE: DEAD_LETTER_ORIGINAL_COLUMNS,
     CREDIT_TABLE: CREDIT_COLUMNS,
     RAW_TABLE: RAW_COLUMNS,
+    SKIPPED_TABLE: SKIPPED_COLUMNS,
     CAMPAIGN_TABLE: CAMPAIGN_COLUMNS,
     # Last: a watermark says that partition's final panes are written, so it is written
     # after them (the writer flushes tables in this order).
@@ -323,6 +344,24 @@ def raw_row(event: RawEventRow, ingested_at: int) -> tuple[object, ...]:
         event.user_id,
         bytes(event.payload),
         ingested_at,
+    )
+
+
+def skipped_row(event: SkippedEventRow, skipped_at: int) -> tuple[object, ...]:
+    """``event`` as a ``skipped_events`` row in :data:`SKIPPED_COLUMNS` order."""
+    seconds = (0, _UINT32[1] * 1000)
+    return (
+        skipped_at,
+        event.reason,
+        event.topic,
+        _checked("partition", event.partition, _UINT32),
+        _checked("offset", event.offset, _UINT64),
+        event.event_id,
+        event.event_type,
+        _checked("event_ms", event.event_ms, seconds) // 1000,
+        event.campaign_id,
+        event.channel,
+        _checked("watermark_ms", max(0, event.watermark_ms), seconds) // 1000,
     )
 
 

@@ -25,7 +25,7 @@ from pipeline.kpi import CATALOGUE, KPI_COUNTERS, RATIOS, SUMS, expand
 from pipeline.settings import DAILY_PERIOD_SECONDS
 from sinks.backends import Backend, sql_string
 from sinks.errors import QueryError
-from sinks.reader import credited_rows
+from sinks.reader import credited_rows, skipped_daily
 
 __all__ = [
     "DECLARED_COLUMNS",
@@ -408,6 +408,7 @@ VIEW_READERS: Final = {
     "social_traffic_share": social_traffic_share,
     "follower_growth": follower_growth,
     "service_savings": service_savings,
+    "skipped_daily": skipped_daily,
 }
 """Reader function of every view the migrations create for readers (checked by a test)."""
 

@@ -39,6 +39,7 @@ from pipeline.ports import (
     KpiSnapshot,
     RawEventRow,
     SinkUnavailable,
+    SkippedEventRow,
     WatermarkRow,
 )
 from pipeline.settings import ClickHouseSettings
@@ -52,6 +53,7 @@ from sinks.tables import (
     DEAD_LETTER_TABLE,
     KPI_TABLE,
     RAW_TABLE,
+    SKIPPED_TABLE,
     WATERMARK_TABLE,
     WRITTEN_COLUMNS,
     campaign_row,
@@ -59,6 +61,7 @@ from sinks.tables import (
     dead_letter_original_row,
     dead_letter_row,
     raw_row,
+    skipped_row,
     snapshot_row,
     watermark_row,
 )
@@ -205,6 +208,11 @@ class ClickHouseSink:
         """Buffer accepted events for the raw archive (deduplicated by topic and event id)."""
         now = int(self._wall_clock())
         self._buffer(RAW_TABLE, [raw_row(event, now) for event in rows])
+
+    def add_skipped_events(self, rows: Sequence[SkippedEventRow]) -> None:
+        """Buffer late and duplicate events (one row per source position)."""
+        now = int(self._wall_clock())
+        self._buffer(SKIPPED_TABLE, [skipped_row(event, now) for event in rows])
 
     def add_campaigns(self, rows: Sequence[CampaignRow]) -> None:
         """Buffer campaign records (one row each; the views read each campaign's newest)."""

@@ -31,6 +31,7 @@ from pipeline.ports import (
     KpiSnapshot,
     RawEventRow,
     SinkUnavailable,
+    SkippedEventRow,
     SnapshotSink,
     WatermarkRow,
 )
@@ -97,14 +98,16 @@ class GuardedSink:
         raw: Sequence[RawEventRow] = (),
         watermarks: Sequence[WatermarkRow] = (),
         campaigns: Sequence[CampaignRow] = (),
+        skipped: Sequence[SkippedEventRow] = (),
     ) -> None:
-        if not (snapshots or dead_letters or credits or raw or watermarks or campaigns):
+        if not (snapshots or dead_letters or credits or raw or watermarks or campaigns or skipped):
             return
         async with self._lock:
             self._sink.add_snapshots(snapshots)
             self._sink.add_dead_letters(dead_letters)
             self._sink.add_credits(credits)
             self._sink.add_raw_events(raw)
+            self._sink.add_skipped_events(skipped)
             self._sink.add_campaigns(campaigns)
             self._sink.add_watermarks(watermarks)
             while True:
@@ -136,6 +139,7 @@ class GuardedSink:
                 self._metrics.sink_rows.labels("dead_letters").inc(len(dead_letters))
                 self._metrics.sink_rows.labels("credited_conversions").inc(len(credits))
                 self._metrics.sink_rows.labels("raw_events").inc(len(raw))
+                self._metrics.sink_rows.labels("skipped_events").inc(len(skipped))
                 return
 
 

@@ -242,8 +242,6 @@ def cmd_report(args: argparse.Namespace, settings: Settings) -> int:
         args.window = args.window or daily
     if args.format in DOCUMENT_FORMATS:
         return _report_document(args, settings)
-    if args.metrics_url:
-        raise CliError("--metrics-url needs --format html or report-json")
     with connected(settings.clickhouse.url.get_secret_value()) as backend:
         rows = campaign_report(
             backend,
@@ -283,14 +281,8 @@ def _report_document(args: argparse.Namespace, settings: Settings) -> int:
     """The whole board report (HTML page or its JSON document), see ``sinks.report``."""
     from sinks import connected
     from sinks.report import build_report
-    from streams.present.report import render_document, scrape_stream_counters
+    from streams.present.report import render_document
 
-    counters = None
-    if args.metrics_url:
-        try:
-            counters = scrape_stream_counters(args.metrics_url)
-        except OSError as exc:
-            raise CliError(f"cannot read worker metrics from {args.metrics_url}: {exc}") from exc
     last = args.to_date
     with connected(settings.clickhouse.url.get_secret_value()) as backend:
         document = build_report(
@@ -302,8 +294,6 @@ def _report_document(args: argparse.Namespace, settings: Settings) -> int:
             campaigns=args.campaign,
             sort=args.sort,
             descending=args.desc,
-            counters=counters,
-            counters_source=", ".join(args.metrics_url) if counters is not None else None,
         )
     text = render_document(document, args.format)
     text = text if text.endswith("\n") else text + "\n"
@@ -484,11 +474,6 @@ def build_parser() -> argparse.ArgumentParser:
         f"{', '.join(REPORT_COLUMNS)}",
     )  # fmt: skip
     p.add_argument("--output", type=Path, default=None, metavar="FILE", help="write to FILE")
-    p.add_argument(
-        "--metrics-url", action="append", default=None, metavar="URL",
-        help="a worker's /metrics (repeat per worker): late and duplicate counts for the "
-        "html/report-json data-quality table (they are not stored in ClickHouse)",
-    )  # fmt: skip
 
     p = add(
         "demo",

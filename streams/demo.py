@@ -38,7 +38,7 @@ from pipeline.simulator import simulate
 from sinks import ClickHouseSink, connected, kpi_rows
 from sinks.report import build_report
 from streams.metrics import Metrics
-from streams.present.report import render_document, stream_counters
+from streams.present.report import render_document
 from streams.producer import EventProducer, OutgoingMessage, ensure_topics, topic_for_kind
 from streams.run import verify, worker_main
 from streams.simulate import config_from
@@ -231,10 +231,10 @@ def _produce(demo: Settings, events: int, seed: int, truth: Path, console: Conso
     return len(messages)
 
 
-async def _run_worker(demo: Settings, produced: int, console: Console) -> tuple[Metrics, bool]:
+async def _run_worker(demo: Settings, produced: int, console: Console) -> bool:
     """Run the worker until it drained (or Ctrl-C), with progress and live KPIs.
 
-    Returns its metrics and whether it was interrupted."""
+    Returns whether it was interrupted."""
     stop = asyncio.Event()
     interrupted = False
     loop = asyncio.get_running_loop()
@@ -268,17 +268,12 @@ async def _run_worker(demo: Settings, produced: int, console: Console) -> tuple[
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
-    return metrics, interrupted
+    return interrupted
 
 
-def _write_report(demo: Settings, metrics: Metrics, state: Path) -> Path:
+def _write_report(demo: Settings, state: Path) -> Path:
     with connected(demo.clickhouse.url.get_secret_value()) as backend:
-        document = build_report(
-            backend,
-            demo,
-            counters=stream_counters(metrics.registry.collect()),
-            counters_source="the demo's worker",
-        )
+        document = build_report(backend, demo)
     html = state / "report.html"
     html.write_text(render_document(document, "html"), encoding="utf-8")
     (state / "report.json").write_text(render_document(document, "report-json") + "\n")
@@ -306,7 +301,7 @@ def run_demo(settings: Settings, events: int, seed: int) -> int:
         produced = _produce(demo, events, seed, truth, console)
         console.rule("2. worker (Kafka -> Faust -> embedded ClickHouse)")
         began = time.monotonic()
-        metrics, interrupted = asyncio.run(_run_worker(demo, produced, console))
+        interrupted = asyncio.run(_run_worker(demo, produced, console))
         if interrupted:
             console.print("[bold]interrupted[/]: the worker stopped cleanly")
             return 130
@@ -316,7 +311,7 @@ def run_demo(settings: Settings, events: int, seed: int) -> int:
         console.rule("4. KPIs")
         _print_kpis(console, demo)
         console.rule("5. board report")
-        html = _write_report(demo, metrics, state)
+        html = _write_report(demo, state)
         console.print(f"report: [bold]{html.resolve()}[/] (data: {html.with_suffix('.json')})")
         return code
     finally:

@@ -1,6 +1,6 @@
 """Stage one's batches in the worker: source partitions (co-partitioned by user) through
 ``pipeline.stage_one``, out to the dead-letter, late and repartition topics, the raw-event,
-credit and campaign rows to ClickHouse, the state to its changelog.
+skipped-event, credit and campaign rows to ClickHouse, the state to its changelog.
 
 After each batch, every stage-two partition gets a heartbeat with each source partition's
 watermark (:func:`source_watermarks`), after the batch's contributions (same producer, so in
@@ -22,7 +22,7 @@ from pipeline.contract import Contract
 from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts, as_record
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
-from pipeline.ports import CampaignRow, CreditRow, DeadLetterRow, RawEventRow
+from pipeline.ports import CampaignRow, CreditRow, DeadLetterRow, RawEventRow, SkippedEventRow
 from pipeline.settings import Settings
 from pipeline.stage_one import (
     WATERMARK_KINDS,
@@ -166,6 +166,7 @@ class IngestStage:
         credits: list[CreditRow] = []
         raw: list[RawEventRow] = []
         campaigns: list[CampaignRow] = []
+        skipped: list[SkippedEventRow] = []
         stores = []
         for partition, by_topic in by_partition.items():
             store = self.batches.store(self.state, partition)
@@ -184,7 +185,7 @@ class IngestStage:
                     continue
                 count += len(records)
                 dead += self._slice(
-                    topic, partition, records, store, now_ms, sent, packs, raw, campaigns
+                    topic, partition, records, store, now_ms, sent, packs, raw, campaigns, skipped
                 )
             release = self.ingestor.release(partition, store)
             for offset, forward in release.forwards:
@@ -195,7 +196,7 @@ class IngestStage:
         await deliver(self.batches.app, sent + packs.messages() + beats)
         async with self.batches.keeping_unwritten(stores):
             await self.batches.sink.write(
-                dead_letters=dead, credits=credits, raw=raw, campaigns=campaigns
+                dead_letters=dead, credits=credits, raw=raw, campaigns=campaigns, skipped=skipped
             )
         await self.batches.write_changelogs(stores)
         await self.offsets.commit_seen({(r.topic, r.partition) for r in delivered})
@@ -212,6 +213,7 @@ class IngestStage:
         packs: Packs,
         raw: list[RawEventRow],
         campaigns: list[CampaignRow],
+        skipped: list[SkippedEventRow],
     ) -> list[DeadLetterRow]:
         kind = self.kinds[topic]
         if kind == COLLECTED_KIND:  # the collector's letters for the table: no events
@@ -242,7 +244,6 @@ class IngestStage:
             sent.append((self.dead_topic, msg.key, _dead_letter_json(row, msg.key), None))
         for offset, event, watermark in result.late:
             msg = by_offset[offset]
-            self.metrics.late.labels(topic).inc()
             late = {
                 "topic": topic,
                 "partition": partition,
@@ -253,7 +254,9 @@ class IngestStage:
                 "payload_b64": base64.b64encode(msg.value or b"").decode(),
             }
             sent.append((self.late_topic, msg.key, orjson.dumps(late), None))
-        self.metrics.duplicates.labels(topic).inc(result.duplicates)
+        self.metrics.late.labels(topic).inc(len(result.late))
+        self.metrics.duplicates.labels(topic).inc(len(result.duplicates))
+        skipped += result.skipped(topic, partition)
         raw += [
             RawEventRow(
                 e.event_id,

@@ -26,15 +26,29 @@ from pipeline.verify import (
     compare_campaigns,
     compare_credits,
     compare_dead_letters,
+    compare_skipped,
     compare_windows,
 )
-from sinks import ClickHouseSink, connected, credited_rows, dead_letter_counts, kpi_rows
+from sinks import (
+    ClickHouseSink,
+    connected,
+    credited_rows,
+    dead_letter_counts,
+    kpi_rows,
+    skipped_daily,
+)
 from sinks.views import campaigns
 from streams.collector import build_collector
 from streams.health import Liveness, ProduceReadiness, Readiness
 from streams.metrics import CollectorMetrics, Metrics, MetricsServer
 from streams.present.progress import Reporter
-from streams.producer import EventProducer, check_changelogs, ensure_topics, kafka_reachable
+from streams.producer import (
+    EventProducer,
+    check_changelogs,
+    ensure_topics,
+    kafka_reachable,
+    topic_for_kind,
+)
 from streams.worker import Worker
 
 __all__ = [
@@ -360,8 +374,11 @@ def verify(settings: Settings, truth_path: Path) -> int:
         dead = dead_letter_counts(backend)
         credits = credited_rows(backend)
         declared = campaigns(backend)
+        skipped = skipped_daily(backend)
     diffs = compare_windows(truth, rows)
     diffs += compare_dead_letters(truth["dead_letters"], dead)
+    kinds = {topic: kind for kind, topic in topic_for_kind(settings).items()}
+    diffs += compare_skipped(truth["skipped"], skipped, kinds)
     diffs += compare_credits(truth["credited"], credits)
     diffs += compare_campaigns(truth.get("campaigns", {}), declared)
     if diffs:
@@ -378,6 +395,7 @@ def verify(settings: Settings, truth_path: Path) -> int:
         f"{sum(len(v) for v in truth['credited'].values())} credited rows over "
         f"{len(truth['credited'])} attribution models, "
         f"{sum(truth['dead_letters'].values())} dead letters, "
+        f"{truth['late']} late and {truth['duplicates']} duplicate events, "
         f"{len(declared)} declared campaigns "
         f"(reach within {REACH_TOLERANCE:.1%})"
     )

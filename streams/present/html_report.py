@@ -477,13 +477,12 @@ def _sentiment_section(doc: dict[str, Any], chart: Callable[[str], str]) -> str:
 
 def _quality_section(doc: dict[str, Any]) -> str:
     q = doc["data_quality"]
-    counted = q["stream_counters"] is not None
     columns: list[h.Column] = [
         ("kpi", "KPI", str),
         ("topics", "Source topics", lambda v: ", ".join(v)),
         ("rejected", "Rejected (dead letters)", h.integer),
-        ("late", "Late (after the grace period)", h.integer if counted else lambda v: "n/a"),
-        ("duplicates", "Duplicates (skipped)", h.integer if counted else lambda v: "n/a"),
+        ("late", "Late (after the grace period)", h.integer),
+        ("duplicates", "Duplicates (skipped)", h.integer),
     ]
     per_kpi = h.table("quality", q["per_kpi"], columns, key="kpi")
     reasons = [{"reason": k, "letters": v} for k, v in sorted(q["dead_letters_by_reason"].items())]
@@ -492,29 +491,28 @@ def _quality_section(doc: dict[str, Any]) -> str:
         [("reason", "Reason", str), ("letters", "Dead letters", h.integer)],
         key="reason",
     )  # fmt: skip
-    if counted:
-        source = escape(q["stream_counters_source"] or "the worker")
-        note = (
-            f"Late and duplicate counts come from {source} (Prometheus counters "
-            "<code>socialroi_late_events_total</code> and <code>socialroi_duplicates_total</code>, "
-            "since that worker started)."
-        )
-    else:
-        note = (
-            "Late and duplicate counts are not stored in ClickHouse: read them from the workers' "
-            "Prometheus metrics <code>socialroi_late_events_total</code> and "
-            "<code>socialroi_duplicates_total</code>, or pass "
-            "<code>--metrics-url http://WORKER:9464/metrics</code> to include them here."
-        )
+    open_days = h.open_days(doc)
+    by_day = h.table(
+        "skipped-by-day", q["skipped_by_day"],
+        [("day", "Day (event time)", lambda v: f"{v} (provisional)" if v in open_days else v),
+         ("late", "Late", h.integer), ("duplicates", "Duplicates", h.integer)],
+        key="day",
+    )  # fmt: skip
     empty = "" if reasons else "<p>No message was rejected.</p>"
+    skipped = (
+        by_day if q["skipped_by_day"] else "<p>No event of the period was late or a duplicate.</p>"
+    )
     return (
         '<section id="quality"><h2>Data quality</h2>'
         "<p>Rejected messages never count in a KPI: each is kept as a dead letter with its "
-        "reason and original bytes. Late events (older than the allowed lateness) and "
-        f"duplicates (an event id already counted) are left out too. {note}</p>"
+        "reason and original bytes (all stored, whatever the period). Late events (older than "
+        "the allowed lateness) and duplicates (an event id already counted) are left out too; "
+        "each is stored with its campaign and event time, so their counts here cover the "
+        "period's days (by event time) for every campaign.</p>"
         # each grid cell a div: a bare table ignores overflow-x and spills over its neighbour
         f'<div class="grid tables"><div>{per_kpi}</div><div>{by_reason}{empty}</div></div>'
-        "</section>"
+        f"<h3>Late and duplicate events per day</h3>{skipped}"
+        f"{h.open_note([d['day'] for d in q['skipped_by_day']], open_days)}</section>"
     )
 
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
-import urllib.request
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
@@ -25,8 +24,6 @@ __all__ = [
     "FORMATS",
     "render",
     "render_document",
-    "scrape_stream_counters",
-    "stream_counters",
 ]
 
 FORMATS: Final = ("table", "csv", "json")
@@ -123,37 +120,3 @@ def render_document(document: dict[str, Any], fmt: str) -> str:
 
         return render_html(document)
     raise ValueError(f"unknown format {fmt!r}")
-
-
-_COUNTER_SAMPLES: Final = {
-    "socialroi_late_events_total": "late",
-    "socialroi_duplicates_total": "duplicates",
-    "socialroi_events_consumed_total": "consumed",
-}
-
-
-def stream_counters(families: Iterable[Any]) -> dict[str, dict[str, int]]:
-    """``late``, ``duplicates`` and ``consumed`` (ingest stage) per topic, from Prometheus
-    metric families: a worker's in-process ``registry.collect()`` or parsed ``/metrics``
-    text. Several workers' families may be chained; their counts add up."""
-    out: dict[str, dict[str, int]] = {"late": {}, "duplicates": {}, "consumed": {}}
-    for family in families:
-        for sample in family.samples:
-            kind = _COUNTER_SAMPLES.get(sample.name)
-            if kind is None or (kind == "consumed" and sample.labels.get("stage") != "ingest"):
-                continue
-            topic = sample.labels.get("topic", "")
-            out[kind][topic] = out[kind].get(topic, 0) + int(sample.value)
-    return out
-
-
-def scrape_stream_counters(urls: Sequence[str], timeout: float = 5.0) -> dict[str, dict[str, int]]:
-    """:func:`stream_counters` of the workers whose ``/metrics`` pages are at ``urls``;
-    raises ``OSError`` (``urllib.error.URLError``) when one does not answer."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    families: list[Any] = []
-    for url in urls:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            families += text_string_to_metric_families(response.read().decode())
-    return stream_counters(families)

@@ -24,7 +24,7 @@ from pydantic import SecretStr
 from pipeline.kpi import KPI_COUNTERS, ratios
 from pipeline.settings import ClickHouseSettings
 from sinks.backends import Backend, open_backend
-from sinks.reader import credited_rows, kpi_rows
+from sinks.reader import credited_rows, kpi_rows, skipped_daily
 from sinks.views import (
     VIEW_READERS,
     campaign_report,
@@ -60,6 +60,9 @@ async def load(backend: Backend, url: str) -> None:
         await sink.flush()
     for credit in data.CREDITS:  # the replayed one in a part of its own
         sink.add_credits([credit])
+        await sink.flush()
+    for skipped in data.SKIPPED:
+        sink.add_skipped_events([skipped])
         await sink.flush()
 
 
@@ -191,6 +194,15 @@ def test_campaign_directory_has_each_campaigns_newest_record(
     assert spring and {r["campaign_name"] for r in spring} == {"Spring sale"}
     used = sum(r["budget_used"] for r in spring)
     assert used == pytest.approx(sum(r["spend"] for r in spring) / 3_680)
+
+
+def test_skipped_daily_counts_each_source_position_once(stores: dict[str, Backend]) -> None:
+    expected = data.expected_skipped_daily()
+    assert both(stores, skipped_daily) == expected
+    assert sum(r["late"] for r in expected) == 3 and sum(r["duplicates"] for r in expected) == 2
+    second = both(stores, skipped_daily, date(2026, 10, 2), date(2026, 10, 4))
+    assert second == [r for r in expected if "2026-10-02" <= r["day"] < "2026-10-04"]
+    assert len(second) == 2
 
 
 def test_spend_vs_return(stores: dict[str, Backend], current: list[Any]) -> None:

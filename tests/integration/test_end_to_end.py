@@ -41,6 +41,7 @@ def test_simulated_run_equals_the_truth_and_verify_catches_an_altered_row(
     expected = orjson.loads(truth.read_bytes())
     assert f"equals the truth: {len(expected['windows'])} windows" in out
     assert expected["late"] > 0 and expected["duplicates"] > 0
+    assert f"{expected['late']} late and {expected['duplicates']} duplicate events" in out
     assert sum(expected["dead_letters"].values()) == 200
     assert set(expected["config"]["currencies"]) == {"EUR", "GBP", "USD"}
 
@@ -115,12 +116,23 @@ def test_simulated_run_equals_the_truth_and_verify_catches_an_altered_row(
                 ]
             ],
         )
+        # And one duplicate more than the stream had: a position no event came from.
+        skipped = backend.query(
+            "SELECT topic, partition, event_id, event_type, campaign_id, channel, "
+            "toUInt64(toUnixTimestamp(event_time)) * 1000 AS event_ms FROM skipped_events "
+            "WHERE reason = 'duplicate' ORDER BY topic, partition, offset LIMIT 1"
+        ).dicts()[0]
+        moved = {**skipped, "reason": "duplicate", "offset": 10**9}
+        moved["event_time"] = utc(moved.pop("event_ms"))
+        backend.insert("skipped_events", list(moved), [list(moved.values())])
     finally:
         backend.close()
     result = socialroi(env, "verify", "--truth", str(truth))
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "1 differences" in result.stdout
+    assert "2 differences" in result.stdout
     assert f"likes expected {row['likes']}, got {row['likes'] + 1}" in result.stdout
+    day = utc(skipped["event_ms"]).date().isoformat()
+    assert f"{skipped['channel']} {day}: duplicate expected " in result.stdout
 
 
 def test_the_main_job_runs_the_whole_pipeline_and_prints_kpis(

@@ -19,7 +19,7 @@ from typing import Any
 
 from pipeline.campaigns import declare_credits, newest_records
 from pipeline.kpi import KPI_COUNTERS
-from pipeline.ports import CampaignRow, CreditRow, KpiSnapshot
+from pipeline.ports import CampaignRow, CreditRow, KpiSnapshot, SkippedEventRow
 from pipeline.verify import credit_fields
 
 DAY_S = 86400
@@ -562,3 +562,39 @@ def expected_credits() -> list[dict[str, Any]]:
         for r in declare_credits(CREDITS[:-1], newest_records(CAMPAIGN_RECORDS))
     }
     return [credit_fields(r) for _, r in sorted(rows.items())]
+
+
+def _skipped(reason: str, topic: str, offset: int, day: int, campaign: str) -> SkippedEventRow:
+    ms = DAY0_MS + day * DAY_S * 1000 + 43_200_000 + offset
+    mark = ms + 3_600_000 if reason == "late" else 0
+    channel = "direct" if topic == "web.events" and not campaign else "facebook"
+    return SkippedEventRow(
+        reason, topic, 0, offset, f"e{offset}", "like", ms, campaign, channel, mark
+    )
+
+
+# Late and duplicate events (``skipped_events``): one written twice (a replayed batch, in
+# its own insert), one the day after the data set.
+SKIPPED = (
+    _skipped("late", "social.interactions", 1, 0, "spring"),
+    _skipped("late", "social.interactions", 1, 0, "spring"),
+    _skipped("late", "social.interactions", 5, 0, "spring"),
+    _skipped("duplicate", "social.interactions", 2, 1, "autumn"),
+    _skipped("late", "web.events", 3, 2, ""),
+    _skipped("duplicate", "web.events", 4, DAYS, "spring"),
+)
+
+
+def expected_skipped_daily() -> list[dict[str, Any]]:
+    """``skipped_daily``: each source position once, per day, campaign, channel and topic."""
+    once = {(r.topic, r.partition, r.offset): r for r in SKIPPED}
+    counts: dict[tuple[str, str, str, str], dict[str, int]] = defaultdict(
+        lambda: {"late": 0, "duplicates": 0}
+    )
+    for r in once.values():
+        key = (_day(r.event_ms), r.campaign_id, r.channel, r.topic)
+        counts[key]["late" if r.reason == "late" else "duplicates"] += 1
+    return [
+        {"day": d, "campaign_id": c, "channel": ch, "topic": t, **n}
+        for (d, c, ch, t), n in sorted(counts.items())
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,12 +20,18 @@ from pipeline.ingest import NO_TIME, PartitionClock, ServiceCosts
 from pipeline.kpi import MICROS
 from pipeline.money import Rates
 from pipeline.panes import PaneState, compose
-from pipeline.ports import CampaignRow, KpiSnapshot
+from pipeline.ports import CampaignRow, KpiSnapshot, SkippedEventRow
 from pipeline.settings import AttributionModel, AttributionSettings, WindowSettings
 from pipeline.simulator import SimMessage, SimulationConfig, simulate, truth_config
 from pipeline.stage_one import WATERMARK_KINDS, Ingestor, Message, clock_key
 from pipeline.stage_two import Aggregator
-from pipeline.verify import compare_credits, compare_dead_letters, compare_windows, credit_fields
+from pipeline.verify import (
+    compare_credits,
+    compare_dead_letters,
+    compare_skipped,
+    compare_windows,
+    credit_fields,
+)
 
 NOW = 1_900_000_000_000
 RATES = Rates("EUR", {"USD": Decimal("0.92"), "GBP": Decimal("1.17")})
@@ -108,6 +115,7 @@ def run_core(
     dead: dict[str, int] = defaultdict(int)
     credits: dict[tuple[str, str, str], Any] = {}
     records: list[CampaignRow] = []
+    skipped: dict[tuple[str, int, int], SkippedEventRow] = {}  # by source position
     offsets: dict[tuple[str, int], int] = defaultdict(int)
     traffic = [f"{k}:{p}" for k in WATERMARK_KINDS[:2] for p in range(t.partitions)]
     positioned = []
@@ -144,6 +152,7 @@ def run_core(
                     for _, rejection in result.rejected:
                         dead[rejection.reason.value] += 1
                 records.extend(result.campaigns)
+                skipped.update(((kind, part, r.offset), r) for r in result.skipped(kind, part))
                 items += [
                     Contribution(
                         f"{kind}:{part}", o, f.ts_ms, f.campaign_id, f.channel, f.deltas, f.user_id
@@ -193,7 +202,18 @@ def run_core(
     credit_rows = [
         credit_fields(r) for r in declare_credits(credits.values(), newest_records(records))
     ]
-    return {"rows": rows, "credits": credit_rows}, dict(dead), list(stored)
+    daily: dict[tuple[str, str, str, str], dict[str, Any]] = {}
+    for r in skipped.values():
+        day = datetime.fromtimestamp(r.event_ms // 1000, UTC).date().isoformat()
+        row = daily.setdefault(
+            (day, r.campaign_id, r.channel, r.topic),
+            {"day": day, "campaign_id": r.campaign_id, "channel": r.channel, "topic": r.topic},
+        )
+        column = "late" if r.reason == "late" else "duplicates"
+        row[column] = row.get(column, 0) + 1
+    stored_skipped = [{"late": 0, "duplicates": 0, **r} for r in daily.values()]
+    got = {"rows": rows, "credits": credit_rows, "skipped": stored_skipped}
+    return got, dict(dead), list(stored)
 
 
 @pytest.fixture(scope="module")
@@ -248,6 +268,9 @@ def test_core_equals_the_simulator_truth(simulated: Any, batch: int, replay_ever
     assert compare_windows(truth, got["rows"]) == []
     assert compare_dead_letters(truth["dead_letters"], dead) == []
     assert compare_credits(truth["credited"], got["credits"]) == []
+    assert compare_skipped(truth["skipped"], got["skipped"], {}) == []
+    assert sum(r["late"] for r in got["skipped"]) == truth["late"] > 0
+    assert sum(r["duplicates"] for r in got["skipped"]) == truth["duplicates"] > 0
 
 
 def test_a_crash_that_keeps_any_subset_of_the_state_changes_credits_the_same() -> None:
@@ -310,6 +333,15 @@ def test_verify_notices_an_altered_counter_and_a_wrong_final_flag(simulated: Any
     rows[1]["is_final"] = not rows[1]["is_final"]
     whats = sorted(d.what for d in compare_windows(truth, rows))
     assert whats == ["is_final", "likes"]
+    skipped = got["skipped"]
+    late = next(r for r in skipped if r["late"])
+    late["late"] -= 1
+    skipped.append({**late, "day": "2030-01-01", "late": 0, "duplicates": 1})
+    wrong = compare_skipped(truth["skipped"], skipped, {})
+    assert [(d.what, d.expected, d.actual) for d in wrong] == [
+        ("duplicate", 0, 1),
+        ("late", late["late"] + 1, late["late"]),
+    ]
 
 
 @pytest.mark.parametrize("model", list(AttributionModel))

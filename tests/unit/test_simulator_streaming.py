@@ -251,6 +251,18 @@ def batch_truth(
     seen: dict[tuple[str, int], set[str]] = defaultdict(set)
     dead: dict[str, int] = defaultdict(int)
     late = duplicates = 0
+    skipped: dict[tuple[str, ...], int] = defaultdict(int)
+
+    def skip(reason: str, kind: str, body: dict[str, Any], ts: int) -> None:
+        if kind == "web.events":
+            campaign, channel = _web_route(body)
+        else:
+            campaign = str(body.get("campaign_id", "")).strip().lower()
+            channel = normalise_channel(str(body.get("channel", "")))
+        skipped[
+            (reason, kind, campaign, channel, time.strftime("%Y-%m-%d", time.gmtime(ts // 1000)))
+        ] += 1
+
     for kind, part, body, reason in entries:
         offset = offsets[(kind, part)]
         offsets[(kind, part)] += 1
@@ -261,10 +273,12 @@ def batch_truth(
         newest = state.max_ts.get((kind, part), _NO_TIME)
         if ts < newest - cfg.allowed_lateness_ms:
             late += 1
+            skip("late", kind, body, ts)
             continue
         state.max_ts[(kind, part)] = max(newest, ts)
         if body["event_id"] in seen[(kind, part)]:
             duplicates += 1
+            skip("duplicate", kind, body, ts)
             continue
         seen[(kind, part)].add(body["event_id"])
         _accept(state, cfg, kind, part, offset, body)
@@ -349,6 +363,7 @@ def batch_truth(
         "dead_letters": dict(sorted(dead.items())),
         "late": late,
         "duplicates": duplicates,
+        "skipped": [[*key, n] for key, n in sorted(skipped.items())],
         "campaigns": campaigns,
     }
 
