@@ -8,7 +8,8 @@ leaves them (decoded on first use).
 
 Finality: a pane is final once the partition's final watermark (the lowest heard over the
 source partitions, :func:`pipeline.aggregate.final_watermark`) has passed its end; it is
-then written once more, as final, and leaves the state once the watermark is a further
+then written once more, as final (or only as final, when the batch that changed it made
+it final: :meth:`Aggregator.batch`), and leaves the state once the watermark is a further
 allowed lateness past its end (a tombstone in the changelog). Panes waiting for either are
 kept in an index by end time, so a batch looks only at the panes whose time has come rather
 than scanning every pane.
@@ -155,12 +156,46 @@ class Aggregator:
         else:
             self._pending[partition].add(key.end_ms, encoded)
 
+    def batch(
+        self,
+        items: Iterable[Contribution],
+        store_for: Callable[[int], PaneStore],
+        heard: Mapping[int, Mapping[str, int]],
+    ) -> tuple[list[KpiSnapshot], int, dict[int, int]]:
+        """A whole batch: fold ``items``, then finalise each partition in ``heard`` (its
+        source watermarks). Returns one snapshot per pane the batch changed or made final,
+        taken after both (a pane both changed and made final is written once, as final,
+        not also as the provisional row the final one would supersede in the same insert),
+        the replays skipped, and each partition's watermark."""
+        changed, replays = self._fold(items, store_for)
+        watermarks = {}
+        for partition, marks in heard.items():
+            watermark, finals = self._finalise(partition, marks, store_for(partition))
+            watermarks[partition] = watermark
+            for key, state in finals:
+                changed[key] = state
+        return [self._snapshot(key, state) for key, state in changed.items()], replays, watermarks
+
     def fold(
         self, items: Iterable[Contribution], store_for: Callable[[int], PaneStore]
     ) -> tuple[list[KpiSnapshot], int]:
         """Fold a batch into its partitions' stores; the snapshots of the changed panes, and
         how many contributions the panes already included (replays, skipped)."""
+        changed, replays = self._fold(items, store_for)
+        return [self._snapshot(key, state) for key, state in changed.items()], replays
 
+    def finalise(
+        self, partition: int, heard: Mapping[str, int], store: PaneStore
+    ) -> tuple[int, list[KpiSnapshot]]:
+        """Write as final the panes the watermark has passed, drop those a further allowed
+        lateness behind it. Returns the watermark (``NO_TIME`` until every traffic partition
+        has been heard) and the final snapshots."""
+        watermark, finals = self._finalise(partition, heard, store)
+        return watermark, [self._snapshot(key, state) for key, state in finals]
+
+    def _fold(
+        self, items: Iterable[Contribution], store_for: Callable[[int], PaneStore]
+    ) -> tuple[dict[PaneKey, PaneState], int]:
         def load(key: PaneKey) -> PaneState:
             store = store_for(self._partition_of(key.campaign_id))
             encoded = key.encode()
@@ -170,7 +205,6 @@ class Aggregator:
                 store.put(encoded, state)
             return state
 
-        snapshots = []
         changed, replays = fold(items, self.sizes, load)
         for key, state in changed.items():
             partition = self._partition_of(key.campaign_id)
@@ -178,19 +212,15 @@ class Aggregator:
             store_for(partition).put(encoded, state)
             if not state.final:
                 self._pending[partition].add(key.end_ms, encoded)
-            snapshots.append(state.snapshot(key, self._size_of(key)))
-        return snapshots, replays
+        return changed, replays
 
-    def finalise(
+    def _finalise(
         self, partition: int, heard: Mapping[str, int], store: PaneStore
-    ) -> tuple[int, list[KpiSnapshot]]:
-        """Write as final the panes the watermark has passed, drop those a further allowed
-        lateness behind it. Returns the watermark (``NO_TIME`` until every traffic partition
-        has been heard) and the final snapshots."""
+    ) -> tuple[int, list[tuple[PaneKey, PaneState]]]:
         watermark = final_watermark(heard, self._traffic)
         if watermark == NO_TIME:
             return watermark, []
-        snapshots = []
+        finals = []
         expiring = self._expiring[partition]
         for _, keys in self._pending[partition].due(watermark):
             for encoded in keys:
@@ -200,12 +230,15 @@ class Aggregator:
                 state.final = True
                 store.put(encoded, state)
                 key = PaneKey.parse(encoded)
-                snapshots.append(state.snapshot(key, self._size_of(key)))
+                finals.append((key, state))
                 expiring.add(key.end_ms + self._lateness_ms, encoded)
         for _, keys in expiring.due(watermark):
             for encoded in keys:
                 store.delete(encoded)
-        return watermark, snapshots
+        return watermark, finals
+
+    def _snapshot(self, key: PaneKey, state: PaneState) -> KpiSnapshot:
+        return state.snapshot(key, self._size_of(key))
 
     def _size_of(self, key: PaneKey) -> PaneSize:
         # A pane of a size no longer configured (kept in state across a settings change)

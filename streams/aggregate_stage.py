@@ -113,13 +113,13 @@ class AggregateStage:
                 store = stores[part] = self.batches.store(self.windows, part)
             return store
 
-        snapshots, replays = self.stage_two.fold(items, store_for)
+        sources = {part: self._heard[part] for part in positions}
+        snapshots, replays, watermarks = self.stage_two.batch(items, store_for, sources)
         self.metrics.replays_skipped.inc(replays)
         marks = []
         for part, (first, unseen) in positions.items():
             store = store_for(part)
-            watermark, final = self.stage_two.finalise(part, self._heard[part], store)
-            snapshots += final
+            watermark = watermarks[part]
             if watermark != NO_TIME:
                 self.metrics.watermark.set(watermark / 1000)
                 if watermark > self._marked.get(part, NO_TIME):

@@ -170,10 +170,8 @@ def run_core(
                 latest = PartitionClock.from_state(stage_one.get(clock_key(f"{kind}:{part}")))
                 if latest.latest() != NO_TIME:
                     heard[f"{kind}:{part}"] = latest.latest() - t.allowed_lateness_ms
-        for snapshot in aggregator.fold(items, lambda partition: store)[0]:
-            write(snapshot)
-        _, final = aggregator.finalise(0, heard, store)
-        for snapshot in final:
+        # a whole batch as the worker folds it: each changed or final pane written once
+        for snapshot in aggregator.batch(items, lambda partition: store, {0: heard})[0]:
             write(snapshot)
         # what the changelog keeps, and a restart recovers
         for key, value in panes.items():

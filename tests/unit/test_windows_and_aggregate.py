@@ -205,6 +205,29 @@ def test_panes_turn_final_once_then_leave_after_the_lateness() -> None:
     assert [s.window_start_ms for s in final] == [MINUTE, 2 * MINUTE]
 
 
+def test_a_batch_writes_a_pane_it_changed_and_made_final_once_as_final() -> None:
+    # What fold then finalise would write: the provisional rows of 0-1 min and 1-2 min, then
+    # their final rows, which supersede them in the same insert. A batch writes each once.
+    items = [contribution("t:0", o, o * 20_000) for o in range(9)]
+    apart, whole = _Store(), _Store()
+    stage = Aggregator(SPECS, 30_000, ["t:0"], lambda campaign: 0)
+    separate, _ = stage.fold(items, lambda p: apart)
+    separate += stage.finalise(0, {"t:0": 2 * MINUTE}, apart)[1]
+    stage = Aggregator(SPECS, 30_000, ["t:0"], lambda campaign: 0)
+    rows, replays, marks = stage.batch(items, lambda p: whole, {0: {"t:0": 2 * MINUTE}})
+    assert (replays, marks) == (0, {0: 2 * MINUTE})
+    newest: dict[tuple[object, ...], KpiSnapshot] = {}
+    for row in separate:  # what ReplacingMergeTree keeps of the fold-then-finalise rows
+        key = (row.window_seconds, row.window_start_ms)
+        if key not in newest or newest[key].version < row.version:
+            newest[key] = row
+    assert len(separate) > len(rows) == len(newest)
+    assert {(r.window_seconds, r.window_start_ms): r for r in rows} == newest
+    minutes = sorted((r.window_start_ms, r.is_final) for r in rows if r.window_seconds == 60)
+    assert minutes == [(0, True), (MINUTE, True), (2 * MINUTE, False)]
+    assert whole.keys() == apart.keys()
+
+
 events_strategy = st.lists(
     st.tuples(st.integers(0, 2), st.integers(0, 10 * MINUTE), st.integers(1, 5), st.integers(0, 9)),
     min_size=1,
