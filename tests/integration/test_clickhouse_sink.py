@@ -91,7 +91,7 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
     expected |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
     expected |= {"kpi_pane_current", "kpi_pane_latest", "kpi_key_current", "campaigns"}
     expected |= {"campaign_keys"}
-    expected |= {"dead_letter_originals"}
+    expected |= {"dead_letter_originals", "skipped_events"}
     expected |= set(VIEW_READERS)
     if engine_backend.cluster:  # each table is Distributed over a replicated local one
         engines = dict(
@@ -101,7 +101,7 @@ def test_migrations_apply_twice_without_harm(engine_backend: Backend) -> None:
         )
         stored = {"schema_migrations", "kpi_windows", "dead_letters"}
         stored |= {"credited_conversions", "raw_events", "kpi_panes", "kpi_watermarks"}
-        stored |= {"campaigns", "dead_letter_originals"}
+        stored |= {"campaigns", "dead_letter_originals", "skipped_events"}
         for name in stored:
             assert engines[name] == "Distributed", name
             assert engines[f"{name}_local"].startswith("Replicated"), name
