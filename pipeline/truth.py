@@ -556,11 +556,7 @@ class Truth:
             "credited": {
                 m.value: orjson.loads(self._credited_json(i)) for i, m in enumerate(_MODELS)
             },
-            "dead_letters": dict(sorted(self._dead.items())),
-            "late": self.late,
-            "duplicates": self.duplicates,
-            "skipped": self.skipped(),
-            "campaigns": self.campaigns(),
+            **self._tail(),
         }
 
     def write(self, out: IO[bytes], extra: Mapping[str, Any] | None = None) -> None:
@@ -574,15 +570,17 @@ class Truth:
         for i, model in enumerate(_MODELS):
             out.write((b"," if i else b"") + orjson.dumps(model.value) + b":")
             out.write(self._credited_json(i))
-        tail = {
+        out.write(b"}," + orjson.dumps({**self._tail(), **(extra or {})})[1:])
+
+    def _tail(self) -> dict[str, Any]:
+        """The document's keys after the credits."""
+        return {
             "dead_letters": dict(sorted(self._dead.items())),
             "late": self.late,
             "duplicates": self.duplicates,
             "skipped": self.skipped(),
             "campaigns": self.campaigns(),
-            **(extra or {}),
         }
-        out.write(b"}," + orjson.dumps(tail)[1:])
 
 
 def compute_truth(
