@@ -64,6 +64,7 @@ from pipeline.kpi import KPI_COUNTERS, MICROS
 from pipeline.money import Rates
 from pipeline.normalize import CLICK_ID_CHANNELS, campaign_key, normalise_channel
 from pipeline.settings import AttributionModel
+from pipeline.truth_declared import declare_credits, declare_windows, directory, owners
 from pipeline.windows import WindowSpec
 
 __all__ = ["Truth", "TruthConfig", "compute_truth"]
@@ -81,8 +82,6 @@ _COUNTED = {
 }
 _INDEX: Final = {name: i for i, name in enumerate(KPI_COUNTERS)}
 _REACH: Final = _INDEX["reach"]
-_PROFIT: Final = _INDEX["profit_micros"]
-_UNMARGINED: Final = _INDEX["unmargined_revenue_micros"]
 _MODELS: Final = tuple(AttributionModel)
 # How often (accepted events) closed reach sets are turned into counts.
 _CLOSE_EVERY: Final = 1024
@@ -470,27 +469,13 @@ class Truth:
             if any(s not in self._max_ts for s in traffic)
             else min(self._max_ts[s] for s in heard) - cfg.allowed_lateness_ms
         )
-        directory = self._directory = self.campaigns()
-        owners = self._owners = _owners(directory)
-        merged: dict[_WindowKey, list[int]] = {}
-        for key in list(self._windows):
-            campaign, channel, kind, size, start = key
-            values = self._windows.pop(key)
-            users = self._reach.pop(key, 0)
-            values[_REACH] = users if isinstance(users, int) else len(users)
-            owner = owners.get(campaign, campaign)
-            record = directory.get(owner)
-            margin = record["margin_ppm"] if record else -1
-            unmargined = values[_UNMARGINED]
-            if margin > 0:  # the declared margin, as the views apply it
-                values[_PROFIT] += (unmargined * margin + MICROS // 2) // MICROS
-            declared = (record["campaign_id"] if record else owner, channel, kind, size, start)
-            into = merged.get(declared)
-            if into is None:
-                merged[declared] = values
-            else:
-                for i, value in enumerate(values):
-                    into[i] += value
+        declared = self._directory = self.campaigns()
+        self._owners = owners(declared)
+        for key, users in self._reach.items():
+            self._windows[key][_REACH] = users if isinstance(users, int) else len(users)
+        self._reach.clear()
+        merged = declare_windows(self._windows, declared, self._owners)
+        self._windows.clear()
         rows = [
             [campaign, channel, kind, size // 1000, start, int(start + size <= final_before), v]
             for (campaign, channel, kind, size, start), v in sorted(merged.items())
@@ -502,22 +487,9 @@ class Truth:
         self._seen_by_time.clear()
 
     def campaigns(self) -> dict[str, dict[str, Any]]:
-        """Per campaign key, its newest accepted record as the views read it
-        (``campaign_directory``): declared id, name, utm_campaign key, margin_ppm and
-        budget_micros (-1 when none)."""
-        out = {}
-        for key, records in self._records.items():
-            body = max(records, key=lambda r: r[0])[1]
-            margin, budget = body.get("margin"), body.get("budget")
-            currency = body.get("currency") or self.cfg.rates.base
-            out[key] = {
-                "campaign_id": body["campaign_id"],
-                "name": body["name"],
-                "utm_campaign": campaign_key(body.get("utm_campaign", "")),
-                "margin_ppm": -1 if margin is None else round(margin * MICROS),
-                "budget_micros": -1 if budget is None else self.cfg.rates.micros(budget, currency),
-            }
-        return dict(sorted(out.items()))
+        """Per campaign key, its newest accepted record as the views read it (see
+        :func:`pipeline.truth_declared.directory`)."""
+        return directory(self._records, self.cfg.rates)
 
     def _finished(self) -> list[list[Any]]:
         self.finish()
@@ -533,17 +505,9 @@ class Truth:
         for rows in self._credited.values():
             if not rows[index]:
                 continue
-            declared = []
-            for event_id, key, channel, touch, share, amount, gain in orjson.loads(
-                b"[" + rows[index] + b"]"
-            ):
-                owner = self._owners.get(key, key)
-                record = self._directory.get(owner)
-                margin = record["margin_ppm"] if record else -1
-                if gain < 0:
-                    gain = (amount * margin + MICROS // 2) // MICROS if margin > 0 else 0
-                campaign = record["campaign_id"] if record else owner
-                declared.append([event_id, campaign, channel, touch, share, amount, gain])
+            declared = declare_credits(
+                orjson.loads(b"[" + rows[index] + b"]"), self._directory, self._owners
+            )
             chunks.append(orjson.dumps(declared)[1:-1])
         return b"[" + b",".join(chunks) + b"]"
 
@@ -592,15 +556,3 @@ def compute_truth(
     for kind, part, body, reason in entries:
         truth.add(kind, part, body, reason)
     return truth.as_dict()
-
-
-def _owners(directory: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
-    """Key -> the campaign key it counts for: a campaign's own key first, then the
-    ``utm_campaign`` tags campaigns declare (the smallest campaign key when several do)."""
-    owners: dict[str, str] = {}
-    for key in sorted(directory, reverse=True):  # the smallest key is written last
-        tag = directory[key]["utm_campaign"]
-        if tag:
-            owners[tag] = key
-    owners.update((key, key) for key in directory)
-    return owners
